@@ -1,0 +1,109 @@
+"""
+What every script shares: nanoGPT-style configuration (config files and --key=value
+overrides), one-line errors for bad input, and atomic file writes.
+
+    config, positional = configure(DEFAULTS, sys.argv[1:])
+
+Each script keeps its defaults at module level with a short comment each and passes
+them here as a dict. Python config files given on the command line are executed in
+order, then --key=value overrides apply; values are parsed as Python literals (bare
+words stay strings) and must match the type of the default.
+"""
+
+import ast
+import contextlib
+import difflib
+import os
+import sys
+import tempfile
+
+
+class UsageError(Exception):
+    """Bad input the user can fix. Scripts report it in one line, without a traceback."""
+
+
+def _check_key(key, defaults, source):
+    if key in defaults:
+        return
+    close = difflib.get_close_matches(key, list(defaults), n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise UsageError(f"unknown config key '{key}' in {source}{hint}")
+
+
+def _coerce(key, value, default, source):
+    """Type-check a value against its default: ints widen to floats, None accepts anything."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) or isinstance(value, bool):
+        if isinstance(default, bool) and isinstance(value, bool):
+            return value
+    elif isinstance(default, float) and isinstance(value, int):
+        return float(value)
+    elif isinstance(value, type(default)):
+        return value
+    raise UsageError(f"config key '{key}' in {source} expects {type(default).__name__}, "
+                     f"got {type(value).__name__} {value!r}")
+
+
+def _parse_value(text):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # bare words such as --device=cuda or --out_dir=out stay strings
+
+
+def configure(defaults, argv, config_files=True):
+    """Return (config, positional). With config_files, positional *.py args are executed as configs."""
+    config = dict(defaults)
+    positional = []
+    for arg in argv:
+        if arg.startswith("--"):
+            key, sep, text = arg[2:].partition("=")
+            if not sep:
+                raise UsageError(f"expected --key=value, got '{arg}'")
+            _check_key(key, defaults, "the command line")
+            config[key] = _coerce(key, _parse_value(text), defaults[key], "the command line")
+        elif config_files and arg.endswith(".py"):
+            if not os.path.isfile(arg):
+                raise UsageError(f"config file not found: {arg}")
+            scope = {}
+            try:
+                with open(arg, encoding="utf-8") as f:
+                    exec(compile(f.read(), arg, "exec"), scope)
+            except Exception as e:  # a broken config file is the user's to fix
+                raise UsageError(f"cannot run config file {arg}: {type(e).__name__}: {e}") from e
+            for key, value in scope.items():
+                if key.startswith("_") or callable(value) or type(value).__name__ == "module":
+                    continue
+                _check_key(key, defaults, arg)
+                config[key] = _coerce(key, value, defaults[key], arg)
+        else:
+            positional.append(arg)
+    return config, positional
+
+
+def run(main):
+    """Call main(); turn a UsageError into one line on stderr and exit code 1."""
+    try:
+        main()
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
