@@ -1,0 +1,210 @@
+"""
+Load test for serve.py on loopback: concurrent clients stream completions for a bounded time;
+report requests per second, latency and time to first token, and fail on any failed request.
+
+    python bench/bench_serve.py                                    # a tiny random model, ~20 s
+    python bench/bench_serve.py --out_dir=out-fawiki-small --clients=8 --seconds=60
+    python bench/bench_serve.py --seconds=5 --max_requests=40      # a quick check
+
+The server is started here, as `python serve.py` on a free 127.0.0.1 port, serving --out_dir
+or, when that is empty, a tiny random model written to a temporary folder (its text is noise;
+its speed shows the server's own overhead). Each client sends one streamed request after
+another, each with its own seed, until the time or the request budget runs out. Latency is
+from sending the request to the end of the stream; time to first token is to the first
+chunk holding text. Requests share one model thread, so with more clients each request
+takes longer while the total throughput stays about the same. The server inherits this
+process's environment, so OMP_NUM_THREADS=1 python bench/bench_serve.py measures a server
+running the model on one PyTorch thread.
+"""
+
+import contextlib
+import hashlib
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import common  # noqa: E402
+from bpe import Tokenizer  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
+
+DEFAULTS = {
+    "out_dir": "",  # checkpoint folder to serve; empty = a tiny random model
+    "clients": 4,  # concurrent clients, each sending one request after another
+    "seconds": 20.0,  # how long the clients keep sending new requests
+    "max_requests": 400,  # stop sending earlier once this many have been sent
+    "max_tokens": 64,  # tokens asked for per completion
+    "prompt": "تهران بزرگ‌ترین شهر ایران است و",
+    "temperature": 0.8,
+    "top_k": 200,
+    "device": "cpu",  # where serve.py runs the model
+    "out": os.path.join(ROOT, "bench", "results", "serve.json"),  # figures as JSON; "" writes none
+}
+TINY_TEXTS = [  # the tiny random model's tokenizer is trained on these few lines
+    "تهران بزرگ‌ترین شهر ایران است و در دامنهٔ البرز قرار دارد.",
+    "شاعران بسیاری در شیراز زندگی کرده‌اند؛ سعدی و حافظ از آن جمله‌اند.",
+    "دریای خزر در شمال ایران و خلیج فارس در جنوب آن است.",
+]
+
+
+def write_tiny_checkpoint(out_dir):
+    """A random one-layer model and a tokenizer trained on TINY_TEXTS, saved as train.py saves."""
+    tokenizer = Tokenizer.train(TINY_TEXTS * 4, vocab_size=360)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=128, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=64))
+    tokenizer_json = tokenizer.to_json()
+    torch.save({"model_args": vars(model.config), "model": model.state_dict(), "tokenizer": tokenizer_json,
+                "tokenizer_sha256": hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest()},
+               os.path.join(out_dir, "ckpt.pt"))
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(out_dir, device="cpu", startup_seconds=120):
+    """Yield the base URL of serve.py serving out_dir (or a tiny random model) on loopback."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if not out_dir:
+            out_dir = os.path.join(tmp, "tiny-random")
+            os.makedirs(out_dir)
+            write_tiny_checkpoint(out_dir)
+        port = free_port()
+        with open(os.path.join(tmp, "serve.log"), "w+", encoding="utf-8") as log:
+            server = subprocess.Popen([sys.executable, os.path.join(ROOT, "serve.py"), f"--out_dir={out_dir}",
+                                       f"--port={port}", f"--device={device}"], stdout=log, stderr=log)
+            url = f"http://127.0.0.1:{port}"
+            try:
+                deadline = time.monotonic() + startup_seconds
+                while not healthy(url):
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        raise common.UsageError(f"serve.py did not start: {log.read().strip()[-500:]}")
+                    time.sleep(0.2)
+                yield url
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+
+
+def healthy(url):
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def streamed_completion(url, body, timeout=300):
+    """(seconds to the first text, seconds to the end, completion tokens) of one streamed request."""
+    request = urllib.request.Request(f"{url}/v1/completions", data=json.dumps(body).encode("utf-8"),
+                                     headers={"Content-Type": "application/json"})
+    started = time.perf_counter()
+    first_text = tokens = None
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        for line in response:
+            line = line.decode("utf-8").strip()
+            if not line:
+                continue
+            if line == "data: [DONE]":
+                return first_text, time.perf_counter() - started, tokens
+            chunk = json.loads(line.removeprefix("data: "))
+            if first_text is None and any(choice["text"] for choice in chunk["choices"]):
+                first_text = time.perf_counter() - started
+            tokens = chunk["usage"]["completion_tokens"] if chunk.get("usage") else None
+    raise ValueError("the stream ended without data: [DONE]")
+
+
+def load_test(url, config):
+    """Run the clients; return one dict per request: ttft, latency, tokens, or error."""
+    numbers = itertools.count()
+    results, lock = [], threading.Lock()
+    deadline = time.monotonic() + config["seconds"]
+
+    def client():
+        while time.monotonic() < deadline:
+            with lock:
+                number = next(numbers)
+            if number >= config["max_requests"]:
+                return
+            body = dict(prompt=config["prompt"], max_tokens=config["max_tokens"], seed=number, stream=True,
+                        temperature=config["temperature"], top_k=config["top_k"],
+                        stream_options=dict(include_usage=True))
+            try:
+                ttft, latency, tokens = streamed_completion(url, body)
+                result = dict(ttft=ttft, latency=latency, tokens=tokens)
+            except Exception as e:  # whatever went wrong, the request failed and the test goes on
+                result = dict(error=f"{type(e).__name__}: {e}")
+            with lock:
+                results.append(result)
+
+    threads = [threading.Thread(target=client) for _ in range(config["clients"])]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def summarize(results, seconds):
+    ok = [r for r in results if "error" not in r]
+    latency = np.array([r["latency"] for r in ok])
+    ttft = np.array([r["ttft"] for r in ok if r["ttft"] is not None])
+    tokens = sum(r["tokens"] for r in ok)
+
+    def ms(values, q):
+        return round(float(np.percentile(values, q)) * 1000, 1) if len(values) else None
+
+    return dict(requests=len(results), failed=len(results) - len(ok), wall_seconds=round(seconds, 2),
+                requests_per_second=round(len(ok) / seconds, 2), tokens_per_second=round(tokens / seconds, 1),
+                latency_p50_ms=ms(latency, 50), latency_p95_ms=ms(latency, 95),
+                ttft_p50_ms=ms(ttft, 50), ttft_p95_ms=ms(ttft, 95),
+                errors=sorted({r["error"] for r in results if "error" in r})[:5])
+
+
+def main(argv=None):
+    config, positional = common.configure(DEFAULTS, sys.argv[1:] if argv is None else argv)
+    if positional:
+        raise common.UsageError(f"unexpected argument {positional[0]!r} (use --key=value)")
+    if config["clients"] < 1 or config["max_requests"] < 1 or config["seconds"] <= 0:
+        raise common.UsageError("clients and max_requests must be >= 1 and seconds > 0")
+    with running_server(config["out_dir"], config["device"]) as url:
+        with urllib.request.urlopen(f"{url}/health") as response:
+            health = json.load(response)
+        streamed_completion(url, dict(prompt=config["prompt"], max_tokens=4, stream=True))  # warm-up
+        started = time.perf_counter()
+        results = load_test(url, config)
+        seconds = time.perf_counter() - started
+    report = dict(model=health["model"], parameters=health["parameters"], device=health["device"],
+                  clients=config["clients"], max_tokens=config["max_tokens"], **summarize(results, seconds))
+    print(f"{report['model']} ({report['parameters']:,} parameters, {report['device']}), "
+          f"{report['clients']} clients, {report['max_tokens']} tokens per request")
+    for key in ("requests", "failed", "requests_per_second", "tokens_per_second", "latency_p50_ms",
+                "latency_p95_ms", "ttft_p50_ms", "ttft_p95_ms"):
+        print(f"  {key:20s} {report[key]}")
+    if config["out"]:
+        with common.atomic_path(config["out"]) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(report, f, ensure_ascii=False, indent=2)
+        print(f"wrote {config['out']}")
+    if report["failed"]:
+        sys.exit(f"error: {report['failed']} of {report['requests']} requests failed: {report['errors']}")
+
+
+if __name__ == "__main__":
+    common.run(main)

@@ -1,0 +1,428 @@
+"""
+A byte-level BPE tokenizer, written for Persian, small enough to read in one sitting.
+
+    tok = Tokenizer.train(texts, vocab_size=16384, num_proc=2)
+    ids = tok.encode("می‌خواهم کتاب بخوانم.")
+    assert tok.decode(ids) == "می‌خواهم کتاب بخوانم."
+    tok.save("tokenizer.json"); tok = Tokenizer.load("tokenizer.json")
+
+Text is first cut into chunks by SPLIT_PATTERN (below); BPE merges never cross a chunk
+boundary. Every chunk starts as its UTF-8 bytes (ids 0..255), so any string round-trips.
+Training then repeatedly merges the most frequent adjacent pair of ids into a new id.
+Merge number i creates id 256 + i, so an id is also its merge's rank: encoding applies
+the pair with the lowest id first, replaying training. Special tokens take the ids after
+the merges. All ids are < 65536 so a token stream fits in uint16.
+"""
+
+import heapq
+import json
+import multiprocessing
+import queue
+import sys
+import time
+from collections import Counter, defaultdict, deque
+from functools import partial
+from itertools import chain
+
+import regex
+
+from common import UsageError, atomic_path
+
+# The split pattern, in the spirit of GPT-4's, but right for Persian. GPT-2/GPT-4 keep
+# only \p{L} together, so a diacritic (\p{M}, e.g. the kasra in کِتاب) or the zero-width
+# non-joiner U+200C (ZWNJ, category Cf, part of words like می‌خواهم and کتاب‌ها) cuts a
+# word in pieces. Here a word is letters and marks, with ZWNJ allowed between them, and
+# Persian punctuation « » ، ؛ ؟ never sticks to the front of a word (as "(" or '"' may):
+#   "می‌خواهم کتاب‌ها را بخوانم."  -> می‌خواهم | ␣کتاب‌ها | ␣را | ␣بخوانم | .
+#   "کِتابِ خوبی است؛"             -> کِتابِ | ␣خوبی | ␣است | ؛
+#   "«شاهنامه» را خوانده‌ای؟"      -> « | شاهنامه | » | ␣را | ␣خوانده‌ای | ؟
+#   "سال ۱۴۰۲ و ٢٠٢٣ و 2023"       -> سال | ␣ | ۱۴۰ | ۲ | ␣و | ␣ | ٢٠٢ | ٣ | ␣و | ␣ | 202 | 3
+#   "I don't know, you’re sure"    -> I | ␣don | 't | ␣know | , | ␣you | ’re | ␣sure
+WORD = r"[\p{L}\p{M}]++(?:\u200c[\p{L}\p{M}]++)*+"  # letters and marks; ZWNJ only inside
+SPLIT_PATTERN = "|".join([  # the first branch that matches wins
+    r"['’](?i:[sdmt]|ll|ve|re)",  # English contractions, straight or curly apostrophe
+    r"[^\r\n\p{L}\p{M}\p{N}«»،؛؟]?+" + WORD,  # a word, after at most one space or symbol
+    r"\p{N}{1,3}",  # digits of any script (ASCII, ۰-۹, ٠-٩), at most three: numbers stay few
+    r" ?[^\s\p{L}\p{M}\p{N}]++[\r\n]*",  # punctuation and symbols, and newlines after them
+    r"\s*[\r\n]",  # whitespace up to a newline
+    r"\s+(?!\S)",  # whitespace, leaving its last space to start the next word
+    r"\s+",
+])
+FORMAT_VERSION = 1  # of the JSON file; bump when its meaning changes
+MAX_VOCAB_SIZE = 65536  # ids must fit in uint16
+BATCH_CHARS = 1 << 20  # characters of text handed to a worker process at a time
+CACHE_CHUNKS = 1 << 19  # chunk encodings encode() remembers (~100 MB); cleared when full
+PROGRESS_SECONDS = 10.0  # how often long training runs report on stderr
+REPLACEMENT = "\ufffd".encode()  # what decode gives for an id outside the vocabulary
+PAIR = 1 << 16  # a pair of ids (a, b) is kept as the single int a * PAIR + b
+NO_MERGE = MAX_VOCAB_SIZE  # rank of a pair that is never merged: above every id
+
+
+def _batches(texts, progress=False):
+    """Group an iterable of strings into lists of about BATCH_CHARS characters."""
+    batch, size, seen = [], 0, 0
+    start = last_report = time.time()
+    for text in texts:
+        if not isinstance(text, str):
+            raise UsageError(f"expected text as str, got {type(text).__name__}")
+        batch.append(text)
+        size += len(text)
+        if size >= BATCH_CHARS:
+            yield batch
+            batch, seen, size = [], seen + size, 0
+            if progress and time.time() >= last_report + PROGRESS_SECONDS:
+                last_report = time.time()
+                print(f"bpe: read {seen / 1e6:.0f} M characters in {last_report - start:.0f} s",
+                      file=sys.stderr)
+    if batch:
+        yield batch
+
+
+def _count_batch(pattern, counts, batch):
+    for text in batch:
+        counts.update(pattern.findall(text))
+
+
+def _count_worker(inbox, outbox):
+    pattern = regex.compile(SPLIT_PATTERN)
+    counts = Counter()
+    for batch in iter(inbox.get, None):
+        _count_batch(pattern, counts, batch)
+    outbox.put(counts)
+
+
+def _wait(queue_operation, workers):
+    """Run a blocking queue operation, failing instead of hanging when a worker has died."""
+    while True:
+        try:
+            return queue_operation(timeout=1.0)
+        except (queue.Empty, queue.Full):
+            if any(worker.exitcode for worker in workers):
+                raise RuntimeError("a chunk-counting worker process died (out of memory?)") from None
+
+
+def count_chunks(texts, num_proc=1):
+    """Count every distinct chunk of the corpus, streaming it once in batches -> Counter.
+
+    With num_proc > 1 the batches go through a bounded queue to worker processes, each
+    keeping its own counts, so memory holds the distinct chunks, never the corpus.
+    """
+    counts = Counter()
+    if num_proc <= 1:
+        pattern = regex.compile(SPLIT_PATTERN)
+        for batch in _batches(texts, progress=True):
+            _count_batch(pattern, counts, batch)
+        return counts
+    context = multiprocessing.get_context()
+    inbox, outbox = context.Queue(maxsize=2 * num_proc), context.Queue()
+    workers = [context.Process(target=_count_worker, args=(inbox, outbox), daemon=True)
+               for _ in range(num_proc)]
+    for worker in workers:
+        worker.start()
+    try:
+        for batch in _batches(texts, progress=True):
+            _wait(partial(inbox.put, batch), workers)
+        for _ in workers:
+            _wait(partial(inbox.put, None), workers)
+        for _ in workers:
+            worker_counts = _wait(outbox.get, workers)
+            if len(worker_counts) > len(counts):  # add the smaller into the larger
+                counts, worker_counts = worker_counts, counts
+            for chunk, count in worker_counts.items():
+                counts[chunk] += count
+        for worker in workers:
+            worker.join()
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+    return counts
+
+
+def learn_merges(chunk_counts, num_merges):
+    """Learn up to num_merges merges from {chunk: count}; returns a list of (left, right) ids.
+
+    Every distinct chunk is a word: a list of ids with its count. pair_counts holds the
+    count of every adjacent pair over all words, and where[pair] the words that may hold
+    it. A merge edits only the words listed for its pair, and only the pairs touching
+    each merged spot, so the corpus is never recounted.
+    The best pair comes from a max-heap of (-count, pair) with lazy invalidation: a pair's
+    count only grows in the merge that creates its newer id (it is pushed then) and only
+    shrinks afterwards, so a popped entry whose count is out of date is pushed back with
+    the current count. Ties go to the smallest (left id, right id), i.e. to the pair of
+    older tokens; the result does not depend on the order of the chunks.
+    """
+    words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
+    counts = list(chunk_counts.values())
+    pair_counts = defaultdict(int)
+    where = defaultdict(list)
+    for index, (word, count) in enumerate(zip(words, counts)):
+        for pair in map(int.__add__, [a * PAIR for a in word[:-1]], word[1:]):
+            pair_counts[pair] += count
+            where[pair].append(index)
+    heap = [(-count, pair) for pair, count in pair_counts.items()]
+    heapq.heapify(heap)
+
+    merges = []
+    start = next_report = time.time()
+    while len(merges) < num_merges and heap:
+        negative_count, pair = heapq.heappop(heap)
+        count = pair_counts.get(pair, 0)
+        if count != -negative_count:
+            if count > 0:
+                heapq.heappush(heap, (-count, pair))
+            continue
+        new_id = 256 + len(merges)
+        a, b = divmod(pair, PAIR)
+        merges.append((a, b))
+        new_pairs = set()
+        for index in where.pop(pair):
+            word, count = words[index], counts[index]
+            end = len(word) - 1  # pairs start at positions 0 .. end - 1
+            i = 0
+            while True:
+                try:
+                    i = word.index(a, i, end)
+                except ValueError:
+                    break
+                if word[i + 1] != b:
+                    i += 1
+                    continue
+                if i > 0:
+                    left = word[i - 1]
+                    pair_counts[left * PAIR + a] -= count
+                    left_pair = left * PAIR + new_id
+                    pair_counts[left_pair] += count
+                    new_pairs.add(left_pair)
+                    where[left_pair].append(index)
+                if i < end - 1:
+                    right = word[i + 2]
+                    pair_counts[b * PAIR + right] -= count
+                    right_pair = new_id * PAIR + right
+                    pair_counts[right_pair] += count
+                    new_pairs.add(right_pair)
+                    where[right_pair].append(index)
+                word[i:i + 2] = (new_id,)
+                end -= 1
+                i += 1
+        del pair_counts[pair]
+        for new_pair in new_pairs:
+            if pair_counts[new_pair] > 0:
+                heapq.heappush(heap, (-pair_counts[new_pair], new_pair))
+        if time.time() >= next_report + PROGRESS_SECONDS:
+            next_report = time.time()
+            print(f"bpe: merge {len(merges)}/{num_merges} (pair count {-negative_count:,}) "
+                  f"in {next_report - start:.0f} s", file=sys.stderr)
+    return merges
+
+
+class _ChunkCache(dict):
+    """chunk -> its ids; a missing chunk is encoded and remembered."""
+
+    def __init__(self, encode_chunk):
+        super().__init__()
+        self.encode_chunk = encode_chunk
+
+    def __missing__(self, chunk):
+        ids = self[chunk] = self.encode_chunk(chunk)
+        return ids
+
+
+class Tokenizer:
+    def __init__(self, merges, special_tokens=("<|endoftext|>",), pattern_text=SPLIT_PATTERN):
+        self.merges = [tuple(pair) for pair in merges]
+        self.special_tokens = {token: 256 + len(self.merges) + i for i, token in enumerate(special_tokens)}
+        self.pattern_text = pattern_text
+        self.pattern = regex.compile(pattern_text)
+        self.ranks = {a * PAIR + b: 256 + i for i, (a, b) in enumerate(self.merges)}
+        self.token_bytes = {i: bytes([i]) for i in range(256)}
+        for i, (a, b) in enumerate(self.merges):
+            self.token_bytes[256 + i] = self.token_bytes[a] + self.token_bytes[b]
+        for token, i in self.special_tokens.items():
+            self.token_bytes[i] = token.encode("utf-8")
+        self.cache = _ChunkCache(self._encode_chunk)
+
+    @property
+    def vocab_size(self):
+        return 256 + len(self.merges) + len(self.special_tokens)
+
+    @property
+    def eot_id(self):
+        """Id of <|endoftext|>, the document separator; None if this tokenizer has none."""
+        return self.special_tokens.get("<|endoftext|>")
+
+    @classmethod
+    def train(cls, texts, vocab_size, special_tokens=("<|endoftext|>",), num_proc=1):
+        """Learn a tokenizer of vocab_size ids (bytes + merges + special tokens) from texts.
+
+        texts may be any iterable of str, e.g. a generator over a corpus too big for memory.
+        A corpus with too few distinct pairs yields fewer merges (a smaller vocabulary).
+        """
+        special_tokens = tuple(special_tokens)
+        if len(set(special_tokens)) != len(special_tokens) or not all(
+                isinstance(token, str) and token for token in special_tokens):
+            raise UsageError(f"special tokens must be distinct non-empty strings, got {special_tokens}")
+        if not 256 + len(special_tokens) <= vocab_size <= MAX_VOCAB_SIZE:
+            raise UsageError(f"vocab_size must be between {256 + len(special_tokens)} and "
+                             f"{MAX_VOCAB_SIZE} (ids are stored as uint16), got {vocab_size}")
+        if num_proc < 1:
+            raise UsageError(f"num_proc must be at least 1, got {num_proc}")
+        chunk_counts = count_chunks(texts, num_proc)
+        num_merges = vocab_size - 256 - len(special_tokens)
+        merges = learn_merges(chunk_counts, num_merges)
+        if len(merges) < num_merges:
+            print(f"bpe: the corpus ran out of pairs after {len(merges)} merges, so the vocabulary "
+                  f"has {256 + len(merges) + len(special_tokens)} ids, not {vocab_size}", file=sys.stderr)
+        return cls(merges, special_tokens)
+
+    # encoding
+
+    def _encode_chunk(self, chunk):
+        """Apply the merges to one chunk, lowest id (earliest merge) first, as training did.
+
+        pair_ranks[j] is the id that (ids[j], ids[j+1]) merges into, or NO_MERGE.
+        Merging the leftmost lowest pair one at a time equals merging all its
+        occurrences left to right, since pairs with the new id rank after it.
+        """
+        ids = list(chunk.encode("utf-8"))
+        get = self.ranks.get
+        pair_ranks = [get(a * PAIR + b, NO_MERGE) for a, b in zip(ids, ids[1:])]
+        while pair_ranks:
+            new_id = min(pair_ranks)
+            if new_id == NO_MERGE:
+                break
+            i = pair_ranks.index(new_id)
+            ids[i:i + 2] = (new_id,)
+            around = []
+            if i > 0:
+                around.append(get(ids[i - 1] * PAIR + new_id, NO_MERGE))
+            if i + 1 < len(ids):
+                around.append(get(new_id * PAIR + ids[i + 1], NO_MERGE))
+            pair_ranks[max(i - 1, 0):i + 2] = around
+        return tuple(ids)
+
+    def encode_ordinary(self, text):
+        """Encode text with no special tokens at all: "<|endoftext|>" is just characters."""
+        if len(self.cache) > CACHE_CHUNKS:
+            self.cache.clear()
+        return list(chain.from_iterable(map(self.cache.__getitem__, self.pattern.findall(text))))
+
+    def encode(self, text, allowed_special=()):
+        """Encode text; special tokens are recognised only if named in allowed_special (or "all")."""
+        if allowed_special == "all":
+            allowed_special = self.special_tokens
+        unknown = set(allowed_special) - set(self.special_tokens)
+        if unknown:
+            raise UsageError(f"not special tokens of this tokenizer: {sorted(unknown)}")
+        if not allowed_special:
+            return self.encode_ordinary(text)
+        alternatives = "|".join(map(regex.escape, sorted(allowed_special, key=len, reverse=True)))
+        ids = []
+        for i, part in enumerate(regex.split(f"({alternatives})", text)):
+            ids += [self.special_tokens[part]] if i % 2 else self.encode_ordinary(part)
+        return ids
+
+    def encode_iter(self, texts, num_proc=1, allowed_special=()):
+        """Yield the ids of each text, in order, streaming texts (e.g. a whole corpus).
+
+        With num_proc > 1, batches of texts go to worker processes, at most two per
+        worker in flight, so memory stays bounded. The workers live as long as the
+        iteration, so their chunk caches stay warm over the corpus.
+        """
+        if num_proc <= 1:
+            for text in texts:
+                yield self.encode(text, allowed_special)
+            return
+        context = multiprocessing.get_context()
+        with context.Pool(num_proc, _start_encoder, (self.to_json(), allowed_special)) as pool:
+            in_flight = deque()
+            for batch in _batches(texts):
+                in_flight.append(pool.apply_async(_encode_in_worker, (batch,)))
+                if len(in_flight) > 2 * num_proc:
+                    yield from in_flight.popleft().get()
+            while in_flight:
+                yield from in_flight.popleft().get()
+
+    def encode_batch(self, texts, num_proc=1, allowed_special=()):
+        """Encode many texts, in num_proc worker processes; a list of id lists."""
+        return list(self.encode_iter(texts, num_proc, allowed_special))
+
+    # decoding
+
+    def decode_bytes(self, ids):
+        try:
+            return b"".join([self.token_bytes[i] for i in ids])
+        except KeyError:  # an id outside the vocabulary, or an integer type that hashes apart
+            return b"".join([self.token_bytes.get(int(i), REPLACEMENT) for i in ids])
+
+    def decode(self, ids):
+        """Text of ids; bytes that are not valid UTF-8 (e.g. half a character) become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    # saving and loading: one JSON file, one merge per line, no pickle
+
+    def to_json(self):
+        header = json.dumps({"version": FORMAT_VERSION, "type": "byte-level BPE",
+                             "pattern": self.pattern_text, "special_tokens": self.special_tokens},
+                            ensure_ascii=False, indent=1)
+        merges = ",\n".join(f"  [{a}, {b}]" for a, b in self.merges)
+        return f'{header[:-2]},\n "merges": [\n{merges}\n ]\n}}\n'
+
+    @classmethod
+    def from_json(cls, text):
+        try:
+            data = json.loads(text)
+        except (ValueError, TypeError) as e:
+            raise UsageError(f"tokenizer is not valid JSON: {e}") from e
+        if not isinstance(data, dict) or "version" not in data:
+            raise UsageError("not a tokenizer file: no version field")
+        if data["version"] != FORMAT_VERSION:
+            raise UsageError(f"tokenizer format version {data['version']!r} is not supported "
+                             f"(this code reads version {FORMAT_VERSION})")
+        merges, special_tokens = data.get("merges"), data.get("special_tokens")
+        pattern_text = data.get("pattern")
+        if not isinstance(merges, list) or not all(
+                isinstance(pair, list) and len(pair) == 2
+                and all(type(i) is int and 0 <= i < 256 + n for i in pair)
+                for n, pair in enumerate(merges)):
+            raise UsageError("corrupt tokenizer: merges must be [left, right] pairs of earlier ids")
+        if not isinstance(special_tokens, dict) or "" in special_tokens or list(special_tokens.values()) != list(
+                range(256 + len(merges), 256 + len(merges) + len(special_tokens))):
+            raise UsageError("corrupt tokenizer: special tokens must take the ids after the merges")
+        if 256 + len(merges) + len(special_tokens) > MAX_VOCAB_SIZE:
+            raise UsageError(f"corrupt tokenizer: more than {MAX_VOCAB_SIZE} ids")
+        try:
+            regex.compile(pattern_text)
+        except (regex.error, TypeError) as e:
+            raise UsageError(f"corrupt tokenizer: bad split pattern: {e}") from e
+        return cls(merges, list(special_tokens), pattern_text)
+
+    def save(self, path):
+        with atomic_path(path) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(self.to_json())
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read tokenizer file {path}: {e}") from e
+        try:
+            return cls.from_json(text)
+        except UsageError as e:
+            raise UsageError(f"{path}: {e}") from e
+
+
+_worker_tokenizer = None  # each encode_batch worker process builds its own from the JSON
+
+
+def _start_encoder(tokenizer_json, allowed_special):
+    global _worker_tokenizer
+    _worker_tokenizer = (Tokenizer.from_json(tokenizer_json), allowed_special)
+
+
+def _encode_in_worker(batch):
+    tokenizer, allowed_special = _worker_tokenizer
+    return [tokenizer.encode(text, allowed_special) for text in batch]

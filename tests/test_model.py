@@ -1,0 +1,177 @@
+import hashlib
+import math
+import os
+from dataclasses import asdict
+
+import pytest
+import torch
+
+from common import UsageError
+from model import GPT, GPTConfig, load_checkpoint, measure_peak_flops, read_checkpoint
+
+
+def tiny(**kwargs):
+    args = dict(block_size=16, vocab_size=97, n_layer=2, n_head=2, n_embd=32)
+    args.update(kwargs)
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**args)).eval()
+
+
+@pytest.mark.parametrize("pos_emb", ["rope", "learned"])
+@pytest.mark.parametrize("norm,mlp", [("layernorm", "gelu"), ("rmsnorm", "relu2")])
+def test_shapes_and_initial_loss(pos_emb, norm, mlp):
+    model = tiny(pos_emb=pos_emb, norm=norm, mlp=mlp)
+    idx = torch.randint(0, 97, (3, 16))
+    logits, loss = model(idx)
+    assert logits.shape == (3, 16, 97) and loss is None
+    logits, loss = model(idx, targets=torch.randint(0, 97, (3, 16)))
+    # small initial weights give near-uniform predictions: loss close to ln(vocab)
+    assert abs(loss.item() - math.log(97)) < 0.1
+
+
+def test_ignore_index_and_too_long_input():
+    model = tiny()
+    idx = torch.randint(0, 97, (2, 8))
+    targets = torch.full((2, 8), -1)
+    targets[:, 0] = idx[:, 1]
+    logits, loss = model(idx, targets)
+    expected = torch.nn.functional.cross_entropy(logits[:, 0], idx[:, 1])
+    assert torch.allclose(loss, expected)
+    with pytest.raises(ValueError, match="block_size"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_head_is_tied_and_residual_projections_are_scaled():
+    model = tiny(n_layer=8, n_embd=64)
+    assert model.lm_head.weight is model.wte.weight
+    assert model.num_params() == sum(p.numel() for p in set(model.parameters()))
+    proj_std = model.blocks[0].mlp.proj.weight.std().item()
+    fc_std = model.blocks[0].mlp.fc.weight.std().item()
+    assert abs(fc_std - 0.02) < 0.002
+    assert abs(proj_std - 0.02 / math.sqrt(16)) < 0.001
+
+
+@pytest.mark.parametrize("pos_emb", ["rope", "learned"])
+def test_kv_cache_matches_full_forward(pos_emb):
+    model = tiny(pos_emb=pos_emb)
+    idx = torch.randint(0, 97, (2, 16))
+    full, _ = model(idx)
+    cache = model.new_kv_cache(2)
+    pieces = [model(idx[:, :7], kv_cache=cache)[0]]  # a prompt, then one token at a time
+    pieces += [model(idx[:, t:t + 1], kv_cache=cache)[0] for t in range(7, 13)]
+    pieces.append(model(idx[:, 13:], kv_cache=cache)[0])  # a chunk on top of a filled cache
+    assert len(cache) == 16
+    torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_learned_positions_cache_refuses_to_overflow():
+    model = tiny(pos_emb="learned")
+    cache = model.new_kv_cache(1)
+    model(torch.zeros(1, 16, dtype=torch.long), kv_cache=cache)
+    with pytest.raises(ValueError, match="full"):
+        model(torch.zeros(1, 1, dtype=torch.long), kv_cache=cache)
+
+
+def test_rope_cache_slides_with_relative_positions():
+    # With one layer every cached key depends only on its own token, so after sliding the
+    # cache must give exactly what an uncached pass over the last block_size tokens gives.
+    # (With more layers the cached keys still carry context from the dropped tokens.)
+    model = tiny(n_layer=1)
+    idx = torch.randint(0, 97, (2, 41))
+    cache = model.new_kv_cache(2)
+    model(idx[:, :10], kv_cache=cache)
+    for t in range(10, 41):
+        logits, _ = model(idx[:, t:t + 1], kv_cache=cache)
+        assert len(cache) == min(t + 1, 16)
+        reference, _ = model(idx[:, max(0, t - 15):t + 1])
+        torch.testing.assert_close(logits[:, -1], reference[:, -1], atol=1e-5, rtol=1e-5)
+    assert cache.next_position == 41
+
+
+def test_kv_cache_reorder_follows_beams():
+    model = tiny()
+    idx = torch.randint(0, 97, (3, 9))
+    cache = model.new_kv_cache(3)
+    model(idx[:, :8], kv_cache=cache)
+    cache.reorder(torch.tensor([2, 2, 0, 1]))
+    logits, _ = model(idx[[2, 2, 0, 1], 8:], kv_cache=cache)
+    full, _ = model(idx[[2, 2, 0, 1]])
+    torch.testing.assert_close(logits[:, -1], full[:, -1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pos_emb", ["rope", "learned"])
+def test_crop_block_size_keeps_predictions(pos_emb):
+    model = tiny(pos_emb=pos_emb)
+    idx = torch.randint(0, 97, (1, 8))
+    before, _ = model(idx)
+    model.crop_block_size(8)
+    after, _ = model(idx)
+    assert model.config.block_size == 8
+    torch.testing.assert_close(after, before)
+    if pos_emb == "learned":
+        assert model.wpe.weight.shape == (8, 32)
+    with pytest.raises(ValueError):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_optimizer_decays_only_matrices():
+    model = tiny(bias=True)
+    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert model.wte.weight in decay["params"]
+
+
+def test_flops_and_mfu():
+    model = tiny(pos_emb="learned")
+    n = model.num_params() - 16 * 32  # position table: a lookup, no matmul
+    assert model.flops_per_token() == 6 * n + 12 * 2 * 2 * 16 * 16
+    assert model.estimate_mfu(1000, 1000 * model.flops_per_token()) == pytest.approx(1.0)
+    assert measure_peak_flops("cpu") > 1e8
+
+
+def write_checkpoint(path, model, tokenizer_text='{"version": 1}'):
+    torch.save({"model_args": asdict(model.config), "model": model.state_dict(),
+                "tokenizer": tokenizer_text,
+                "tokenizer_sha256": hashlib.sha256(tokenizer_text.encode()).hexdigest()}, path)
+
+
+def test_read_checkpoint_round_trip(tmp_path):
+    model = tiny()
+    path = str(tmp_path / "ckpt.pt")
+    write_checkpoint(path, model)
+    ckpt = read_checkpoint(path, "cpu")
+    assert ckpt["tokenizer"] == '{"version": 1}'
+    torch.testing.assert_close(ckpt["model"]["wte.weight"], model.wte.weight)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated", "garbage", "not_a_checkpoint", "wrong_hash",
+                                    "wrong_shape"])
+def test_broken_checkpoints_are_usage_errors(tmp_path, damage):
+    path = str(tmp_path / "ckpt.pt")
+    model = tiny()
+    if damage != "missing":
+        write_checkpoint(path, model)
+    if damage == "truncated":
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(path, "wb") as f:
+            f.write(data[: len(data) // 2])
+    elif damage == "garbage":
+        with open(path, "wb") as f:
+            f.write(os.urandom(5000))
+    elif damage == "not_a_checkpoint":
+        torch.save({"weights": torch.zeros(3)}, path)
+    elif damage == "wrong_hash":
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["tokenizer"] = '{"version": 2}'
+        torch.save(ckpt, path)
+    elif damage == "wrong_shape":
+        ckpt = torch.load(path, weights_only=True)
+        ckpt["model_args"]["n_embd"] = 64
+        torch.save(ckpt, path)
+    with pytest.raises(UsageError) as error:
+        load_checkpoint(path, "cpu")
+    assert "\n" not in str(error.value) and path in str(error.value)

@@ -1,0 +1,312 @@
+import bz2
+import hashlib
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import prepare
+from bpe import Tokenizer
+from common import UsageError
+from conftest import ROOT, shared_file
+
+ZWNJ = "\u200c"
+
+
+def sample_dump():
+    return shared_file("fawiki", "fawiki-sample-pages-articles.xml.bz2")
+
+
+# -----------------------------------------------------------------------------
+# cleaning wikitext: one rule per case
+
+@pytest.mark.parametrize("wikitext, expected", [
+    ("الف {{جعبه|a={{b|c}}|d}} ب", "الف ب"),  # nested templates
+    ("{{جعبه اطلاعات کشور\n|نام = ایران\n|پایتخت = [[تهران]]\n}}\nمتن اصلی", "متن اصلی"),  # infobox
+    ("پیش\n{| class=wikitable\n|-\n| a || {|\n| درونی\n|}\n|}\nپس", "پیش\n\nپس"),  # nested tables
+    ("متن<ref>{{cite web|url=http://x.org}}</ref> ادامه", "متن ادامه"),  # <ref>...</ref>
+    ('یک<ref name="a" /> دو<ref name=b>منبع</ref>.', "یک دو."),  # <ref .../> and named refs
+    ("الف <!-- یادداشت [[x]] --> ب", "الف ب"),  # HTML comments
+    ("فرمول <math>x^{2}</math> است", "فرمول است"),  # <math>
+    ("<gallery>\nپرونده:a.jpg|شرح\n</gallery>\nمتن", "متن"),  # <gallery>
+    ("[[پرونده:a.jpg|بندانگشتی|عکس [[تهران]] در [[شب|شب‌ها]]]] متن", "متن"),  # file link, nested links
+    ("[[تصویر:b.png|چپ|شرح]]متن", "متن"),  # تصویر: alias
+    ("[[File:x.svg|thumb|A [[b|c]] caption]] text [[Image:y.png]]", "text"),  # File: and Image:
+    ("متن\n[[رده:ایران]]\n[[Category:Iran]]", "متن"),  # category links
+    ("متن [[en:Iran]] [[de:Iran]] [[zh-yue:伊朗]]", "متن"),  # interlanguage links
+    ("__TOC__ متن __بی‌فهرست__", "متن"),  # magic words
+    ("'''ایران''' کشوری ''بزرگ'' و '''''کهن''''' است", "ایران کشوری بزرگ و کهن است"),  # bold, italic
+    ("[[تهران|پایتخت]] ایران", "پایتخت ایران"),  # [[a|b]] -> b
+    ("[[تهران]] بزرگ", "تهران بزرگ"),  # [[a]] -> a
+    ("[[جنگ ستارگان: امید تازه]] و [[Star Wars: A New Hope|فیلم]]", "جنگ ستارگان: امید تازه و فیلم"),
+    ("[[:رده:ایران]] و [[شیراز (شهر)|]]", "رده:ایران و شیراز"),  # leading colon, pipe trick
+    ("[http://example.com سایت نمونه] و [http://example.org]", "سایت نمونه و"),  # external links
+    ("== تاریخ ==\nمتن تاریخ", "تاریخ\n\nمتن تاریخ"),  # headings on their own line
+    ("== پانویس ==\n{{پانویس}}\n== منابع ==\nمتن", "منابع\n\nمتن"),  # an emptied section goes
+    ("* یک\n* [[دو]]\n# سه\n: چهار", "یک\nدو\nسه\nچهار"),  # list items keep their text
+    ("الف&nbsp;ب &amp; ج &lt;د&gt;", "الف ب & ج <د>"),  # HTML entities
+    ('<small>ریز</small> و <span style="x">متن</span><br/>خط', "ریز و متن\nخط"),  # tags keep text
+    ("شهر {{lang-de|Berlin}} ({{IPA|bɛʁˈliːn}})، پایتخت", "شهر، پایتخت"),  # gaps left behind
+])
+def test_clean_wikitext_rule(wikitext, expected):
+    assert prepare.clean_wikitext(wikitext) == expected
+
+
+@pytest.mark.parametrize("malformed", [
+    "{{a|" * 20000 + "متن",
+    "[[" * 20000 + "متن" + "]]" * 10,
+    "{|\n" * 5000 + "متن",
+    "{{" * 50 + "x" + "}}" * 50 + "متن",  # nesting deeper than one pass per level could peel quickly
+    "<ref>" * 20000 + "متن",
+    "[http://example.com" + " " * 20000 + "متن",
+    "== الف ==\n" * 20000 + "متن",
+])
+def test_clean_wikitext_malformed_is_quick(malformed):
+    start = time.time()
+    text = prepare.clean_wikitext(malformed)
+    assert time.time() - start < 2
+    assert "{{" not in text and "[[" not in text and "{|" not in text
+
+
+def test_real_dump_is_clean():
+    documents = list(prepare.iter_documents(sample_dump()))
+    assert [d.split("\n", 1)[0] for d in documents] == ["اسپانیا", "بازی فکری", "برلین"]
+    for document in documents:
+        for markup in ("{{", "}}", "[[", "]]", "<ref", "{|", "'''", "رده:", "بندانگشتی", "&amp;", "&lt;"):
+            assert markup not in document
+    spain, games, berlin = documents
+    assert "اسپانیا کشوری چندزبانه است." in spain  # a paragraph just under a table inside a file caption
+    assert "\nشطرنج\nنرد\n" in games and "\nسودوکو\n" in games  # the list article keeps its list
+    assert "\n۱۹۸۸ مادرید، اسپانیا\n" in berlin  # list items with their flag templates removed
+    assert len(spain) > 40_000 and len(berlin) > 5000
+
+
+# -----------------------------------------------------------------------------
+# normalization: one rule per case
+
+@pytest.mark.parametrize("text, expected", [
+    ("علي", "علی"),  # ARABIC YEH
+    ("مصطفى", "مصطفی"),  # ALEF MAKSURA
+    ("كتاب", "کتاب"),  # ARABIC KAF
+    ("ە ھ ہ", "ه ه ه"),  # AE, DOACHASHMEE, GOAL
+    ("\ufeb3\ufee0\ufe8e\ufee1 \ufefb", "سلام لا"),  # presentation forms and the lam-alef ligature
+    ("\ufef2\ufedb", "یک"),  # a presentation-form Arabic yeh ends as Farsi yeh
+    ("ایـــران", "ایران"),  # kashida
+    ("کِتابٌ مُهِمّ", "کتاب مهم"),  # diacritics
+    ("٠١٢٣٤٥٦٧٨٩ 2024 ۱۴۰۲", "۰۱۲۳۴۵۶۷۸۹ 2024 ۱۴۰۲"),  # Arabic-Indic digits; ASCII stays
+    (f"می{ZWNJ}{ZWNJ}{ZWNJ}خواهم", f"می{ZWNJ}خواهم"),  # ZWNJ runs
+    (f"کتاب{ZWNJ} ها {ZWNJ}را", "کتاب ها را"),  # ZWNJ beside a space
+    (f"{ZWNJ}سلام{ZWNJ}، خوب{ZWNJ}.", "سلام، خوب."),  # ZWNJ at a word edge
+    ("a\u200db\u200ec\u200fd\ufeffe", "abcde"),  # ZWJ, LRM, RLM, BOM
+    ("یک  \t دو\u00a0سه \n\n\n\n چهار ", "یک دو سه\n\nچهار"),  # whitespace runs
+    ("خانهٔ ما", "خانهٔ ما"),  # hamza above (ezafe) is not a diacritic to drop
+    ("क्\u200cष", "क्\u200cष"),  # ZWNJ after a mark in another script stays
+])
+def test_normalize_rule(text, expected):
+    assert prepare.normalize(text) == expected
+
+
+def test_normalize_keeps_diacritics_when_asked():
+    assert prepare.normalize("کِتابُ ـ", remove_diacritics=False) == "کِتابُ"
+
+
+def test_normalize_is_idempotent():
+    text = f"  {ZWNJ}كتابِ{ZWNJ}{ZWNJ}هاي \ufeb3\ufee0\ufe8e\ufee1 ٣\u200d ـ \n\n\n{ZWNJ} x "
+    once = prepare.normalize(text)
+    assert prepare.normalize(once) == once
+
+
+def test_normalize_leaves_english_alone_apart_from_whitespace():
+    with open(shared_file("books", "pg2600.txt"), encoding="utf-8-sig") as f:
+        book = f.read(300_000)
+    assert prepare.normalize(book) == prepare.collapse_whitespace(book)
+    assert prepare.collapse_whitespace(book) != book  # the book does have whitespace to collapse
+
+
+# -----------------------------------------------------------------------------
+# reading inputs
+
+def page(title, text, ns=0, redirect=False):
+    return (f"<page><title>{title}</title><ns>{ns}</ns><id>1</id>"
+            + ('<redirect title="x" />' if redirect else "")
+            + f'<revision><id>2</id><text xml:space="preserve">{text}</text></revision></page>')
+
+
+def dump(*pages, schema="0.10"):
+    xmlns = f' xmlns="http://www.mediawiki.org/xml/export-{schema}/"' if schema else ""
+    return f'<mediawiki{xmlns} version="{schema}"><siteinfo><sitename>x</sitename></siteinfo>' \
+           + "".join(pages) + "</mediawiki>"
+
+
+ARTICLE = "'''تهران''' پایتخت [[ایران]] است و بزرگ‌ترین شهر این کشور به شمار می‌آید. " * 3
+
+
+@pytest.mark.parametrize("schema", ["0.10", "0.11", ""])
+def test_dump_of_any_schema_keeps_articles_only(tmp_path, schema):
+    path = tmp_path / "dump.xml"
+    path.write_text(dump(
+        page("تهران", ARTICLE),
+        page("الگو:جعبه", ARTICLE, ns=10),
+        page("پایتخت", "#REDIRECT [[تهران]]"),
+        page("پایتخت ایران", "#تغییرمسیر [[تهران]]"),
+        page("طهران", "#تغییر_مسیر [[تهران]]"),
+        page("تهرون", "#redirect [[تهران]]"),
+        page("تهران قدیم", ARTICLE, redirect=True),
+        page("تهرانک", "'''تهرانک''' روستایی است."),  # a stub
+        schema=schema), encoding="utf-8")
+    report = prepare.new_report()
+    documents = list(prepare.read_documents(str(path), report, prepare.DEFAULTS))
+    assert len(documents) == 1 and documents[0].startswith("تهران\n\nتهران پایتخت ایران است")
+    assert report["records"] == 8 and report["kept"] == 1
+    assert report["dropped"] == {"not_article": 1, "redirect": 5, "too_short": 1}
+
+
+def test_max_articles_stops_early():
+    assert len(list(prepare.iter_documents(sample_dump(), max_articles=2))) == 2
+
+
+def test_jsonl_and_its_errors(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"text": "كتاب يك"}\n\n{"text": "دو", "source": "x"}\n', encoding="utf-8")
+    assert list(prepare.iter_documents(str(path))) == ["کتاب یک", "دو"]
+    path.write_text('{"text": "یک"}\n{"title": "بی‌متن"}\n', encoding="utf-8")
+    with pytest.raises(UsageError, match="a.jsonl line 2: expected a JSON object with a 'text' string"):
+        list(prepare.iter_documents(str(path)))
+
+
+def test_gutenberg_book_is_stripped_and_cut(tmp_path):
+    path = tmp_path / "book.txt"
+    body = "".join(f"Paragraph {i} of the story.\nIt goes on.\n\n" for i in range(300))
+    header = "\ufeffThe Project Gutenberg EBook of X\n\n*** START OF THIS PROJECT GUTENBERG EBOOK X ***\n"
+    footer = "*** END OF THIS PROJECT GUTENBERG EBOOK X ***\nlicense text\n"
+    path.write_text(header + body + footer, encoding="utf-8")
+    documents = list(prepare.iter_documents(str(path), book_chunk_chars=2000))
+    assert documents[0].startswith("Paragraph 0 of the story.\nIt goes on.\n\nParagraph 1")
+    assert documents[-1].endswith("Paragraph 299 of the story.\nIt goes on.")
+    assert all(1900 < len(d) < 2200 for d in documents[:-1]) and len(documents) > 5
+    assert "\n\n".join(documents) == prepare.collapse_whitespace(body)
+
+
+def test_real_book_loses_only_the_gutenberg_wrapping():
+    documents = list(prepare.iter_documents(shared_file("books", "pg2600.txt")))
+    assert documents[0].startswith("An Anonymous Volunteer, and David Widger")
+    assert "Project Gutenberg" not in documents[0] and "Project Gutenberg" not in documents[-1]
+    assert documents[-1].endswith("to recognize a dependence of which we are not\nconscious.")
+    assert sum(map(len, documents)) > 3_000_000
+
+
+# -----------------------------------------------------------------------------
+# the command line: bad input leaves earlier outputs alone
+
+def run_prepare(*args):
+    return subprocess.run([sys.executable, "prepare.py", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def bz2_dump(n_pages):
+    """A compressed dump big enough to span several bz2 blocks (random words compress badly)."""
+    rng = random.Random(0)
+    words = ["کتاب", "شهر", "ایران", "تاریخ", "زبان", "دریا", "کوه", "مردم", "سال", "جنگ"]
+    pages = [page(f"صفحه {i}", " ".join(rng.choice(words) + str(rng.randrange(10**6)) for _ in range(300)))
+             for i in range(n_pages)]
+    return bz2.compress(dump(*pages).encode())
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("malformed.xml", ["malformed.xml: malformed XML (mismatched tag", "after 1 pages"]),
+    ("truncated.xml.bz2", ["truncated.xml.bz2: truncated file", "pages /"]),
+    ("missing.jsonl", ["cannot read", "missing.jsonl: No such file or directory"]),
+    ("empty.xml", ["0 usable documents", "redirect", "not_article"]),
+    ("notes.csv", ["notes.csv: expected a file ending in .xml.bz2, .xml, .jsonl, .txt"]),
+    ("URL", ["cannot download https://dumps.wikimedia.org/fawiki/latest/", "pass the file"]),
+])
+def test_bad_input_fails_in_one_line_and_keeps_outputs(tmp_path, case, expected):
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    old = {name: f"old {name}".encode() for name in prepare.OUTPUTS}
+    for name, content in old.items():
+        (out_dir / name).write_bytes(content)
+    source = tmp_path / case
+    if case == "malformed.xml":
+        source.write_text(dump(page("الف", ARTICLE), "<page><title>ب</titel></page>"), encoding="utf-8")
+    elif case == "truncated.xml.bz2":
+        compressed = bz2_dump(400)
+        source.write_bytes(compressed[:len(compressed) // 2])
+    elif case == "empty.xml":
+        source.write_text(dump(page("الف", "#REDIRECT [[ب]]"), page("الگو:ج", ARTICLE, ns=10)),
+                          encoding="utf-8")
+    elif case == "notes.csv":
+        source.write_text("a,b\n")
+    args = [] if case == "URL" else [source]
+    env = {**os.environ, "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    result = subprocess.run([sys.executable, "prepare.py", *map(str, args), f"--out_dir={out_dir}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: ") and "Traceback" not in result.stderr
+    for part in expected:
+        assert part in error
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == old  # untouched, no temp files left
+
+
+# -----------------------------------------------------------------------------
+# a full run on real text
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    inputs = [sample_dump(), shared_file("fawiki", "fawiki-bio-paragraphs.jsonl")]
+    out_dir = tmp_path_factory.mktemp("prepared")
+    result = run_prepare(*inputs, f"--out_dir={out_dir}", "--vocab_size=400", "--num_proc=2",
+                         "--val_fraction=0.05")
+    assert result.returncode == 0, result.stderr
+    return inputs, out_dir
+
+
+def read_split(out_dir, split, tokenizer):
+    tokens = np.fromfile(out_dir / f"{split}.bin", dtype=np.uint16)
+    text = tokenizer.decode(tokens.tolist())
+    assert text.endswith(prepare.EOT)
+    return tokens, text.split(prepare.EOT)[:-1]
+
+
+def test_bins_hold_every_document_once_and_meta_counts_them(prepared):
+    inputs, out_dir = prepared
+    tokenizer = Tokenizer.load(out_dir / "tokenizer.json")
+    meta = json.loads((out_dir / "meta.json").read_text(encoding="utf-8"))
+    expected = [d for source in inputs for d in prepare.iter_documents(source, min_chars=100)]
+    decoded = []
+    for split in ("train", "val"):
+        tokens, documents = read_split(out_dir, split, tokenizer)
+        counts = meta["splits"][split]
+        assert counts["tokens"] == len(tokens) and counts["documents"] == len(documents) > 0
+        assert counts["bytes"] == sum(len(d.encode()) for d in documents)
+        assert int(tokens.max()) < meta["vocab_size"] == tokenizer.vocab_size
+        decoded += documents
+    assert sorted(decoded) == sorted(expected)
+    assert 0.02 < meta["splits"]["val"]["documents"] / len(expected) < 0.08
+    for file, source in zip(meta["inputs"], inputs):
+        with open(source, "rb") as f:
+            assert file["sha256"] == hashlib.sha256(f.read()).hexdigest()
+    assert meta["inputs"][0]["kept"] == 3 and meta["inputs"][1]["dropped"]["too_short"] > 0
+    assert meta["config"]["seed"] == 1337 and meta["config"]["remove_diacritics"] is True
+    assert (out_dir / "sample.txt").read_text(encoding="utf-8").startswith("اسپانیا\n\n")
+    assert [p.name for p in out_dir.iterdir() if p.name.startswith(".")] == []
+
+
+def test_tokenizer_reuse_and_seed_decide_the_split(prepared, tmp_path):
+    inputs, out_dir = prepared
+    again, reseeded = tmp_path / "again", tmp_path / "reseeded"
+    for directory, seed in ((again, 1337), (reseeded, 7)):
+        result = run_prepare(*inputs, f"--out_dir={directory}", f"--tokenizer={out_dir / 'tokenizer.json'}",
+                             "--num_proc=1", "--val_fraction=0.05", f"--seed={seed}")
+        assert result.returncode == 0, result.stderr
+    for name in ("train.bin", "val.bin", "tokenizer.json"):  # same seed, same tokenizer: same ids
+        assert (again / name).read_bytes() == (out_dir / name).read_bytes()
+    tokenizer = Tokenizer.load(out_dir / "tokenizer.json")
+    val, val_reseeded = (set(read_split(d, "val", tokenizer)[1]) for d in (out_dir, reseeded))
+    assert val != val_reseeded

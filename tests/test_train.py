@@ -1,0 +1,255 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import common
+import train
+from common import UsageError
+from conftest import ROOT
+
+TINY = os.path.join(ROOT, "config", "tiny.py")
+
+
+def make_data(directory, train_tokens=None, vocab_size=32):
+    """prepare.py's outputs in miniature: a repeating random sequence is learnable but not trivial."""
+    os.makedirs(directory, exist_ok=True)
+    pattern = np.random.default_rng(0).integers(0, vocab_size, size=61)
+    if train_tokens is None:
+        train_tokens = np.tile(pattern, 40)
+    np.asarray(train_tokens, dtype=np.uint16).tofile(os.path.join(directory, "train.bin"))
+    np.tile(pattern, 5).astype(np.uint16).tofile(os.path.join(directory, "val.bin"))
+    with open(os.path.join(directory, "meta.json"), "w") as f:
+        json.dump({"vocab_size": vocab_size}, f)
+    with open(os.path.join(directory, "tokenizer.json"), "w") as f:
+        f.write('{"version": "placeholder"}')
+    return str(directory)
+
+
+def run_train(*args):
+    """train.py in this process (no interpreter start-up): config/tiny.py plus overrides."""
+    config, _ = common.configure(train.DEFAULTS, [TINY, *args])
+    train.train(config)
+
+
+def read_log(out_dir):
+    with open(os.path.join(out_dir, "log.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    steps = {r["iter"]: r["loss"] for r in records if "loss" in r}
+    evals = {r["iter"]: (r["train_loss"], r["val_loss"]) for r in records if "val_loss" in r}
+    return steps, evals
+
+
+def train_script(*args):
+    return [sys.executable, os.path.join(ROOT, "train.py"), TINY, *args]
+
+
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    return make_data(tmp_path / "data")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Toy models on a busy CPU run far faster on one thread than on several waiting for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_overfits_a_single_window(tmp_path):
+    # 17 tokens hold exactly one window of block_size + 1: every batch is that window
+    data = make_data(tmp_path / "data", train_tokens=np.random.default_rng(1).integers(0, 32, size=17))
+    out = str(tmp_path / "out")
+    run_train(f"--data_dir={data}", f"--out_dir={out}", "--max_iters=150", "--lr_schedule=constant",
+              "--learning_rate=1e-2", "--eval_interval=1000", "--log_interval=10")
+    steps, evals = read_log(out)
+    assert steps[10] > 1.0
+    assert steps[150] < 0.05
+    assert evals[150][0] < 0.05  # the train split is that one window too
+
+
+def test_resume_continues_exactly(tmp_path, data_dir):
+    # dropout on: the resumed run must also reproduce the random masks
+    common_args = [f"--data_dir={data_dir}", "--dropout=0.1", "--lr_decay_iters=12",
+                   "--eval_interval=4", "--always_save_checkpoint=True"]
+    run_train(*common_args, f"--out_dir={tmp_path / 'straight'}", "--max_iters=12")
+    stopped = str(tmp_path / "stopped")
+    run_train(*common_args, f"--out_dir={stopped}", "--max_iters=6")
+    assert torch.load(os.path.join(stopped, "ckpt.pt"), weights_only=True)["iter_num"] == 6
+    run_train(*common_args, f"--out_dir={stopped}", "--max_iters=12", "--init_from=resume")
+    straight_steps, straight_evals = read_log(tmp_path / "straight")
+    resumed_steps, resumed_evals = read_log(stopped)
+    assert sorted(resumed_steps) == list(range(1, 13))
+    np.testing.assert_allclose([resumed_steps[i] for i in range(1, 13)],
+                               [straight_steps[i] for i in range(1, 13)], rtol=1e-6)
+    assert straight_evals.keys() == {0, 4, 8, 12}
+    assert resumed_evals.keys() == {0, 4, 6, 8, 12}  # 6: the end of the first part
+    for i in straight_evals:
+        np.testing.assert_allclose(resumed_evals[i], straight_evals[i], rtol=1e-6)
+
+
+def test_torchrun_matches_one_process(tmp_path, data_dir):
+    # gradient_accumulation_steps is global: 2 processes x 2 micro-batches must follow the
+    # same loss curve as 1 process x 4, up to float summation order (tolerance 1e-4).
+    args = [f"--data_dir={data_dir}", "--gradient_accumulation_steps=4", "--max_iters=8",
+            "--eval_interval=8"]
+    run_train(*args, f"--out_dir={tmp_path / 'one'}")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node=2", *train_script(*args, f"--out_dir={tmp_path / 'two'}")[1:]],
+                            cwd=ROOT, env=ONE_THREAD, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 process(es)" in result.stdout
+    one, _ = read_log(tmp_path / "one")
+    two, _ = read_log(tmp_path / "two")
+    assert sorted(two) == list(range(1, 9))
+    np.testing.assert_allclose([two[i] for i in range(1, 9)], [one[i] for i in range(1, 9)], atol=1e-4)
+    assert one[8] < one[1] - 0.1  # and it did learn something
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--learnig_rate=0.1"], "unknown config key 'learnig_rate' in the command line; did you mean learning_rate"),
+    (["--max_iters=abc"], "config key 'max_iters' in the command line expects int, got str"),
+    (["--data_dir=/no/such/dir"], "data directory not found: /no/such/dir"),
+    (["--lr_schedule=cosin"], "lr_schedule must be one of"),
+    (["--gradient_accumulation_steps=0"], "gradient_accumulation_steps must be at least 1"),
+    (["--pos_emb=alibi"], "pos_emb must be one of"),
+])
+def test_config_errors_are_one_line(tmp_path, data_dir, args, message):
+    with pytest.raises(UsageError) as error:
+        run_train(f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}", *args)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not os.path.exists(tmp_path / "out" / "ckpt.pt")
+
+
+def test_error_exits_without_traceback(tmp_path):
+    result = subprocess.run(train_script(f"--data_dir={tmp_path / 'missing'}"), cwd=ROOT, env=ONE_THREAD,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: data directory not found: {tmp_path / 'missing'} " \
+                                    "(run prepare.py, or set --data_dir)"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_resume_refuses_a_broken_checkpoint(tmp_path, data_dir, damage):
+    out = str(tmp_path / "out")
+    run_train(f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=4", "--always_save_checkpoint=True")
+    ckpt_path = os.path.join(out, "ckpt.pt")
+    with open(ckpt_path, "rb") as f:
+        data = f.read()
+    broken = data[: len(data) // 3] if damage == "truncate" else b"\x00not a checkpoint" * 100
+    with open(ckpt_path, "wb") as f:
+        f.write(broken)
+    log_before = open(os.path.join(out, "log.jsonl")).read()
+    with pytest.raises(UsageError, match="cannot read checkpoint .*ckpt.pt"):
+        run_train(f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=8", "--init_from=resume")
+    assert open(ckpt_path, "rb").read() == broken  # nothing trained, nothing overwritten
+    assert open(os.path.join(out, "log.jsonl")).read() == log_before
+
+
+def test_resume_refuses_another_tokenizer(tmp_path, data_dir):
+    out = str(tmp_path / "out")
+    run_train(f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=2", "--always_save_checkpoint=True")
+    with open(os.path.join(data_dir, "tokenizer.json"), "w") as f:
+        f.write('{"version": "another"}')
+    with pytest.raises(UsageError, match="another tokenizer"):
+        run_train(f"--data_dir={data_dir}", f"--out_dir={out}", "--init_from=resume")
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir):
+    out = str(tmp_path / "out")
+    run_train(f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=4", "--always_save_checkpoint=True")
+    ckpt_path = os.path.join(out, "ckpt.pt")
+    good = open(ckpt_path, "rb").read()
+    with pytest.raises(UsageError, match=r"loss is (nan|inf) at step \d+: training diverged.*ckpt.pt"):
+        run_train(f"--data_dir={data_dir}", f"--out_dir={out}", "--init_from=resume", "--max_iters=20",
+                  "--learning_rate=1e30", "--lr_schedule=constant", "--eval_interval=100")
+    assert open(ckpt_path, "rb").read() == good
+
+
+def test_fine_tune_from_another_run(tmp_path, data_dir):
+    base = str(tmp_path / "base")
+    run_train(f"--data_dir={data_dir}", f"--out_dir={base}", "--max_iters=6", "--always_save_checkpoint=True")
+    tuned = str(tmp_path / "tuned")
+    run_train(f"--data_dir={data_dir}", f"--out_dir={tuned}", f"--init_from={base}/ckpt.pt",
+              "--max_iters=4", "--eval_interval=4", "--block_size=8", "--n_layer=5")
+    ckpt = torch.load(os.path.join(tuned, "ckpt.pt"), weights_only=True)
+    assert ckpt["iter_num"] == 4  # a fresh schedule, not the base run's step count
+    assert ckpt["model_args"]["block_size"] == 8 and ckpt["model_args"]["n_layer"] == 2
+    _, base_evals = read_log(base)
+    _, tuned_evals = read_log(tuned)
+    assert tuned_evals[0][1] < base_evals[0][1]  # it starts from the trained weights
+
+
+def test_sigterm_saves_a_resumable_checkpoint(tmp_path, data_dir):
+    out = str(tmp_path / "out")
+    args = [f"--data_dir={data_dir}", "--lr_decay_iters=1000", "--eval_interval=100000"]
+    process = subprocess.Popen(train_script(*args, f"--out_dir={out}", "--max_iters=100000"),
+                               cwd=ROOT, env=ONE_THREAD, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log_path = os.path.join(out, "log.jsonl")
+    deadline = time.time() + 60
+    while time.time() < deadline and not (os.path.isfile(log_path) and open(log_path).read().count("\n") >= 3):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    assert "SIGTERM: saving after this step" in stderr
+    stopped_at = torch.load(os.path.join(out, "ckpt.pt"), weights_only=True)["iter_num"]
+    assert f"stopped at step {stopped_at}" in stdout and stopped_at >= 2
+
+    run_train(*args, f"--out_dir={out}", "--init_from=resume", f"--max_iters={stopped_at + 3}")
+    run_train(*args, f"--out_dir={tmp_path / 'straight'}", f"--max_iters={stopped_at + 3}")
+    resumed, _ = read_log(out)
+    straight, _ = read_log(tmp_path / "straight")
+    assert sorted(resumed) == list(range(1, stopped_at + 4))
+    np.testing.assert_allclose([resumed[i] for i in sorted(straight)],
+                               [straight[i] for i in sorted(straight)], rtol=1e-6)
+
+
+def test_token_windows_are_reproducible_views_of_the_file(tmp_path, data_dir):
+    tokens = train.load_tokens(os.path.join(data_dir, "train.bin"))
+    assert isinstance(tokens, np.memmap) and tokens.dtype == np.uint16
+    windows = train.TokenWindows(tokens, block_size=16, seed=3)
+    assert len(windows) == len(tokens) - 16
+    x, y = windows[5]
+    assert x.tolist() == tokens[5:21].tolist() and y.tolist() == tokens[6:22].tolist()
+    bx, by = windows.batch(8, 0, 7, 1)
+    again_x, _ = windows.batch(8, 0, 7, 1)
+    other_x, _ = windows.batch(8, 0, 8, 1)
+    assert bx.shape == by.shape == (8, 16) and bx.dtype == torch.int64
+    assert torch.equal(bx, again_x) and not torch.equal(bx, other_x)
+    assert torch.equal(bx[:, 1:], by[:, :-1])
+    with pytest.raises(UsageError, match="too few"):
+        train.TokenWindows(tokens[:16], block_size=16)
+    (tmp_path / "odd.bin").write_bytes(b"\x01\x02\x03")
+    with pytest.raises(UsageError, match="not a uint16 token file"):
+        train.load_tokens(str(tmp_path / "odd.bin"))
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+def test_learning_rate_schedule(schedule):
+    config, _ = common.configure(train.DEFAULTS, [f"--lr_schedule={schedule}", "--warmup_iters=10",
+                                                  "--max_iters=110", "--learning_rate=1.0", "--min_lr=0.1"])
+    cfg = train.SimpleNamespace(**config)
+    lrs = [train.get_lr(cfg, i, 0.0) for i in range(120)]
+    assert lrs[0] == pytest.approx(1 / 11) and lrs[10] == pytest.approx(1.0)
+    assert all(a <= b for a, b in zip(lrs[:11], lrs[1:11]))  # warmup rises
+    if schedule == "constant":
+        assert lrs[110] == 1.0
+    else:
+        assert lrs[110] == pytest.approx(0.1) and lrs[119] == pytest.approx(0.1)
+        assert lrs[60] == pytest.approx(0.55)  # halfway: both shapes are at the midpoint
+        assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    # a time budget ends the decay when it runs out, whatever the step count
+    config["max_minutes"] = 1.0
+    assert train.get_lr(train.SimpleNamespace(**config), 20, 60.0) == pytest.approx(0.1 if schedule != "constant" else 1.0)

@@ -1,0 +1,406 @@
+"""
+Train a GPT on the token files that prepare.py writes, on a laptop CPU or on many GPUs.
+
+    python train.py config/fawiki_small.py                       # one process
+    python train.py config/fawiki_small.py --batch_size=8        # --key=value overrides
+    torchrun --standalone --nproc_per_node=8 train.py config/fawiki_gpu.py   # DDP, one node
+
+Everything random about optimizer step k (which windows of text, dropout masks) is a pure
+function of (seed, k), so a run resumed from its checkpoint continues exactly as if it had
+never stopped, and N processes see the same batches as one process accumulating N times as
+many micro-batches.
+"""
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import common
+from common import UsageError
+from model import GPT, GPTConfig, measure_peak_flops, model_from_checkpoint, read_checkpoint
+
+# I/O
+out_dir = "out"  # ckpt.pt and log.jsonl go here
+data_dir = "data/fawiki"  # train.bin, val.bin, meta.json and tokenizer.json from prepare.py
+init_from = "scratch"  # "scratch", "resume" (out_dir/ckpt.pt) or a checkpoint path to fine-tune
+eval_interval = 250  # optimizer steps between evaluations (a checkpoint follows if val improved)
+eval_iters = 20  # batches per split in an evaluation; the same batches every time
+log_interval = 10  # optimizer steps between training log lines
+always_save_checkpoint = False  # save at every evaluation, not only when val loss improves
+# model (a resumed run takes these from its checkpoint)
+n_layer = 6
+n_head = 6
+n_embd = 384
+block_size = 256  # context length in tokens
+dropout = 0.0  # 0 for pretraining; 0.1 or more when fine-tuning on little data
+bias = False  # biases in Linear and LayerNorm layers
+pos_emb = "rope"  # "rope" (rotary) or "learned" positions
+norm = "layernorm"  # "layernorm" or "rmsnorm"
+mlp = "gelu"  # MLP activation: "gelu" or "relu2"
+# optimization
+batch_size = 16  # sequences per micro-batch in each process
+gradient_accumulation_steps = 1  # micro-batches per optimizer step, over all processes together
+max_iters = 5000  # optimizer steps
+max_minutes = 0.0  # training-time budget in minutes, evaluation excluded (0 = none)
+learning_rate = 1e-3  # peak learning rate
+min_lr = 1e-4  # learning rate at the end of the decay
+lr_schedule = "cosine"  # decay after warmup: "cosine", "linear" or "constant"
+warmup_iters = 100  # steps of linear warmup from ~0 to learning_rate
+lr_decay_iters = 0  # steps over which the LR decays (0 = max_iters); a time budget also ends it
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0  # clip the global gradient norm to this (0 = no clipping)
+# system
+device = "auto"  # "cpu", "cuda", "cuda:1", ... or "auto" (CUDA when available)
+dtype = "auto"  # "float32", "bfloat16" or "float16"; auto = bf16 on CUDA (fp16 if missing), fp32 on CPU
+compile = None  # torch.compile the model; None = on CUDA only (on a CPU it gains ~3% after ~40 s)
+peak_flops = 0.0  # device peak FLOP/s for MFU (0 = measure large matmuls at start)
+seed = 1337
+
+DEFAULTS = {k: v for k, v in globals().items()
+            if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def load_tokens(path):
+    """A token file as a read-only uint16 array that stays on disk (np.memmap)."""
+    if not os.path.isfile(path):
+        raise UsageError(f"token file not found: {path} (run prepare.py first)")
+    try:
+        return np.memmap(path, dtype=np.uint16, mode="r")
+    except ValueError as e:  # empty file, or an odd number of bytes
+        raise UsageError(f"{path} is not a uint16 token file: {e}") from e
+
+
+class TokenWindows(torch.utils.data.Dataset):
+    """Windows of block_size + 1 consecutive tokens: item i is (tokens[i:i+T], tokens[i+1:i+T+1]).
+
+    batch(batch_size, *key) draws random windows with a generator seeded by (seed, *key), so
+    a batch is a pure function of its key: there is no data position to save for resuming.
+    """
+
+    def __init__(self, tokens, block_size, seed=0):
+        if len(tokens) <= block_size:
+            raise UsageError(f"{len(tokens)} tokens are too few for windows of {block_size + 1}")
+        self.tokens, self.block_size, self.seed = tokens, block_size, seed
+
+    def __len__(self):
+        return len(self.tokens) - self.block_size
+
+    def __getitem__(self, i):
+        x, y = self.windows(np.array([i]))
+        return x[0], y[0]
+
+    def windows(self, starts):
+        """(x, y) int64 tensors of shape (len(starts), block_size) for the windows at `starts`."""
+        # one fancy-indexing read touches only these bytes of the memmap, never the whole file
+        rows = self.tokens[starts[:, None] + np.arange(self.block_size + 1)]
+        rows = torch.from_numpy(rows.astype(np.int64))
+        return rows[:, :-1], rows[:, 1:]
+
+    def batch(self, batch_size, *key):
+        rng = np.random.default_rng((self.seed, *key))
+        return self.windows(rng.integers(0, len(self), size=batch_size))
+
+
+def get_lr(cfg, iter_num, train_seconds):
+    """Linear warmup, then decay to min_lr over lr_decay_iters or the time budget, whichever ends first."""
+    if iter_num < cfg.warmup_iters:
+        return cfg.learning_rate * (iter_num + 1) / (cfg.warmup_iters + 1)
+    if cfg.lr_schedule == "constant":
+        return cfg.learning_rate
+    decay_iters = cfg.lr_decay_iters or cfg.max_iters
+    progress = (iter_num - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
+    if cfg.max_minutes > 0:
+        progress = max(progress, train_seconds / (60 * cfg.max_minutes))
+    progress = min(progress, 1.0)
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.lr_schedule == "cosine" else 1 - progress
+    return cfg.min_lr + shape * (cfg.learning_rate - cfg.min_lr)
+
+
+def check_config(cfg):
+    choices = {"dtype": ("auto", *DTYPES), "lr_schedule": ("cosine", "linear", "constant"),
+               "compile": (None, True, False)}
+    for key, allowed in choices.items():
+        if getattr(cfg, key) not in allowed:
+            raise UsageError(f"{key} must be one of {allowed}, got {getattr(cfg, key)!r}")
+    for key in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
+        if getattr(cfg, key) < 1:
+            raise UsageError(f"{key} must be at least 1, got {getattr(cfg, key)}")
+
+
+def read_data_dir(data_dir):
+    """Check prepare.py's outputs are there; return (vocab_size, tokenizer JSON text, its sha256)."""
+    if not os.path.isdir(data_dir):
+        raise UsageError(f"data directory not found: {data_dir} (run prepare.py, or set --data_dir)")
+    for name in ("train.bin", "val.bin", "meta.json", "tokenizer.json"):
+        if not os.path.isfile(os.path.join(data_dir, name)):
+            raise UsageError(f"{name} missing in {data_dir} (run prepare.py to write it)")
+    try:
+        with open(os.path.join(data_dir, "meta.json"), encoding="utf-8") as f:
+            vocab_size = int(json.load(f)["vocab_size"])
+        with open(os.path.join(data_dir, "tokenizer.json"), encoding="utf-8") as f:
+            tokenizer_text = f.read()
+    except (ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"cannot read {data_dir}/meta.json or tokenizer.json: {e}") from e
+    return vocab_size, tokenizer_text, hashlib.sha256(tokenizer_text.encode("utf-8")).hexdigest()
+
+
+def resolve_device(name, local_rank):
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank is not None:
+        name = f"cuda:{local_rank}"  # one GPU per process under torchrun
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UsageError(f"unknown device {name!r}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device is cuda but no CUDA GPU is available (use --device=cpu)")
+    return device
+
+
+@torch.no_grad()
+def estimate_loss(model, splits, eval_iters, batch_size, device, autocast):
+    """Mean loss of each split over the same eval_iters fixed batches every time."""
+    model.eval()
+    losses = {}
+    for name, data in splits.items():
+        total = 0.0
+        for k in range(eval_iters):
+            x, y = data.batch(batch_size, 1, k)
+            with autocast:
+                _, loss = model(x.to(device), y.to(device))
+            total += loss.item()
+        losses[name] = total / eval_iters
+    model.train()
+    return losses
+
+
+def save_checkpoint(path, model, optimizer, scaler, config, iter_num, best_val_loss,
+                    train_seconds, tokenizer_text, tokenizer_sha256):
+    ckpt = {"model_args": asdict(model.config), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "iter_num": iter_num, "best_val_loss": best_val_loss, "train_seconds": train_seconds,
+            "config": config, "tokenizer": tokenizer_text, "tokenizer_sha256": tokenizer_sha256}
+    with common.atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def open_log(path, resume_iter):
+    """Open log.jsonl for appending: a fresh run starts it empty, a resumed one drops records
+    past its checkpoint so the log reads as one uninterrupted run."""
+    kept = []
+    if resume_iter is not None and os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                with contextlib.suppress(ValueError, KeyError, TypeError):  # a line cut off by a crash
+                    if json.loads(line)["iter"] <= resume_iter:
+                        kept.append(line)
+    with common.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(kept)
+    return open(path, "a", encoding="utf-8")
+
+
+def train(config):
+    cfg = SimpleNamespace(**config)
+    check_config(cfg)
+    vocab_size, tokenizer_text, tokenizer_sha256 = read_data_dir(cfg.data_dir)
+    ddp = "RANK" in os.environ  # set by torchrun
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if cfg.gradient_accumulation_steps % world_size:
+        raise UsageError(f"gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be "
+                         f"divisible by the number of processes ({world_size})")
+    accum = cfg.gradient_accumulation_steps // world_size  # micro-batches in this process
+    device = resolve_device(cfg.device, int(os.environ["LOCAL_RANK"]) if ddp else None)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
+    ptdtype = DTYPES[cfg.dtype if cfg.dtype != "auto" else "float32" if device.type == "cpu" else "bfloat16"]
+    if ptdtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        ptdtype = torch.float16
+    master = rank == 0
+    ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
+
+    # the model: new, resumed, or another run's weights to fine-tune
+    torch.manual_seed(cfg.seed)
+    ckpt = None
+    if cfg.init_from == "scratch":
+        model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer,
+                              n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
+                              pos_emb=cfg.pos_emb, norm=cfg.norm, mlp=cfg.mlp))
+    else:
+        source = ckpt_path if cfg.init_from == "resume" else cfg.init_from
+        ckpt = read_checkpoint(source, device)
+        if ckpt["tokenizer_sha256"] != tokenizer_sha256:
+            raise UsageError(f"{source} was trained with another tokenizer than {cfg.data_dir}/tokenizer.json")
+        if cfg.init_from == "resume":
+            model = model_from_checkpoint(ckpt, source)
+        else:  # fine-tuning may use a new dropout and a shorter context
+            model = model_from_checkpoint(ckpt, source, dropout=cfg.dropout)
+            if cfg.block_size < model.config.block_size:
+                model.crop_block_size(cfg.block_size)
+    model.to(device)
+    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device.type)
+    scaler = torch.amp.GradScaler(device.type, enabled=ptdtype == torch.float16)  # fp16 needs loss scaling
+    iter_num, best_val_loss, train_seconds = 0, math.inf, 0.0
+    if cfg.init_from == "resume":
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        iter_num, best_val_loss, train_seconds = ckpt["iter_num"], ckpt["best_val_loss"], ckpt["train_seconds"]
+    ckpt = None  # free its memory
+
+    block = model.config.block_size
+    train_data = TokenWindows(load_tokens(os.path.join(cfg.data_dir, "train.bin")), block, cfg.seed)
+    val_data = TokenWindows(load_tokens(os.path.join(cfg.data_dir, "val.bin")), block, cfg.seed)
+    if ddp:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    use_compile = device.type == "cuda" if cfg.compile is None else cfg.compile
+    fast_model = torch.compile(model) if use_compile else model
+    train_model = DDP(fast_model, device_ids=[device.index] if device.type == "cuda" else None) if ddp else fast_model
+    autocast = torch.autocast(device.type, dtype=ptdtype) if ptdtype != torch.float32 else contextlib.nullcontext()
+    peak = cfg.peak_flops or (measure_peak_flops(device, ptdtype) if master else 1.0)
+    tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block
+
+    def fetch(step, micro):
+        x, y = train_data.batch(cfg.batch_size, 0, step, rank * accum + micro)
+        if device.type == "cuda":  # pinned host memory lets the copy overlap the GPU's work
+            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+        return x, y
+
+    log_file = open_log(os.path.join(cfg.out_dir, "log.jsonl"), iter_num if cfg.init_from == "resume" else None) if master else None
+
+    def log(record, text):
+        print(text, flush=True)
+        log_file.write(json.dumps(record) + "\n")
+        log_file.flush()
+
+    def evaluate_and_save(lr):
+        nonlocal best_val_loss
+        losses = estimate_loss(fast_model, {"train": train_data, "val": val_data}, cfg.eval_iters,
+                               cfg.batch_size, device, autocast)
+        log({"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
+             "train_s": train_seconds, "elapsed_s": time.time() - start_time},
+            f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        if iter_num > 0 and (losses["val"] < best_val_loss or cfg.always_save_checkpoint):
+            best_val_loss = min(best_val_loss, losses["val"])
+            save_checkpoint(ckpt_path, model, optimizer, scaler, config, iter_num, best_val_loss,
+                            train_seconds, tokenizer_text, tokenizer_sha256)
+            print(f"saved {ckpt_path}", flush=True)
+
+    # SIGINT/SIGTERM: finish the current step, save, exit cleanly; a second signal acts at once
+    stop_requested = []
+
+    def request_stop(signum, frame):
+        stop_requested.append(signum)
+        signal.signal(signum, previous_handlers[signum])
+        print(f"{signal.Signals(signum).name}: saving after this step (send it again to quit now)",
+              file=sys.stderr, flush=True)
+
+    previous_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    start_time = time.time()
+    try:
+        if master:
+            log({"iter": iter_num, "params": model.num_params(), "flops_per_token": model.flops_per_token(),
+                 "peak_flops": peak, "tokens_per_step": tokens_per_iter, "processes": world_size,
+                 "device": str(device), "dtype": str(ptdtype)[6:], "compile": use_compile},
+                f"{model.num_params() / 1e6:.2f}M parameters, {tokens_per_iter:,} tokens per step, "
+                f"{world_size} process(es) on {device}, {str(ptdtype)[6:]}, compile={use_compile}, "
+                f"peak {peak / 1e9:,.0f} GFLOP/s")
+            if iter_num == 0:
+                evaluate_and_save(get_lr(cfg, 0, 0.0))
+        x, y = fetch(iter_num, 0)
+        budget_seconds = 60 * cfg.max_minutes
+        interval_seconds, interval_steps = 0.0, 0
+        t_last = time.perf_counter()
+        while iter_num < cfg.max_iters and not (budget_seconds and train_seconds >= budget_seconds):
+            lr = get_lr(cfg, iter_num, train_seconds)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            # dropout masks depend only on (seed, step, rank), like the batches
+            torch.manual_seed(int(np.random.SeedSequence((cfg.seed, iter_num, rank)).generate_state(1)[0]))
+            loss_sum = torch.zeros((), device=device)
+            for micro in range(accum):
+                if ddp:  # average gradients across processes only once, after the last micro-batch
+                    train_model.require_backward_grad_sync = micro == accum - 1
+                with autocast:
+                    _, loss = train_model(x, y)
+                x, y = fetch(iter_num, micro + 1) if micro + 1 < accum else fetch(iter_num + 1, 0)
+                scaler.scale(loss / accum).backward()
+                loss_sum += loss.detach()
+            # one small exchange per step: mean loss, any stop request, rank 0's clock (the LR
+            # schedule and the time budget must agree across processes)
+            now = time.perf_counter()
+            stats = torch.stack([loss_sum / accum, torch.tensor(float(bool(stop_requested)), device=device),
+                                 torch.tensor(now - t_last if master else 0.0, device=device)])
+            t_last = now
+            if ddp:
+                dist.all_reduce(stats)
+                stats[0] /= world_size
+            lossf, stop, step_seconds = stats.tolist()
+            if not math.isfinite(lossf):
+                kept = f"; the last good checkpoint is {ckpt_path}" if os.path.isfile(ckpt_path) else ""
+                raise UsageError(f"loss is {lossf} at step {iter_num}: training diverged, stopping "
+                                 f"(try a lower learning_rate){kept}")
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            iter_num += 1
+            train_seconds += step_seconds
+            interval_seconds += step_seconds
+            interval_steps += 1
+
+            if master and (iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters):
+                tokens_per_s = interval_steps * tokens_per_iter / interval_seconds
+                mfu = model.estimate_mfu(tokens_per_s / world_size, peak)
+                log({"iter": iter_num, "loss": lossf, "lr": lr, "grad_norm": grad_norm.item(),
+                     "tokens_per_s": tokens_per_s, "mfu": mfu, "step_ms": 1000 * interval_seconds / interval_steps,
+                     "train_s": train_seconds, "elapsed_s": time.time() - start_time,
+                     **({"gpu_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20} if device.type == "cuda" else {})},
+                    f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {tokens_per_s:,.0f} tokens/s, "
+                    f"{1000 * interval_seconds / interval_steps:.0f} ms/step, mfu {100 * mfu:.1f}%")
+                interval_seconds, interval_steps = 0.0, 0
+            finished = iter_num >= cfg.max_iters or (budget_seconds and train_seconds >= budget_seconds)
+            if stop:
+                if master:
+                    save_checkpoint(ckpt_path, model, optimizer, scaler, config, iter_num, best_val_loss,
+                                    train_seconds, tokenizer_text, tokenizer_sha256)
+                    print(f"stopped at step {iter_num}; saved {ckpt_path} (continue with --init_from=resume)",
+                          flush=True)
+                break
+            if master and (iter_num % cfg.eval_interval == 0 or finished):
+                evaluate_and_save(get_lr(cfg, iter_num, train_seconds))
+                t_last = time.perf_counter()  # evaluation is not training time
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+        if log_file:
+            log_file.close()
+        if ddp:
+            dist.destroy_process_group()
+
+
+def main():
+    config, positional = common.configure(DEFAULTS, sys.argv[1:])
+    if positional:
+        raise UsageError(f"unexpected argument {positional[0]!r}: give config files (*.py) and --key=value")
+    train(config)
+
+
+if __name__ == "__main__":
+    common.run(main)
