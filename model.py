@@ -71,8 +71,7 @@ class KVCache:
     """Keys and values of every layer for the tokens seen so far, for incremental decoding.
 
     Buffers are allocated on first use, in the dtype the attention produces (bf16 under
-    autocast). `length` is how many tokens are held; `next_position` is the absolute
-    position of the next token, which keeps growing when a rotary cache slides.
+    autocast). `length` is how many tokens are held, which is also the position of the next one.
     """
 
     def __init__(self, config, batch_size):
@@ -80,27 +79,20 @@ class KVCache:
         self.batch_size = batch_size
         self.k = self.v = None
         self.length = 0
-        self.next_position = 0
 
     def __len__(self):
         return self.length
 
-    def make_room(self, num_new):
-        """Drop the oldest entries if num_new more would overflow block_size; return the first new position."""
-        block_size = self.config.block_size
-        if num_new > block_size:
-            raise ValueError(f"cannot feed {num_new} tokens at once: block_size is {block_size}")
-        overflow = self.length + num_new - block_size
-        if overflow > 0:
-            if self.config.pos_emb != "rope":
-                raise ValueError("KV cache is full (learned positions end at block_size): "
-                                 "rebuild it from the last tokens")
-            # Rotary attention only sees relative offsets, so the window can slide for ever.
-            keep = self.length - overflow
-            self.k[:, :, :, :keep] = self.k[:, :, :, overflow:self.length].clone()
-            self.v[:, :, :, :keep] = self.v[:, :, :, overflow:self.length].clone()
-            self.length = keep
-        return self.next_position
+    def check_room(self, num_new):
+        """Return the position of the first of num_new tokens; refuse to pass block_size.
+
+        A full cache is not slid: in a model of two or more layers the cached keys were
+        computed with the dropped tokens in view, so the caller starts a fresh window instead.
+        """
+        if self.length + num_new > self.config.block_size:
+            raise ValueError(f"KV cache is full ({self.length} + {num_new} tokens > block_size "
+                             f"{self.config.block_size}): rebuild it from the last tokens")
+        return self.length
 
     def update(self, layer, k, v):
         """Store this layer's new keys/values (B, H, T, D); return all it holds, the new ones included."""
@@ -118,7 +110,6 @@ class KVCache:
 
     def advance(self, num_new):
         self.length += num_new
-        self.next_position += num_new
 
     def reorder(self, batch_indices):
         """Keep the rows batch_indices (beam search); a row may be repeated or dropped."""
@@ -224,13 +215,13 @@ class GPT(nn.Module):
                 raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
             start = 0
         else:
-            start = kv_cache.make_room(T)
+            start = kv_cache.check_room(T)
         positions = torch.arange(start, start + T, device=idx.device)
         x = self.wte(idx)
         rotary = None
         if self.config.pos_emb == "learned":
             x = x + self.wpe(positions)
-        else:  # angles for the actual absolute positions, which pass block_size once a cache slides
+        else:
             angles = positions.float()[:, None] * self.inv_freq[None, :]
             rotary = angles.cos(), angles.sin()
         x = self.drop(x)

@@ -392,6 +392,10 @@ def train(config):
         if log_file:
             log_file.close()
         if ddp:
+            # Let rank 0 finish its last evaluation and save, and free DDP's reducer while
+            # its process group still exists: torn down in the other order, gloo can hang.
+            dist.barrier()
+            del train_model
             dist.destroy_process_group()
 
 

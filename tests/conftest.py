@@ -16,3 +16,24 @@ def shared_file(*parts):
     if not os.path.exists(path):
         pytest.skip(f"shared data file not found: {path} (set SHARED_DATA to the data folder)")
     return path
+
+# A few sentences of our own, with ZWNJ, Persian digits and punctuation.
+PERSIAN = [
+    "ایران کشوری در غرب آسیا است و پایتخت آن تهران است.",
+    "می‌خواهم کتاب‌ها را بخوانم و به کتابخانه بروم.",
+    "زبان فارسی با الفبای عربی نوشته می‌شود؛ «شاهنامه» را فردوسی سروده است.",
+    "در سال ۱۴۰۲ جمعیت تهران بیش از نه میلیون نفر بود.",
+]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    """Toy models run fastest on one thread; several threads mostly wait for each other."""
+    torch = sys.modules.get("torch")
+    if torch is None:  # tests that never import torch need not pay for it
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

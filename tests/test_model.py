@@ -64,28 +64,14 @@ def test_kv_cache_matches_full_forward(pos_emb):
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
-def test_learned_positions_cache_refuses_to_overflow():
-    model = tiny(pos_emb="learned")
+@pytest.mark.parametrize("pos_emb", ["rope", "learned"])
+def test_full_cache_refuses_more_tokens(pos_emb):
+    model = tiny(pos_emb=pos_emb)
     cache = model.new_kv_cache(1)
     model(torch.zeros(1, 16, dtype=torch.long), kv_cache=cache)
     with pytest.raises(ValueError, match="full"):
         model(torch.zeros(1, 1, dtype=torch.long), kv_cache=cache)
-
-
-def test_rope_cache_slides_with_relative_positions():
-    # With one layer every cached key depends only on its own token, so after sliding the
-    # cache must give exactly what an uncached pass over the last block_size tokens gives.
-    # (With more layers the cached keys still carry context from the dropped tokens.)
-    model = tiny(n_layer=1)
-    idx = torch.randint(0, 97, (2, 41))
-    cache = model.new_kv_cache(2)
-    model(idx[:, :10], kv_cache=cache)
-    for t in range(10, 41):
-        logits, _ = model(idx[:, t:t + 1], kv_cache=cache)
-        assert len(cache) == min(t + 1, 16)
-        reference, _ = model(idx[:, max(0, t - 15):t + 1])
-        torch.testing.assert_close(logits[:, -1], reference[:, -1], atol=1e-5, rtol=1e-5)
-    assert cache.next_position == 41
+    assert len(cache) == 16
 
 
 def test_kv_cache_reorder_follows_beams():

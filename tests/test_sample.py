@@ -9,25 +9,8 @@ import torch
 
 import sample
 from bpe import Tokenizer
-from conftest import ROOT
+from conftest import PERSIAN, ROOT
 from model import GPT, GPTConfig
-
-PERSIAN = [
-    "ایران کشوری در غرب آسیا است و پایتخت آن تهران است.",
-    "می‌خواهم کتاب‌ها را بخوانم و به کتابخانه بروم.",
-    "زبان فارسی با الفبای عربی نوشته می‌شود؛ «شاهنامه» را فردوسی سروده است.",
-    "در سال ۱۴۰۲ جمعیت تهران بیش از نه میلیون نفر بود.",
-]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread; several threads mostly wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def tokenizer():

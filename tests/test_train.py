@@ -58,15 +58,6 @@ def data_dir(tmp_path):
     return make_data(tmp_path / "data")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Toy models on a busy CPU run far faster on one thread than on several waiting for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_overfits_a_single_window(tmp_path):
     # 17 tokens hold exactly one window of block_size + 1: every batch is that window
     data = make_data(tmp_path / "data", train_tokens=np.random.default_rng(1).integers(0, 32, size=17))
