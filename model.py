@@ -40,6 +40,8 @@ class GPTConfig:
     pos_emb: str = "rope"  # "rope" (rotary, relative) or "learned" (absolute embedding table)
     norm: str = "layernorm"  # "layernorm" or "rmsnorm"
     mlp: str = "gelu"  # MLP activation: "gelu" or "relu2" (squared ReLU)
+    qk_norm: bool = False  # RMS-normalise queries and keys per head (bounds attention logits)
+    tie_weights: bool = True  # the output head shares the token embedding's matrix
 
     def __post_init__(self):
         choices = {"pos_emb": ("rope", "learned"), "norm": ("layernorm", "rmsnorm"),
@@ -129,12 +131,16 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        head_size = config.n_embd // config.n_head
+        self.q_norm = nn.RMSNorm(head_size) if config.qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(head_size) if config.qk_norm else nn.Identity()
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, rotary, kv_cache):
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
                    for t in self.qkv(x).split(C, dim=2))
+        q, k = self.q_norm(q), self.k_norm(k)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
         past = 0
@@ -195,7 +201,8 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
         self.norm_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.wte.weight  # tied: one matrix maps tokens in and out
+        if config.tie_weights:
+            self.lm_head.weight = self.wte.weight  # one matrix maps tokens in and out
 
         self.apply(self._init_weights)
         # Each block adds its output projections to the residual stream; scaling them keeps
@@ -255,7 +262,10 @@ class GPT(nn.Module):
     def flops_per_token(self):
         """Training FLOPs per token: 6 per matmul weight (forward + backward) plus attention scores."""
         c = self.config
-        matmul_params = self.num_params() - (self.wpe.weight.numel() if c.pos_emb == "learned" else 0)
+        lookups = [self.wpe] if c.pos_emb == "learned" else []
+        if not c.tie_weights:  # an untied embedding is a table lookup, not a matmul
+            lookups.append(self.wte)
+        matmul_params = self.num_params() - sum(table.weight.numel() for table in lookups)
         return 6 * matmul_params + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size
 
     def estimate_mfu(self, tokens_per_second, peak_flops):

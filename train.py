@@ -49,6 +49,8 @@ bias = False  # biases in Linear and LayerNorm layers
 pos_emb = "rope"  # "rope" (rotary) or "learned" positions
 norm = "layernorm"  # "layernorm" or "rmsnorm"
 mlp = "gelu"  # MLP activation: "gelu" or "relu2"
+qk_norm = False  # RMS-normalise queries and keys in every head
+tie_weights = True  # share the token embedding with the output head
 # optimization
 batch_size = 16  # sequences per micro-batch in each process
 gradient_accumulation_steps = 1  # micro-batches per optimizer step, over all processes together
@@ -241,7 +243,8 @@ def train(config):
     if cfg.init_from == "scratch":
         model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer,
                               n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
-                              pos_emb=cfg.pos_emb, norm=cfg.norm, mlp=cfg.mlp))
+                              pos_emb=cfg.pos_emb, norm=cfg.norm, mlp=cfg.mlp,
+                              qk_norm=cfg.qk_norm, tie_weights=cfg.tie_weights))
     else:
         source = ckpt_path if cfg.init_from == "resume" else cfg.init_from
         ckpt = read_checkpoint(source, device)

@@ -13,7 +13,7 @@ Time to quality (--minutes > 0): train each variant of a config for the same min
 training time (evaluation excluded) on real data; the lowest final val loss wins.
 
     python bench/bench_train.py --minutes=10 --data_dir=data/fawiki \\
-        --variants="['', '--pos_emb=learned', '--mlp=relu2', '--norm=rmsnorm']"
+        --variants="['', '--pos_emb=learned', '--mlp=relu2', '--qk_norm=True']"
 """
 
 import json
@@ -44,7 +44,8 @@ compile_modes = [False, True]  # eager, then torch.compile
 minutes = 0.0  # > 0 switches to time to quality: training minutes per variant
 data_dir = "data/fawiki"  # prepare.py output to train and validate on
 config = "config/fawiki_small.py"  # the baseline train.py config
-variants = ["", "--pos_emb=learned", "--mlp=relu2", "--norm=rmsnorm"]  # train.py overrides; "" = baseline
+variants = ["", "--pos_emb=learned", "--mlp=relu2", "--qk_norm=True", "--tie_weights=False",
+            "--lr_schedule=linear"]  # train.py overrides; "" = baseline
 results_dir = "bench/results"  # JSON results and the runs' out_dirs
 
 DEFAULTS = {k: v for k, v in globals().items()

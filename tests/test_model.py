@@ -18,9 +18,10 @@ def tiny(**kwargs):
 
 
 @pytest.mark.parametrize("pos_emb", ["rope", "learned"])
-@pytest.mark.parametrize("norm,mlp", [("layernorm", "gelu"), ("rmsnorm", "relu2")])
-def test_shapes_and_initial_loss(pos_emb, norm, mlp):
-    model = tiny(pos_emb=pos_emb, norm=norm, mlp=mlp)
+@pytest.mark.parametrize("norm,mlp,qk_norm,tie_weights", [("layernorm", "gelu", False, True),
+                                                          ("rmsnorm", "relu2", True, False)])
+def test_shapes_and_initial_loss(pos_emb, norm, mlp, qk_norm, tie_weights):
+    model = tiny(pos_emb=pos_emb, norm=norm, mlp=mlp, qk_norm=qk_norm, tie_weights=tie_weights)
     idx = torch.randint(0, 97, (3, 16))
     logits, loss = model(idx)
     assert logits.shape == (3, 16, 97) and loss is None
@@ -41,6 +42,14 @@ def test_ignore_index_and_too_long_input():
         model(torch.zeros(1, 17, dtype=torch.long))
 
 
+def test_untied_head_has_its_own_matrix_and_no_lookup_flops():
+    tied, untied = tiny(), tiny(tie_weights=False)
+    assert untied.lm_head.weight is not untied.wte.weight
+    assert untied.num_params() == tied.num_params() + 97 * 32
+    # the extra matrix is the head's matmul; the embedding it frees from that role is a lookup
+    assert untied.flops_per_token() == tied.flops_per_token()
+
+
 def test_head_is_tied_and_residual_projections_are_scaled():
     model = tiny(n_layer=8, n_embd=64)
     assert model.lm_head.weight is model.wte.weight
@@ -51,9 +60,9 @@ def test_head_is_tied_and_residual_projections_are_scaled():
     assert abs(proj_std - 0.02 / math.sqrt(16)) < 0.001
 
 
-@pytest.mark.parametrize("pos_emb", ["rope", "learned"])
-def test_kv_cache_matches_full_forward(pos_emb):
-    model = tiny(pos_emb=pos_emb)
+@pytest.mark.parametrize("pos_emb,qk_norm", [("rope", False), ("learned", False), ("rope", True)])
+def test_kv_cache_matches_full_forward(pos_emb, qk_norm):
+    model = tiny(pos_emb=pos_emb, qk_norm=qk_norm)
     idx = torch.randint(0, 97, (2, 16))
     full, _ = model(idx)
     cache = model.new_kv_cache(2)
