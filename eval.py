@@ -12,7 +12,6 @@ of context, by sliding a window over the whole token stream.
 """
 
 import codecs
-import hashlib
 import json
 import math
 import os
@@ -149,12 +148,12 @@ def diversity(texts, repeat_n):
 
 def load_token_file(path, tokenizer, ckpt):
     """Tokens of a prepare.py .bin file, refusing files made with a different tokenizer."""
+    from model import tokenizer_hash
     from train import load_tokens
     tokenizer_path = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer.json")
     if os.path.isfile(tokenizer_path):
-        # hashed as train.py hashes it when it stores the tokenizer in the checkpoint
         with open(tokenizer_path, encoding="utf-8") as f:
-            sha256 = hashlib.sha256(f.read().encode("utf-8")).hexdigest()
+            sha256 = tokenizer_hash(f.read())
         if sha256 != ckpt["tokenizer_sha256"]:
             raise common.UsageError(f"{path} was encoded with {tokenizer_path}, which is not the "
                                     f"checkpoint's tokenizer: evaluate on data prepared for this model")

@@ -300,6 +300,11 @@ def measure_peak_flops(device, dtype=torch.float32):
     return 2 * size**3 * calls / best
 
 
+def tokenizer_hash(tokenizer_text):
+    """The hash that ties a checkpoint to its tokenizer: sha256 of the tokenizer.json text."""
+    return hashlib.sha256(tokenizer_text.encode("utf-8")).hexdigest()
+
+
 def read_checkpoint(path, device):
     """torch.load a checkpoint safely; every way it can be broken becomes a one-line UsageError."""
     if not os.path.isfile(path):
@@ -312,7 +317,7 @@ def read_checkpoint(path, device):
     required = ("model_args", "model", "tokenizer", "tokenizer_sha256")
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in required):
         raise UsageError(f"{path} is not a checkpoint written by train.py")
-    if hashlib.sha256(ckpt["tokenizer"].encode("utf-8")).hexdigest() != ckpt["tokenizer_sha256"]:
+    if tokenizer_hash(ckpt["tokenizer"]) != ckpt["tokenizer_sha256"]:
         raise UsageError(f"checkpoint {path} is corrupt: its tokenizer does not match its sha256")
     return ckpt
 

@@ -13,7 +13,6 @@ many micro-batches.
 
 import contextlib
 import ctypes
-import hashlib
 import json
 import math
 import os
@@ -30,7 +29,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import common
 from common import UsageError
-from model import GPT, GPTConfig, measure_peak_flops, model_from_checkpoint, read_checkpoint
+from model import (GPT, GPTConfig, measure_peak_flops, model_from_checkpoint, read_checkpoint,
+                   tokenizer_hash)
 
 # I/O
 out_dir = "out"  # ckpt.pt and log.jsonl go here
@@ -159,7 +159,7 @@ def read_data_dir(data_dir):
             tokenizer_text = f.read()
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"cannot read {data_dir}/meta.json or tokenizer.json: {e}") from e
-    return vocab_size, tokenizer_text, hashlib.sha256(tokenizer_text.encode("utf-8")).hexdigest()
+    return vocab_size, tokenizer_text, tokenizer_hash(tokenizer_text)
 
 
 def keep_freed_memory():
