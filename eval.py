@@ -167,12 +167,13 @@ def load_token_file(path, tokenizer, ckpt):
     return tokens
 
 
-def encode_documents(path, tokenizer, max_tokens):
-    """Documents of a .txt or .jsonl file, normalised as prepare.py normalises training text and
-    laid out as in its .bin files: each document followed by <|endoftext|>."""
+def encode_documents(path, tokenizer, max_tokens, normalization=None):
+    """Documents of a .txt or .jsonl file, normalised as prepare.py normalised the training text
+    (normalization: its options, kept in the checkpoint) and laid out as in its .bin files: each
+    document followed by <|endoftext|>."""
     from prepare import iter_documents
     parts, num_tokens = [], 0
-    for document in iter_documents(path):
+    for document in iter_documents(path, **(normalization or {})):
         parts.append(np.array(tokenizer.encode(document) + [tokenizer.eot_id], dtype=np.int64))
         num_tokens += len(parts[-1])
         if max_tokens and num_tokens >= max_tokens:
@@ -245,7 +246,7 @@ def main(argv=None):
     if sources[0] == "data":
         stream = load_token_file(source, tokenizer, ckpt)
     else:
-        stream = encode_documents(source, tokenizer, config["max_tokens"])
+        stream = encode_documents(source, tokenizer, config["max_tokens"], ckpt.get("normalization"))
     if config["max_tokens"]:
         stream = stream[:config["max_tokens"]]
     if len(stream) == 0:

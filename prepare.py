@@ -375,18 +375,23 @@ def iter_records(source, report, book_chunk_chars):
 # -----------------------------------------------------------------------------
 # From records to documents, in num_proc processes
 
+def prepare_text(text, normalize_text=True, remove_diacritics=True):
+    """Text in the form the model is trained on: normalized, or with normalize_text=False only
+    its whitespace tidied. sample.py and eval.py prepare prompts and held-out text the same way."""
+    return normalize(text, remove_diacritics) if normalize_text else collapse_whitespace(text)
+
+
 def prepare_record(record, normalize_text, remove_diacritics, min_chars):
     """(None, document) for a record worth keeping, else (why it was dropped, None)."""
     title, text = record
     if title is not None:
         text = clean_wikitext(text)
-    text = normalize(text, remove_diacritics) if normalize_text else collapse_whitespace(text)
+    text = prepare_text(text, normalize_text, remove_diacritics)
     if len(text) < max(1, min_chars):
         return "too_short", None
     if title is None:
         return None, text
-    title = normalize(title, remove_diacritics) if normalize_text else collapse_whitespace(title)
-    return None, f"{title}\n\n{text}"
+    return None, f"{prepare_text(title, normalize_text, remove_diacritics)}\n\n{text}"
 
 
 def batches_of_text(items, chars):

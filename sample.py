@@ -198,13 +198,13 @@ def read_prompt(start):
         raise common.UsageError(f"prompt file {path} is not UTF-8 text") from e
 
 
-def encode_prompt(text, tokenizer, block_size):
+def encode_prompt(text, tokenizer, block_size, normalization=None):
     """(normalised text, ids): a document start, <|endoftext|> then the text, cropped to the context.
 
-    The text is normalised as the training text was, so Arabic yeh/kaf, digits and spacing
-    reach the model in the form it learned."""
-    from prepare import normalize  # imported here so the decoding functions need only torch
-    text = normalize(text)
+    The text is normalised as the training text was (normalization: prepare.py's options, kept
+    in the checkpoint), so Arabic yeh/kaf, digits and spacing reach the model in the form it learned."""
+    from prepare import prepare_text  # imported here so the decoding functions need only torch
+    text = prepare_text(text, **(normalization or {}))
     ids = [tokenizer.eot_id] + tokenizer.encode(text)
     if len(ids) > block_size:
         print(f"note: the prompt is {len(ids)} tokens but the model reads {block_size}; "
@@ -239,9 +239,9 @@ def main(argv=None):
     if not os.path.isfile(ckpt_path):
         raise common.UsageError(f"no checkpoint at {ckpt_path} (train one with train.py, or set --out_dir)")
     device = resolve_device(config["device"], None)
-    model, tokenizer, _ = load_checkpoint(ckpt_path, device)
+    model, tokenizer, ckpt = load_checkpoint(ckpt_path, device)
     prompt_text, prompt_ids = encode_prompt(read_prompt(config["start"]), tokenizer,
-                                            model.config.block_size)
+                                            model.config.block_size, ckpt.get("normalization"))
     generator = torch.Generator(device=device).manual_seed(config["seed"])
     sys.stdout.reconfigure(encoding="utf-8")  # Persian text even where the console says otherwise
     for i in range(config["num_samples"]):

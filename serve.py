@@ -140,8 +140,9 @@ def error_response(status, message, param=None, code=None, **extra):
 # -----------------------------------------------------------------------------
 # the app
 
-def create_app(model, tokenizer, model_name):
-    """A FastAPI app serving `model` (a GPT in eval mode) with its `tokenizer` under `model_name`."""
+def create_app(model, tokenizer, model_name, normalization=None):
+    """A FastAPI app serving `model` (a GPT in eval mode) with its `tokenizer` under `model_name`;
+    prompts are normalized with `normalization`, the checkpoint's record of prepare.py's options."""
     device = next(model.parameters()).device
     # One thread runs the model, so forward passes never overlap. Not a pool: PyTorch gives every
     # calling thread its own team of OpenMP workers, and idle teams spinning on a few cores made
@@ -209,7 +210,8 @@ def create_app(model, tokenizer, model_name):
         if body.model not in (None, model_name):
             return error_response(404, f"model '{body.model}' not found: this server serves '{model_name}'",
                                   param="model", code="model_not_found")
-        _, prompt_ids = await asyncio.to_thread(encode_prompt, body.prompt, tokenizer, model.config.block_size)
+        _, prompt_ids = await asyncio.to_thread(encode_prompt, body.prompt, tokenizer,
+                                                 model.config.block_size, normalization)
         seed = secrets.randbits(63) if body.seed is None else body.seed
         head = dict(id=f"cmpl-{uuid.uuid4().hex}", object="text_completion", created=int(time.time()),
                     model=model_name)
@@ -271,9 +273,9 @@ def main(argv=None):
     ckpt_path = os.path.join(config["out_dir"], "ckpt.pt")
     if not os.path.isfile(ckpt_path):
         raise common.UsageError(f"no checkpoint at {ckpt_path} (train one with train.py, or set --out_dir)")
-    model, tokenizer, _ = load_checkpoint(ckpt_path, config["device"])  # in eval mode
+    model, tokenizer, ckpt = load_checkpoint(ckpt_path, config["device"])  # in eval mode
     model_name = os.path.basename(os.path.normpath(config["out_dir"]))
-    app = create_app(model, tokenizer, model_name)
+    app = create_app(model, tokenizer, model_name, ckpt.get("normalization"))
     print(f"serving {model_name} at http://{config['host']}:{config['port']}/ (API docs at /docs)", flush=True)
     uvicorn.run(app, host=config["host"], port=config["port"], log_level="warning")
 

@@ -146,7 +146,8 @@ def check_config(cfg):
 
 
 def read_data_dir(data_dir):
-    """Check prepare.py's outputs are there; return (vocab_size, tokenizer JSON text, its sha256)."""
+    """Check prepare.py's outputs are there; return (vocab_size, tokenizer JSON text, its sha256,
+    the normalization options prepare.py used, for sample.py and eval.py to apply to new text)."""
     if not os.path.isdir(data_dir):
         raise UsageError(f"data directory not found: {data_dir} (run prepare.py, or set --data_dir)")
     for name in ("train.bin", "val.bin", "meta.json", "tokenizer.json"):
@@ -154,12 +155,15 @@ def read_data_dir(data_dir):
             raise UsageError(f"{name} missing in {data_dir} (run prepare.py to write it)")
     try:
         with open(os.path.join(data_dir, "meta.json"), encoding="utf-8") as f:
-            vocab_size = int(json.load(f)["vocab_size"])
+            meta = json.load(f)
+        vocab_size = int(meta["vocab_size"])
+        options = meta.get("config", {})
+        normalization = {key: bool(options.get(key, True)) for key in ("normalize_text", "remove_diacritics")}
         with open(os.path.join(data_dir, "tokenizer.json"), encoding="utf-8") as f:
             tokenizer_text = f.read()
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"cannot read {data_dir}/meta.json or tokenizer.json: {e}") from e
-    return vocab_size, tokenizer_text, tokenizer_hash(tokenizer_text)
+    return vocab_size, tokenizer_text, tokenizer_hash(tokenizer_text), normalization
 
 
 def keep_freed_memory():
@@ -209,11 +213,11 @@ def estimate_loss(model, splits, eval_iters, batch_size, device, autocast):
 
 
 def save_checkpoint(path, model, optimizer, scaler, config, iter_num, best_val_loss,
-                    train_seconds, tokenizer_text, tokenizer_sha256):
+                    train_seconds, from_prepare):
     ckpt = {"model_args": asdict(model.config), "model": model.state_dict(),
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
             "iter_num": iter_num, "best_val_loss": best_val_loss, "train_seconds": train_seconds,
-            "config": config, "tokenizer": tokenizer_text, "tokenizer_sha256": tokenizer_sha256}
+            "config": config, **from_prepare}
     with common.atomic_path(path) as tmp:
         torch.save(ckpt, tmp)
 
@@ -236,7 +240,8 @@ def open_log(path, resume_iter):
 def train(config):
     cfg = SimpleNamespace(**config)
     check_config(cfg)
-    vocab_size, tokenizer_text, tokenizer_sha256 = read_data_dir(cfg.data_dir)
+    vocab_size, tokenizer_text, tokenizer_sha256, normalization = read_data_dir(cfg.data_dir)
+    from_prepare = {"tokenizer": tokenizer_text, "tokenizer_sha256": tokenizer_sha256, "normalization": normalization}
     ddp = "RANK" in os.environ  # set by torchrun
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if cfg.gradient_accumulation_steps % world_size:
@@ -319,7 +324,7 @@ def train(config):
         if iter_num > 0 and (losses["val"] < best_val_loss or cfg.always_save_checkpoint):
             best_val_loss = min(best_val_loss, losses["val"])
             save_checkpoint(ckpt_path, model, optimizer, scaler, config, iter_num, best_val_loss,
-                            train_seconds, tokenizer_text, tokenizer_sha256)
+                            train_seconds, from_prepare)
             print(f"saved {ckpt_path}", flush=True)
 
     # SIGINT/SIGTERM: finish the current step, save, exit cleanly; a second signal acts at once
@@ -400,7 +405,7 @@ def train(config):
             if stop:
                 if master:
                     save_checkpoint(ckpt_path, model, optimizer, scaler, config, iter_num, best_val_loss,
-                                    train_seconds, tokenizer_text, tokenizer_sha256)
+                                    train_seconds, from_prepare)
                     print(f"stopped at step {iter_num}; saved {ckpt_path} (continue with --init_from=resume)",
                           flush=True)
                 break

@@ -164,6 +164,18 @@ def test_report_from_token_file(prepared):
     assert report["stride"] == 8 and report["iter_num"] == 7
 
 
+@pytest.mark.parametrize("normalization, expected", [
+    (None, "\u06cc\u06a9 \u06f1\u06f2"),  # the default: Persian ی ک and digits, as prepare.py writes
+    ({"normalize_text": False, "remove_diacritics": True}, "\u064a\u0643 \u0661\u0662"),
+])
+def test_text_is_normalized_as_the_training_text_was(prepared, tmp_path, normalization, expected):
+    _, tokenizer, _ = prepared
+    path = tmp_path / "arabic.jsonl"
+    path.write_text(json.dumps({"text": "\u064a\u0643   \u0661\u0662"}) + "\n", encoding="utf-8")
+    stream = evaluate.encode_documents(str(path), tokenizer, 0, normalization)
+    assert stream.tolist() == tokenizer.encode(expected) + [tokenizer.eot_id]
+
+
 def test_max_tokens_bounds_the_evaluation(prepared, tmp_path):
     root, _, _ = prepared
     evaluate.main([f"--out_dir={root}", f"--data={root / 'val.bin'}", "--max_tokens=20", "--rouge_docs=0",

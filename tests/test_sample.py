@@ -218,6 +218,17 @@ def test_empty_prompt_starts_a_document(checkpoint_dir, tokenizer, capsys, optio
     assert sample.encode_prompt("", tokenizer, 32)[1] == [tokenizer.eot_id]
 
 
+@pytest.mark.parametrize("normalization, expected", [
+    (None, "\u06cc\u06a9 \u06f1"),  # ي ك ١ become the Persian ی ک ۱, as in prepare.py by default
+    ({"normalize_text": True, "remove_diacritics": True}, "\u06cc\u06a9 \u06f1"),
+    ({"normalize_text": False, "remove_diacritics": True}, "\u064a\u0643 \u0661"),  # kept as written
+])
+def test_prompt_is_normalized_as_the_training_text_was(tokenizer, normalization, expected):
+    text, ids = sample.encode_prompt("\u064a\u0643  \u0661", tokenizer, 32, normalization)
+    assert text == expected
+    assert ids == [tokenizer.eot_id] + tokenizer.encode(expected)
+
+
 @pytest.mark.parametrize("bad", [["--temperature=0"], ["--top_p=0"], ["--top_p=1.5"], ["--beams=0"],
                                  ["--top_k=-1"], ["--beams=2", "--num_samples=2"], ["--start=FILE:nowhere.txt"]])
 def test_bad_settings_are_usage_errors(checkpoint_dir, bad):

@@ -244,3 +244,14 @@ def test_learning_rate_schedule(schedule):
     # a time budget ends the decay when it runs out, whatever the step count
     config["max_minutes"] = 1.0
     assert train.get_lr(train.SimpleNamespace(**config), 20, 60.0) == pytest.approx(0.1 if schedule != "constant" else 1.0)
+
+
+@pytest.mark.parametrize("options", [{"normalize_text": False, "remove_diacritics": True},
+                                     {"normalize_text": True, "remove_diacritics": False}])
+def test_checkpoint_records_how_prepare_normalized_the_text(tmp_path, options):
+    """sample.py and eval.py read these to treat new text as the training text was treated."""
+    data_dir = make_data(tmp_path / "data")
+    with open(os.path.join(data_dir, "meta.json"), "w") as f:
+        json.dump({"vocab_size": 32, "config": options}, f)
+    run_train(f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}", "--max_iters=2", "--eval_interval=2")
+    assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["normalization"] == options
