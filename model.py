@@ -272,14 +272,64 @@ class GPT(nn.Module):
         """Model FLOPs utilisation: the fraction of the device's peak spent on the model's arithmetic."""
         return tokens_per_second * self.flops_per_token() / peak_flops
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW that decays matrices (matmul weights, embeddings) but not biases and norm gains."""
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer="adamw"):
+        """A list of optimizers that together update every parameter once.
+
+        "adamw": AdamW that decays matrices (matmul weights, embeddings) but not biases and norm
+        gains. "muon": the blocks' weight matrices go to Muon (below), everything else to AdamW."""
+        if optimizer not in ("adamw", "muon"):
+            raise UsageError(f"optimizer must be 'adamw' or 'muon', got {optimizer!r}")
         params = [p for p in self.parameters() if p.requires_grad]
-        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        hidden = {id(p) for p in self.blocks.parameters() if p.dim() == 2} if optimizer == "muon" else set()
+        groups = [{"params": [p for p in params if p.dim() >= 2 and id(p) not in hidden], "weight_decay": weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
         # The fused kernel updates all parameters in one pass: several times faster than the loop.
         fused = device_type in ("cuda", "cpu")
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+        optimizers = [torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)]
+        if hidden:
+            optimizers.append(Muon([p for p in params if id(p) in hidden], learning_rate, weight_decay=weight_decay))
+        return optimizers
+
+
+def orthogonalize(matrix, steps=5):
+    """Approximately U·Vᵀ for matrix = U·S·Vᵀ: every singular value pushed towards 1.
+
+    A quintic Newton-Schulz iteration, x <- a·x + b·(x·xᵀ)·x + c·(x·xᵀ)²·x, with the
+    coefficients (3.4445, -4.7750, 2.0315) tuned by Muon's authors to pull singular values
+    anywhere in (0, 1] up near 1 in five steps; exact orthogonality is not needed."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = matrix / (matrix.norm() + 1e-7)  # singular values <= 1, where the iteration converges
+    wide = x.size(0) <= x.size(1)
+    if not wide:
+        x = x.T  # x·xᵀ on the short side is the cheaper product
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x if wide else x.T
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon (Jordan et al., 2024) for weight matrices: Nesterov momentum whose update is
+    orthogonalized, so every direction of the matrix moves by a similar amount instead of the
+    few largest ones dominating as they do in the raw gradient.
+
+    The update is rescaled to AdamW's typical size (RMS 0.2, as in Liu et al., 2025,
+    "Muon is scalable"), so the AdamW learning rate, schedule and weight decay carry over."""
+
+    def __init__(self, params, lr, momentum=0.95, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                momentum = self.state[p].setdefault("momentum", torch.zeros_like(p))
+                momentum.mul_(group["momentum"]).add_(p.grad)
+                update = orthogonalize(p.grad.add(momentum, alpha=group["momentum"]))
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                p.add_(update, alpha=-group["lr"] * 0.2 * math.sqrt(max(p.shape)))
 
 
 def measure_peak_flops(device, dtype=torch.float32):

@@ -53,6 +53,7 @@ mlp = "gelu"  # MLP activation: "gelu" or "relu2"
 qk_norm = False  # RMS-normalise queries and keys in every head
 tie_weights = True  # share the token embedding with the output head
 # optimization
+optimizer = "adamw"  # "adamw", or "muon": Muon for the blocks' weight matrices, AdamW for the rest
 batch_size = 16  # sequences per micro-batch in each process
 gradient_accumulation_steps = 1  # micro-batches per optimizer step, over all processes together
 max_iters = 5000  # optimizer steps
@@ -212,10 +213,10 @@ def estimate_loss(model, splits, eval_iters, batch_size, device, autocast):
     return losses
 
 
-def save_checkpoint(path, model, optimizer, scaler, config, iter_num, best_val_loss,
+def save_checkpoint(path, model, optimizers, scaler, config, iter_num, best_val_loss,
                     train_seconds, from_prepare):
     ckpt = {"model_args": asdict(model.config), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "optimizers": [optimizer.state_dict() for optimizer in optimizers], "scaler": scaler.state_dict(),
             "iter_num": iter_num, "best_val_loss": best_val_loss, "train_seconds": train_seconds,
             "config": config, **from_prepare}
     with common.atomic_path(path) as tmp:
@@ -280,11 +281,15 @@ def train(config):
             if cfg.block_size < model.config.block_size:
                 model.crop_block_size(cfg.block_size)
     model.to(device)
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device.type)
+    optimizers = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
+                                            device.type, cfg.optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=ptdtype == torch.float16)  # fp16 needs loss scaling
     iter_num, best_val_loss, train_seconds = 0, math.inf, 0.0
     if cfg.init_from == "resume":
-        optimizer.load_state_dict(ckpt["optimizer"])
+        if len(ckpt["optimizers"]) != len(optimizers):
+            raise UsageError(f"{source} was trained with another optimizer (set --optimizer as it was)")
+        for optimizer, state in zip(optimizers, ckpt["optimizers"]):
+            optimizer.load_state_dict(state)
         scaler.load_state_dict(ckpt["scaler"])
         iter_num, best_val_loss, train_seconds = ckpt["iter_num"], ckpt["best_val_loss"], ckpt["train_seconds"]
     ckpt = None  # free its memory
@@ -323,7 +328,7 @@ def train(config):
             f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
         if iter_num > 0 and (losses["val"] < best_val_loss or cfg.always_save_checkpoint):
             best_val_loss = min(best_val_loss, losses["val"])
-            save_checkpoint(ckpt_path, model, optimizer, scaler, config, iter_num, best_val_loss,
+            save_checkpoint(ckpt_path, model, optimizers, scaler, config, iter_num, best_val_loss,
                             train_seconds, from_prepare)
             print(f"saved {ckpt_path}", flush=True)
 
@@ -354,8 +359,9 @@ def train(config):
         t_last = time.perf_counter()
         while iter_num < cfg.max_iters and not (budget_seconds and train_seconds >= budget_seconds):
             lr = get_lr(cfg, iter_num, train_seconds)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            for optimizer in optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
             # dropout masks depend only on (seed, step, rank), like the batches
             torch.manual_seed(int(np.random.SeedSequence((cfg.seed, iter_num, rank)).generate_state(1)[0]))
             loss_sum = torch.zeros((), device=device)
@@ -381,11 +387,13 @@ def train(config):
                 kept = f"; the last good checkpoint is {ckpt_path}" if os.path.isfile(ckpt_path) else ""
                 raise UsageError(f"loss is {lossf} at step {iter_num}: training diverged, stopping "
                                  f"(try a lower learning_rate){kept}")
-            scaler.unscale_(optimizer)
+            for optimizer in optimizers:
+                scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
-            scaler.step(optimizer)
+            for optimizer in optimizers:
+                scaler.step(optimizer)
+                optimizer.zero_grad(set_to_none=True)
             scaler.update()
-            optimizer.zero_grad(set_to_none=True)
             iter_num += 1
             train_seconds += step_seconds
             interval_seconds += step_seconds
@@ -404,7 +412,7 @@ def train(config):
             finished = iter_num >= cfg.max_iters or (budget_seconds and train_seconds >= budget_seconds)
             if stop:
                 if master:
-                    save_checkpoint(ckpt_path, model, optimizer, scaler, config, iter_num, best_val_loss,
+                    save_checkpoint(ckpt_path, model, optimizers, scaler, config, iter_num, best_val_loss,
                                     train_seconds, from_prepare)
                     print(f"stopped at step {iter_num}; saved {ckpt_path} (continue with --init_from=resume)",
                           flush=True)

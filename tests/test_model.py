@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from common import UsageError
-from model import GPT, GPTConfig, load_checkpoint, measure_peak_flops, read_checkpoint
+from model import GPT, GPTConfig, load_checkpoint, measure_peak_flops, orthogonalize, read_checkpoint
 
 
 def tiny(**kwargs):
@@ -111,12 +111,46 @@ def test_crop_block_size_keeps_predictions(pos_emb):
 
 def test_optimizer_decays_only_matrices():
     model = tiny(bias=True)
-    optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
+    [optimizer] = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
     decay, no_decay = optimizer.param_groups
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     assert model.wte.weight in decay["params"]
+
+
+def test_muon_takes_the_block_matrices_and_adamw_the_rest():
+    model = tiny(bias=True)
+    adamw, muon = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon")
+    in_muon = {id(p) for group in muon.param_groups for p in group["params"]}
+    in_adamw = {id(p) for group in adamw.param_groups for p in group["params"]}
+    assert in_muon == {id(p) for p in model.blocks.parameters() if p.dim() == 2}
+    assert not in_muon & in_adamw and len(in_muon | in_adamw) == len(list(model.parameters()))
+    assert id(model.wte.weight) in in_adamw
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (16, 48), (48, 16)])
+def test_orthogonalize_brings_singular_values_near_one(shape):
+    matrix = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    before, after = torch.linalg.svdvals(matrix), torch.linalg.svdvals(orthogonalize(matrix))
+    assert after.min() > 0.6 and after.max() < 1.2  # Newton-Schulz is loose, by design
+    assert before.max() / before.min() > 3 and after.max() / after.min() < 1.7
+
+
+def test_muon_trains_a_model():
+    torch.manual_seed(0)
+    model = tiny()
+    idx = torch.randint(0, 97, (4, 16))
+    optimizers = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu", optimizer="muon")
+    losses = []
+    for _ in range(30):
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        loss.backward()
+        for optimizer in optimizers:
+            optimizer.step()
+            optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
 
 
 def test_flops_and_mfu():

@@ -70,10 +70,11 @@ def test_overfits_a_single_window(tmp_path):
     assert evals[150][0] < 0.05  # the train split is that one window too
 
 
-def test_resume_continues_exactly(tmp_path, data_dir):
-    # dropout on: the resumed run must also reproduce the random masks
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_continues_exactly(tmp_path, data_dir, optimizer):
+    # dropout on: the resumed run must also reproduce the random masks; Muon's momentum must be saved
     common_args = [f"--data_dir={data_dir}", "--dropout=0.1", "--lr_decay_iters=12",
-                   "--eval_interval=4", "--always_save_checkpoint=True"]
+                   "--eval_interval=4", "--always_save_checkpoint=True", f"--optimizer={optimizer}"]
     run_train(*common_args, f"--out_dir={tmp_path / 'straight'}", "--max_iters=12")
     stopped = str(tmp_path / "stopped")
     run_train(*common_args, f"--out_dir={stopped}", "--max_iters=6")
@@ -115,6 +116,7 @@ def test_torchrun_matches_one_process(tmp_path, data_dir):
     (["--lr_schedule=cosin"], "lr_schedule must be one of"),
     (["--gradient_accumulation_steps=0"], "gradient_accumulation_steps must be at least 1"),
     (["--pos_emb=alibi"], "pos_emb must be one of"),
+    (["--optimizer=sgd"], "optimizer must be 'adamw' or 'muon', got 'sgd'"),
 ])
 def test_config_errors_are_one_line(tmp_path, data_dir, args, message):
     with pytest.raises(UsageError) as error:
