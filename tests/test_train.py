@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -107,6 +108,13 @@ def test_torchrun_matches_one_process(tmp_path, data_dir):
     assert sorted(two) == list(range(1, 9))
     np.testing.assert_allclose([two[i] for i in range(1, 9)], [one[i] for i in range(1, 9)], atol=1e-4)
     assert one[8] < one[1] - 0.1  # and it did learn something
+
+
+@pytest.mark.parametrize("name", sorted(os.listdir(os.path.join(ROOT, "config"))))
+def test_every_config_file_is_valid(name):
+    config, positional = common.configure(train.DEFAULTS, [os.path.join(ROOT, "config", name)])
+    assert not positional
+    train.check_config(SimpleNamespace(**config))
 
 
 @pytest.mark.parametrize("args,message", [
