@@ -147,8 +147,9 @@ def check_config(cfg):
 
 
 def read_data_dir(data_dir):
-    """Check prepare.py's outputs are there; return (vocab_size, tokenizer JSON text, its sha256,
-    the normalization options prepare.py used, for sample.py and eval.py to apply to new text)."""
+    """Check prepare.py's outputs are there; return (vocab_size, what every checkpoint carries
+    from them: the tokenizer JSON text, its sha256, and the normalization options prepare.py
+    used, for sample.py and eval.py to apply to new text)."""
     if not os.path.isdir(data_dir):
         raise UsageError(f"data directory not found: {data_dir} (run prepare.py, or set --data_dir)")
     for name in ("train.bin", "val.bin", "meta.json", "tokenizer.json"):
@@ -164,7 +165,8 @@ def read_data_dir(data_dir):
             tokenizer_text = f.read()
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"cannot read {data_dir}/meta.json or tokenizer.json: {e}") from e
-    return vocab_size, tokenizer_text, tokenizer_hash(tokenizer_text), normalization
+    return vocab_size, {"tokenizer": tokenizer_text, "tokenizer_sha256": tokenizer_hash(tokenizer_text),
+                        "normalization": normalization}
 
 
 def keep_freed_memory():
@@ -241,8 +243,7 @@ def open_log(path, resume_iter):
 def train(config):
     cfg = SimpleNamespace(**config)
     check_config(cfg)
-    vocab_size, tokenizer_text, tokenizer_sha256, normalization = read_data_dir(cfg.data_dir)
-    from_prepare = {"tokenizer": tokenizer_text, "tokenizer_sha256": tokenizer_sha256, "normalization": normalization}
+    vocab_size, from_prepare = read_data_dir(cfg.data_dir)
     ddp = "RANK" in os.environ  # set by torchrun
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if cfg.gradient_accumulation_steps % world_size:
@@ -272,7 +273,7 @@ def train(config):
     else:
         source = ckpt_path if cfg.init_from == "resume" else cfg.init_from
         ckpt = read_checkpoint(source, device)
-        if ckpt["tokenizer_sha256"] != tokenizer_sha256:
+        if ckpt["tokenizer_sha256"] != from_prepare["tokenizer_sha256"]:
             raise UsageError(f"{source} was trained with another tokenizer than {cfg.data_dir}/tokenizer.json")
         if cfg.init_from == "resume":
             model = model_from_checkpoint(ckpt, source)

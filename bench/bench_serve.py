@@ -18,7 +18,6 @@ running the model on one PyTorch thread.
 """
 
 import contextlib
-import hashlib
 import itertools
 import json
 import os
@@ -38,7 +37,7 @@ import torch  # noqa: E402
 
 import common  # noqa: E402
 from bpe import Tokenizer  # noqa: E402
-from model import GPT, GPTConfig  # noqa: E402
+from model import GPT, GPTConfig, tokenizer_hash  # noqa: E402
 
 DEFAULTS = {
     "out_dir": "",  # checkpoint folder to serve; empty = a tiny random model
@@ -66,7 +65,7 @@ def write_tiny_checkpoint(out_dir):
     model = GPT(GPTConfig(block_size=128, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=64))
     tokenizer_json = tokenizer.to_json()
     torch.save({"model_args": vars(model.config), "model": model.state_dict(), "tokenizer": tokenizer_json,
-                "tokenizer_sha256": hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest()},
+                "tokenizer_sha256": tokenizer_hash(tokenizer_json)},
                os.path.join(out_dir, "ckpt.pt"))
 
 
