@@ -20,9 +20,10 @@ import multiprocessing
 import queue
 import sys
 import time
+from array import array
 from collections import Counter, defaultdict, deque
 from functools import partial
-from itertools import chain
+from itertools import islice
 
 import regex
 
@@ -48,10 +49,17 @@ SPLIT_PATTERN = "|".join([  # the first branch that matches wins
     r"\s+(?!\S)",  # whitespace, leaving its last space to start the next word
     r"\s+",
 ])
+# Under SPLIT_PATTERN a space that follows anything but whitespace always starts a chunk (no branch
+# that matches a non-space character goes on into a space), and the next such space ends the chunks
+# before it as the end of the text would. So a text with no whitespace before a space (normalized
+# text never has one) is cut at its spaces by str.split, in C, and each " " + word is encoded once
+# and remembered: one dict lookup per word, not a regex match and a lookup per chunk.
+SPACE_AFTER_WHITESPACE = regex.compile(r"\s ")
 FORMAT_VERSION = 1  # of the JSON file; bump when its meaning changes
 MAX_VOCAB_SIZE = 65536  # ids must fit in uint16
 BATCH_CHARS = 1 << 20  # characters of text handed to a worker process at a time
-CACHE_CHUNKS = 1 << 19  # chunk encodings encode() remembers (~100 MB); cleared when full
+CACHE_CHUNKS = 1 << 17  # chunk encodings encode() remembers (~20 MB); cleared when full
+CACHE_WORDS = 1 << 19  # encodings of " " + word encode() remembers (~85 MB); cleared when full
 PROGRESS_SECONDS = 10.0  # how often long training runs report on stderr
 REPLACEMENT = "\ufffd".encode()  # what decode gives for an id outside the vocabulary
 PAIR = 1 << 16  # a pair of ids (a, b) is kept as the single int a * PAIR + b
@@ -216,15 +224,17 @@ def learn_merges(chunk_counts, num_merges):
     return merges
 
 
-class _ChunkCache(dict):
-    """chunk -> its ids; a missing chunk is encoded and remembered."""
+class _Cache(dict):
+    """text -> its ids as uint16 bytes; missing text is encoded and remembered, up to `size` texts."""
 
-    def __init__(self, encode_chunk):
+    def __init__(self, encode, size):
         super().__init__()
-        self.encode_chunk = encode_chunk
+        self.encode, self.size = encode, size
 
-    def __missing__(self, chunk):
-        ids = self[chunk] = self.encode_chunk(chunk)
+    def __missing__(self, text):
+        if len(self) >= self.size:
+            self.clear()
+        ids = self[text] = self.encode(text)
         return ids
 
 
@@ -240,7 +250,9 @@ class Tokenizer:
             self.token_bytes[256 + i] = self.token_bytes[a] + self.token_bytes[b]
         for token, i in self.special_tokens.items():
             self.token_bytes[i] = token.encode("utf-8")
-        self.cache = _ChunkCache(self._encode_chunk)
+        self.chunk_cache = _Cache(self._encode_chunk, CACHE_CHUNKS)
+        self.word_cache = _Cache(lambda word: self._encode_chunks(" " + word), CACHE_WORDS)
+        self.split_at_spaces = pattern_text == SPLIT_PATTERN  # see SPACE_AFTER_WHITESPACE
 
     @property
     def vocab_size(self):
@@ -278,7 +290,7 @@ class Tokenizer:
     # encoding
 
     def _encode_chunk(self, chunk):
-        """Apply the merges to one chunk, lowest id (earliest merge) first, as training did.
+        """Apply the merges to one chunk, lowest id (earliest merge) first, as training did; uint16 bytes.
 
         pair_ranks[j] is the id that (ids[j], ids[j+1]) merges into, or NO_MERGE.
         Merging the leftmost lowest pair one at a time equals merging all its
@@ -299,31 +311,47 @@ class Tokenizer:
             if i + 1 < len(ids):
                 around.append(get(new_id * PAIR + ids[i + 1], NO_MERGE))
             pair_ranks[max(i - 1, 0):i + 2] = around
-        return tuple(ids)
+        return array("H", ids).tobytes()
+
+    def _encode_chunks(self, text):
+        return b"".join(map(self.chunk_cache.__getitem__, self.pattern.findall(text)))
+
+    def _encode_ordinary_bytes(self, text):
+        if not self.split_at_spaces or SPACE_AFTER_WHITESPACE.search(text):
+            return self._encode_chunks(text)
+        words = text.split(" ")
+        return self._encode_chunks(words[0]) + b"".join(
+            map(self.word_cache.__getitem__, islice(words, 1, None)))
 
     def encode_ordinary(self, text):
         """Encode text with no special tokens at all: "<|endoftext|>" is just characters."""
-        if len(self.cache) > CACHE_CHUNKS:
-            self.cache.clear()
-        return list(chain.from_iterable(map(self.cache.__getitem__, self.pattern.findall(text))))
+        return array("H", self._encode_ordinary_bytes(text)).tolist()
 
-    def encode(self, text, allowed_special=()):
-        """Encode text; special tokens are recognised only if named in allowed_special (or "all")."""
+    def encode_array(self, text, allowed_special=()):
+        """encode(), as an array of uint16 ("H"): a quarter of a list's memory, and written to
+        a token file as it is."""
         if allowed_special == "all":
             allowed_special = self.special_tokens
         unknown = set(allowed_special) - set(self.special_tokens)
         if unknown:
             raise UsageError(f"not special tokens of this tokenizer: {sorted(unknown)}")
         if not allowed_special:
-            return self.encode_ordinary(text)
+            return array("H", self._encode_ordinary_bytes(text))
         alternatives = "|".join(map(regex.escape, sorted(allowed_special, key=len, reverse=True)))
-        ids = []
+        ids = array("H")
         for i, part in enumerate(regex.split(f"({alternatives})", text)):
-            ids += [self.special_tokens[part]] if i % 2 else self.encode_ordinary(part)
+            if i % 2:
+                ids.append(self.special_tokens[part])
+            else:
+                ids.frombytes(self._encode_ordinary_bytes(part))
         return ids
 
+    def encode(self, text, allowed_special=()):
+        """Encode text; special tokens are recognised only if named in allowed_special (or "all")."""
+        return self.encode_array(text, allowed_special).tolist()
+
     def encode_iter(self, texts, num_proc=1, allowed_special=()):
-        """Yield the ids of each text, in order, streaming texts (e.g. a whole corpus).
+        """Yield the ids of each text as an encode_array, in order, streaming texts (e.g. a whole corpus).
 
         With num_proc > 1, batches of texts go to worker processes, at most two per
         worker in flight, so memory stays bounded. The workers live as long as the
@@ -331,7 +359,7 @@ class Tokenizer:
         """
         if num_proc <= 1:
             for text in texts:
-                yield self.encode(text, allowed_special)
+                yield self.encode_array(text, allowed_special)
             return
         context = multiprocessing.get_context()
         with context.Pool(num_proc, _start_encoder, (self.to_json(), allowed_special)) as pool:
@@ -345,7 +373,7 @@ class Tokenizer:
 
     def encode_batch(self, texts, num_proc=1, allowed_special=()):
         """Encode many texts, in num_proc worker processes; a list of id lists."""
-        return list(self.encode_iter(texts, num_proc, allowed_special))
+        return [ids.tolist() for ids in self.encode_iter(texts, num_proc, allowed_special)]
 
     # decoding
 
@@ -425,4 +453,4 @@ def _start_encoder(tokenizer_json, allowed_special):
 
 def _encode_in_worker(batch):
     tokenizer, allowed_special = _worker_tokenizer
-    return [tokenizer.encode(text, allowed_special) for text in batch]
+    return [tokenizer.encode_array(text, allowed_special) for text in batch]

@@ -1,7 +1,8 @@
 """
 Evaluate a checkpoint on held-out text: exact perplexity, bits per byte, word perplexity,
-and ROUGE and diversity of the text it writes.
+and ROUGE, BLEU, chrF and diversity of the text it writes.
 
+    python eval.py --out_dir=out-fawiki-small                     # the test split of its data_dir
     python eval.py --out_dir=out-fawiki-small --data=data/fawiki/val.bin
     python eval.py --out_dir=out-fawiki-small --jsonl=../shared/data/persian/news.jsonl --max_tokens=200000
     python eval.py --out_dir=out-fawiki-small --text=book.txt --stride=128
@@ -23,6 +24,7 @@ import regex
 import torch
 import torch.nn.functional as F
 from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU, CHRF
 
 import common
 import sample
@@ -30,7 +32,9 @@ import sample
 DECODING = ("temperature", "top_k", "top_p", "repetition_penalty", "greedy", "seed")
 DEFAULTS = dict(
     out_dir="out-fawiki-small",  # folder holding ckpt.pt; the report is written there too
-    data="",  # token file written by prepare.py, e.g. data/fawiki/val.bin ...
+    data_dir="",  # prepare.py's folder: its test.bin is scored (val.bin if it has none); empty = the
+    # checkpoint's data_dir, used when none of data_dir, data, text and jsonl is given ...
+    data="",  # ... or a token file written by prepare.py, e.g. data/fawiki/val.bin ...
     text="",  # ... or a UTF-8 text file (a Project Gutenberg header/footer is stripped) ...
     jsonl="",  # ... or a JSON-lines file with a "text" field on every line
     report="",  # JSON report path; empty = out_dir/eval_<input name>.json
@@ -44,6 +48,7 @@ DEFAULTS = dict(
     **{key: sample.DEFAULTS[key] for key in DECODING},
     repeat_n=4,  # n of the "repeated n-grams" share
     device="auto",  # cpu, cuda, cuda:1, mps ... or auto (CUDA when available)
+    quantize="none",  # "int8": score the model with int8 weights (CPU only), as sample.py --quantize=int8 runs it
 )
 
 
@@ -67,6 +72,7 @@ def sliding_windows(num_tokens, context, stride):
 @torch.no_grad()
 def token_nll(model, tokens, stride=0, batch_size=8):
     """Negative log-likelihood in nats of tokens[1:], each given the tokens before it (float64 array)."""
+    from model import autocast_for
     context = model.config.block_size
     stride = stride or max(1, context // 2)
     device = next(model.parameters()).device
@@ -79,7 +85,9 @@ def token_nll(model, tokens, stride=0, batch_size=8):
         targets = torch.from_numpy(rows[:, 1:].copy()).to(device)  # a copy: the inputs overlap it
         for row, (begin, first_scored, _) in zip(targets, batch):
             row[:first_scored - begin - 1] = -1  # already scored by an earlier window
-        logits, _ = model(inputs)
+        with autocast_for(device):  # bf16 on GPUs that have it natively, else fp32
+            logits, _ = model(inputs)
+        # the log-softmax runs in fp32 whatever the model ran in, so figures stay comparable
         losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1,
                                  reduction="none").view_as(targets).double().cpu().numpy()
         for row_losses, (begin, first_scored, end) in zip(losses, batch):
@@ -116,6 +124,26 @@ def rouge(references, predictions):
         for name, score in ROUGE.score(reference, prediction).items():
             totals[name] += score.fmeasure
     return {name: total / max(len(references), 1) for name, total in totals.items()}
+
+
+# BLEU's tokenizer. What sacrebleu's tokenizers do to Persian (sacrebleu 2.6): "13a" and "none"
+# split only at spaces, so punctuation stays glued to words (بخوانم، «شاهنامه» را؛ are tokens, and
+# a word before a comma is a different word); "zh" cuts words at ZWNJ (می + ZWNJ + خواهم); "char"
+# scores single characters; "flores101"/"flores200" need sentencepiece and a downloaded model.
+# "intl" splits off every Unicode punctuation mark, ، ؛ ؟ « » included, and keeps letters, marks
+# and ZWNJ together: می‌خواهم is one token. chrF reads characters with whitespace removed, and
+# ZWNJ is not whitespace, so it stays a character of its word there too.
+BLEU_TOKENIZE = "intl"
+
+
+def bleu_chrf(references, predictions):
+    """Corpus BLEU and chrF of the predictions against their references, 0-100 as sacrebleu and
+    papers report them, and sacrebleu's signature of each, which pins down how they were computed."""
+    scores, signatures = {}, {}
+    for name, metric in (("bleu", BLEU(tokenize=BLEU_TOKENIZE)), ("chrf", CHRF())):
+        scores[name] = metric.corpus_score(predictions, [references]).score
+        signatures[name] = str(metric.get_signature())
+    return scores, signatures
 
 
 def ngrams(seq, n):
@@ -183,6 +211,15 @@ def encode_documents(path, tokenizer, max_tokens, normalization=None):
     return np.concatenate(parts)
 
 
+def held_out_file(data_dir):
+    """(split, path) of the held-out tokens of a prepare.py folder: test.bin, or val.bin without it."""
+    for split in ("test", "val"):
+        path = os.path.join(data_dir, f"{split}.bin")
+        if os.path.isfile(path):
+            return split, path
+    raise common.UsageError(f"no test.bin or val.bin in {data_dir} (run prepare.py, or give --data=FILE.bin)")
+
+
 def documents(stream, eot_id):
     """(begin, end) of every document: the runs of tokens between <|endoftext|> tokens."""
     bounds = [-1] + np.flatnonzero(stream == eot_id).tolist() + [len(stream)]
@@ -222,28 +259,38 @@ def main(argv=None):
     config, positional = common.configure(DEFAULTS, sys.argv[1:] if argv is None else argv)
     if positional:
         raise common.UsageError(f"unexpected argument {positional[0]!r} (use --key=value)")
-    sources = [key for key in ("data", "text", "jsonl") if config[key]]
-    if len(sources) != 1:
-        raise common.UsageError("give exactly one of --data=FILE.bin, --text=FILE.txt, --jsonl=FILE.jsonl")
-    source = config[sources[0]]
-    if not os.path.isfile(source):
-        raise common.UsageError(f"no such file: {source}")
+    sources = [key for key in ("data_dir", "data", "text", "jsonl") if config[key]]
+    if len(sources) > 1:
+        raise common.UsageError("give one of --data_dir=DIR, --data=FILE.bin, --text=FILE.txt, --jsonl=FILE.jsonl")
+    kind = sources[0] if sources else "data_dir"
+    if kind != "data_dir" and not os.path.isfile(config[kind]):
+        raise common.UsageError(f"no such file: {config[kind]}")
     sample.check_settings(config)
     if config["stride"] < 0 or min(config["batch_size"], config["prompt_tokens"],
                                    config["reference_tokens"]) < 1:
         raise common.UsageError("stride must be >= 0; batch_size, prompt_tokens and reference_tokens >= 1")
-    from model import load_checkpoint
+    from model import load_checkpoint, quantize_weights
     from train import resolve_device
     ckpt_path = os.path.join(config["out_dir"], "ckpt.pt")
     if not os.path.isfile(ckpt_path):
         raise common.UsageError(f"no checkpoint at {ckpt_path} (train one with train.py, or set --out_dir)")
     device = resolve_device(config["device"], None)
     model, tokenizer, ckpt = load_checkpoint(ckpt_path, device)
+    model = quantize_weights(model, config["quantize"])
     if config["stride"] > model.config.block_size:
         raise common.UsageError(f"stride {config['stride']} is longer than the context "
                                 f"({model.config.block_size}): tokens would be skipped")
 
-    if sources[0] == "data":
+    if kind == "data_dir":
+        data_dir = config["data_dir"] or (ckpt.get("config") or {}).get("data_dir")
+        if not data_dir:
+            raise common.UsageError("the checkpoint records no data_dir: give one of --data_dir=DIR, "
+                                    "--data=FILE.bin, --text=FILE.txt, --jsonl=FILE.jsonl")
+        split, source = held_out_file(data_dir)
+    else:  # a token file is named after its split; a text is scored whole
+        source = config[kind]
+        split = os.path.splitext(os.path.basename(source))[0] if kind == "data" else None
+    if kind in ("data_dir", "data"):
         stream = load_token_file(source, tokenizer, ckpt)
     else:
         stream = encode_documents(source, tokenizer, config["max_tokens"], ckpt.get("normalization"))
@@ -274,18 +321,21 @@ def main(argv=None):
     prompts, references, generations = continue_documents(model, tokenizer, stream, config)
     if generations:
         results.update(rouge(references, generations))
+        scores, signatures = bleu_chrf(references, generations)
+        results.update(scores)
         results.update(diversity(generations, config["repeat_n"]))
         # the same measures on the true continuations: what natural text scores
         results.update({f"reference_{key}": value
                         for key, value in diversity(references, config["repeat_n"]).items()})
     else:
         print(f"note: no document of {config['prompt_tokens'] + config['reference_tokens']} tokens "
-              f"or more to continue; ROUGE skipped", file=sys.stderr)
+              f"or more to continue; ROUGE, BLEU and chrF skipped", file=sys.stderr)
+        signatures = {}
 
     report = {
         "checkpoint": os.path.abspath(ckpt_path), "iter_num": ckpt.get("iter_num"),
-        "input": {sources[0]: os.path.abspath(source)},
-        "context": model.config.block_size,
+        "input": {"data" if kind == "data_dir" else kind: os.path.abspath(source)}, "split": split,
+        "context": model.config.block_size, "quantize": config["quantize"],
         "stride": config["stride"] or max(1, model.config.block_size // 2),
         "max_tokens": config["max_tokens"],
         "results": results,
@@ -293,6 +343,7 @@ def main(argv=None):
             "documents": len(generations), "prompt_tokens": config["prompt_tokens"],
             "reference_tokens": config["reference_tokens"],
             **{key: config[key] for key in DECODING},
+            "sacrebleu_signatures": signatures,
             "examples": [{"prompt": p, "reference": r, "generated": g}
                          for p, r, g in zip(prompts[:3], references[:3], generations[:3])],
         },
@@ -303,10 +354,13 @@ def main(argv=None):
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(report, f, ensure_ascii=False, indent=2)
 
-    print(f"{ckpt_path} (step {ckpt.get('iter_num')}) on {source}: context {report['context']}, "
+    scored = f"the {split} split, {source}" if split else source
+    print(f"{ckpt_path} (step {ckpt.get('iter_num')}) on {scored}: context {report['context']}, "
           f"stride {report['stride']}, {len(generations)} documents continued")
     for key, value in results.items():
         print(f"{key:<34}{value:>14.4f}" if isinstance(value, float) else f"{key:<34}{value!s:>14}")
+    for name, signature in signatures.items():
+        print(f"{name} signature: {signature}")
     print(f"report written to {report_path}")
 
 

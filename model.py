@@ -14,10 +14,12 @@ each new token costs one position of work instead of a whole forward pass:
     logits, _ = model(next_token, kv_cache=cache)
 """
 
+import contextlib
 import hashlib
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -70,53 +72,93 @@ def apply_rotary(x, cos, sin):
 
 
 class KVCache:
-    """Keys and values of every layer for the tokens seen so far, for incremental decoding.
+    """Keys and values of every layer for the tokens seen so far, one row per sequence.
+
+    Every row keeps its own length, so sequences of different lengths, started at different
+    times, decode together: a forward pass continues a run of rows (cache_row onwards), puts
+    each row's new tokens at that row's own positions, and masks out the keys past each row's
+    end. One cache per sequence would cost one forward per sequence, and left-padding the rows
+    to a common length would shift their positions. Rows of equal length (one sequence, beams)
+    take the plain path: no mask for one new token, the causal one for a fresh prompt.
 
     Buffers are allocated on first use, in the dtype the attention produces (bf16 under
-    autocast). `length` is how many tokens are held, which is also the position of the next one.
+    autocast). `lengths[r]` is how many tokens row r holds, which is also the position of its
+    next one.
     """
 
     def __init__(self, config, batch_size):
         self.config = config
         self.batch_size = batch_size
         self.k = self.v = None
-        self.length = 0
+        self.lengths = [0] * batch_size
 
-    def __len__(self):
-        return self.length
+    def begin(self, idx, cache_row=0):
+        """Set up a forward of idx (B, T) whose rows continue cache rows cache_row, cache_row + 1, ...
+        Return the positions of its tokens: (T,) if those rows are of equal length, else (B, T).
 
-    def check_room(self, num_new):
-        """Return the position of the first of num_new tokens; refuse to pass block_size.
-
-        A full cache is not slid: in a model of two or more layers the cached keys were
-        computed with the dropped tokens in view, so the caller starts a fresh window instead.
-        """
-        if self.length + num_new > self.config.block_size:
-            raise ValueError(f"KV cache is full ({self.length} + {num_new} tokens > block_size "
+        A full row is not slid: in a model of two or more layers the cached keys were computed
+        with the dropped tokens in view, so the caller starts a fresh window instead."""
+        B, T = idx.shape
+        if cache_row < 0 or cache_row + B > self.batch_size:
+            raise ValueError(f"rows {cache_row}..{cache_row + B - 1} are outside a KV cache of {self.batch_size} rows")
+        self.rows, self.num_new = slice(cache_row, cache_row + B), T
+        lengths = self.lengths[self.rows]
+        self.end = max(lengths) + T  # keys the attention reads: up to the longest row's new end
+        if self.end > self.config.block_size:
+            raise ValueError(f"KV cache is full ({max(lengths)} + {T} tokens > block_size "
                              f"{self.config.block_size}): rebuild it from the last tokens")
-        return self.length
+        if min(lengths) == max(lengths):
+            past = self.level = lengths[0]
+            self.is_causal = past == 0 and T > 1
+            self.attn_mask = None  # one new token sees every key
+            if past > 0 and T > 1:  # new token i sits at position past + i and sees every key up to there
+                self.attn_mask = torch.ones(T, self.end, dtype=torch.bool, device=idx.device).tril(diagonal=past)
+            return torch.arange(past, past + T, device=idx.device)
+        self.level, self.is_causal = None, False
+        self.positions = (torch.tensor(lengths, device=idx.device)[:, None]
+                          + torch.arange(T, device=idx.device))  # (B, T)
+        keys = torch.arange(self.end, device=idx.device)
+        self.attn_mask = (keys <= self.positions[:, :, None])[:, None]  # (B, 1, T, end), the same for every head
+        return self.positions
 
     def update(self, layer, k, v):
-        """Store this layer's new keys/values (B, H, T, D); return all it holds, the new ones included."""
+        """Store this layer's new keys/values (B, H, T, D); return all the rows hold (B, H, end, D),
+        the new ones included (entries past a shorter row's end are masked by attn_mask)."""
         if self.k is None:
-            B, H, _, D = k.shape
-            if B != self.batch_size:
-                raise ValueError(f"KV cache was made for batch size {self.batch_size}, got {B}")
-            shape = (self.config.n_layer, B, H, self.config.block_size, D)
+            _, H, _, D = k.shape
+            shape = (self.config.n_layer, self.batch_size, H, self.config.block_size, D)
             self.k = torch.zeros(shape, dtype=k.dtype, device=k.device)
             self.v = torch.zeros(shape, dtype=v.dtype, device=v.device)
-        end = self.length + k.size(2)
-        self.k[layer, :, :, self.length:end] = k
-        self.v[layer, :, :, self.length:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        keys, values = self.k[layer, self.rows], self.v[layer, self.rows]  # views into the buffers
+        if self.level is not None:
+            keys[:, :, self.level:self.end] = k
+            values[:, :, self.level:self.end] = v
+        else:
+            batch = torch.arange(k.size(0), device=k.device)[:, None]
+            keys[batch, :, self.positions] = k.transpose(1, 2)
+            values[batch, :, self.positions] = v.transpose(1, 2)
+        return keys[:, :, :self.end], values[:, :, :self.end]
 
-    def advance(self, num_new):
-        self.length += num_new
+    def advance(self):
+        """The forward set up by begin is done: its rows now hold its tokens."""
+        self.lengths[self.rows] = [length + self.num_new for length in self.lengths[self.rows]]
+
+    def reset(self, row):
+        """Empty one row (its old entries stay in the buffers, past its length, unread)."""
+        self.lengths[row] = 0
+
+    def move(self, source, target):
+        """Copy row source into row target (to keep a run of rows without gaps)."""
+        if self.k is not None:
+            self.k[:, target] = self.k[:, source]
+            self.v[:, target] = self.v[:, source]
+        self.lengths[target] = self.lengths[source]
 
     def reorder(self, batch_indices):
         """Keep the rows batch_indices (beam search); a row may be repeated or dropped."""
         batch_indices = torch.as_tensor(batch_indices, dtype=torch.long)
         self.batch_size = len(batch_indices)
+        self.lengths = [self.lengths[i] for i in batch_indices.tolist()]
         if self.k is not None:
             batch_indices = batch_indices.to(self.k.device)
             self.k = self.k[:, batch_indices]
@@ -143,18 +185,13 @@ class CausalSelfAttention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        past = 0
-        if kv_cache is not None:
-            past = len(kv_cache)
-            k, v = kv_cache.update(self.layer, k, v)
         dropout = self.dropout if self.training else 0.0
-        if past == 0:
+        if kv_cache is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        elif T == 1:  # one new token sees every key: no mask to build
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-        else:  # new query i sits at position past + i and sees every key up to there
-            mask = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        else:
+            k, v = kv_cache.update(self.layer, k, v)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=kv_cache.attn_mask, dropout_p=dropout,
+                                               is_causal=kv_cache.is_causal)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.proj(y))
 
@@ -217,27 +254,30 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx, targets=None, kv_cache=None):
+    def forward(self, idx, targets=None, kv_cache=None, cache_row=0):
+        """Logits (B, T, vocab_size) and the loss if targets are given. With kv_cache, the rows
+        of idx continue the cache's rows cache_row, cache_row + 1, ... each from its own length."""
         B, T = idx.shape
         if kv_cache is None:
             if T > self.config.block_size:
                 raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
-            start = 0
+            positions = torch.arange(T, device=idx.device)
         else:
-            start = kv_cache.check_room(T)
-        positions = torch.arange(start, start + T, device=idx.device)
+            positions = kv_cache.begin(idx, cache_row)  # (T,), or (B, T) for rows of different lengths
         x = self.wte(idx)
         rotary = None
         if self.config.pos_emb == "learned":
             x = x + self.wpe(positions)
         else:
-            angles = positions.float()[:, None] * self.inv_freq[None, :]
+            angles = positions.float()[..., None] * self.inv_freq
+            if angles.dim() == 3:
+                angles = angles[:, None]  # (B, 1, T, D/2): each row's own angles, the same for every head
             rotary = angles.cos(), angles.sin()
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, rotary, kv_cache)
         if kv_cache is not None:
-            kv_cache.advance(T)
+            kv_cache.advance()
         logits = self.lm_head(self.norm_f(x))
         loss = None
         if targets is not None:
@@ -348,6 +388,41 @@ def measure_peak_flops(device, dtype=torch.float32):
         sync()
         best = min(best, time.perf_counter() - t0)
     return 2 * size**3 * calls / best
+
+
+def autocast_for(device):
+    """The precision to run a model in for inference on `device`: bf16 autocast on a CUDA GPU
+    with native bf16 (compute capability 8.0 on, Ampere and newer), with TF32 tensor cores for
+    the matmuls autocast keeps in fp32. Elsewhere nothing changes: fp32 on CPUs, and on older
+    GPUs, where bf16 is emulated (slow) and fp16 could overflow without a loss scale to watch it.
+    Scores computed under it should upcast the logits (logits.float()) before any softmax."""
+    device = torch.device(device)
+    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 0):
+        return contextlib.nullcontext()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+
+
+def quantize_weights(model, scheme):
+    """Return the model with its weights quantized for CPU inference; scheme "none" changes nothing.
+
+    "int8": every nn.Linear, the tied output head included, gets int8 weights (one scale per
+    output row), while the embedding lookup stays fp32. Activations are quantized on the fly
+    (dynamic quantization, fbgemm/x86 kernels) with one scale per tensor, taken from its
+    largest value: in a batch, from all of its rows, so a row's logits move slightly with
+    the rows beside it. Reading a quarter of the bytes per token is what makes it faster:
+    a one-token step on a CPU waits on memory, not arithmetic. Changes the model in place."""
+    if scheme == "none":
+        return model
+    if scheme != "int8":
+        raise UsageError(f"quantize must be 'none' or 'int8', got {scheme!r}")
+    if model.wte.weight.device.type != "cpu":
+        raise UsageError("int8 weights run on the CPU only (use --device=cpu)")
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+    with warnings.catch_warnings():  # torch.ao.quantization warns that it is moving to the torchao package
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model.eval(), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
+                                inplace=True)
 
 
 def tokenizer_hash(tokenizer_text):

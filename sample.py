@@ -4,21 +4,34 @@ Generate Persian text from a trained checkpoint, streaming it to the terminal.
     python sample.py --out_dir=out-fawiki-small --start="ایران کشوری است"
     python sample.py --out_dir=out-fawiki-small --start=FILE:prompt.txt --num_samples=3
     python sample.py --out_dir=out-fawiki-small --start="تهران" --beams=4 --max_new_tokens=40
+    python sample.py --out_dir=out-fawiki-small --quantize=int8     # int8 weights, faster on a CPU
+
+or from Python, the continuation alone:
+
+    from sample import generate_text
+    text = generate_text("ایران کشوری است", max_new_tokens=50, seed=1, out_dir="out-fawiki-small")
 
 Decoding: sampling with temperature, top-k, nucleus (top-p) and a repetition penalty, greedy
-decoding, or beam search with a length penalty. Generation goes through the model's KV cache:
-the prompt is read once, then every new token runs the model on a single position. When the
-context is full it restarts from its last half (see next_token_logits), so generation can go
-on for any number of tokens, with exactly the output that re-reading the context would give.
+decoding (or temperature 0), or beam search with a length penalty. Generation goes through
+the model's KV cache: the prompt is read once, then every new token runs the model on a
+single position. When the context is full it restarts from its last half (see
+restart_point), so generation can go on for any number of tokens, with exactly the output
+that re-reading the context would give. A Decoder runs many sequences as rows of one batch,
+one forward pass per step for all of them, each row with its own prompt, settings and
+random generator: --num_samples=N is one batch of N rows. The last line, on stderr, is the
+speed: new tokens over all samples, seconds, tokens per second.
 """
 
 import codecs
 import os
 import sys
+import time
+from dataclasses import dataclass
 
 import torch
 
 import common
+from model import autocast_for
 
 DEFAULTS = dict(
     out_dir="out-fawiki-small",  # folder holding ckpt.pt
@@ -29,12 +42,13 @@ DEFAULTS = dict(
     top_k=200,  # sample only among the k most likely tokens; 0 = no limit
     top_p=0.95,  # sample only from the smallest set of tokens holding this much probability; 1 = off
     repetition_penalty=1.0,  # > 1 makes tokens already in the context less likely; 1 = off
-    seed=1337,  # same seed, same settings, same checkpoint -> same text
-    greedy=False,  # always take the most likely token (ignores temperature, top_k, top_p)
+    seed=1337,  # same seed, same settings, same checkpoint -> same text; sample i draws from seed + i
+    greedy=False,  # always take the most likely token (as does temperature 0; ignores top_k, top_p)
     beams=1,  # > 1 switches to beam search with this many beams
     length_penalty=1.0,  # beam search: > 1 favours longer continuations, < 1 shorter ones
     device="auto",  # cpu, cuda, cuda:1, mps ... or auto (CUDA when available)
     use_cache=True,  # False re-reads the whole context for every token (slow; for comparison)
+    quantize="none",  # "int8": int8 weights for the CPU, about a quarter of the bytes to read per token
 )
 
 
@@ -70,55 +84,241 @@ def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
     return torch.full_like(logits, float("-inf")).scatter(1, best_ids, best)
 
 
+def sample_token(probs, generator=None):
+    """Draw one token id from each row of probs (B, V): a (B, 1) tensor.
+
+    One uniform number per row, placed on the cumulative distribution. (torch.multinomial
+    draws an exponential for each of the V entries instead: at 16k tokens that costs more
+    than the model's whole step.) A token of probability 0 is never drawn: its cumulative
+    value equals the one before it, and searchsorted(right=True) skips to the first above u."""
+    cdf = probs.cumsum(dim=-1)
+    u = torch.rand(cdf.shape[:-1] + (1,), generator=generator, device=cdf.device, dtype=cdf.dtype)
+    return torch.searchsorted(cdf, u * cdf[..., -1:], right=True).clamp_(max=probs.size(-1) - 1)
+
+
 # -----------------------------------------------------------------------------
 # running the model one step at a time
 
+def restart_point(length, start, block_size):
+    """Where a context of tokens[start:length] must begin so the model can read it.
+
+    When it would pass block_size, it restarts from the last block_size // 2 tokens, a fresh
+    window like those the model was trained on, and its cache is refilled in one pass over
+    them: about one extra position per generated token. (Sliding the cache by one token
+    instead would not be exact: in a model of two or more layers, the keys left in the cache
+    were computed while the dropped tokens were still in view, which no fresh window can
+    reproduce.) So generation with and without the cache gives the same logits."""
+    return length - max(1, block_size // 2) if length - start > block_size else start
+
+
 def next_token_logits(model, rows, start, cache):
-    """Logits (B, V) for the token that follows each row of `rows` (B, T: every token so far).
-
-    The model reads the context rows[:, start:]. When that would pass block_size, the context
-    restarts from the last block_size // 2 tokens, a fresh window like those the model was
-    trained on, and the cache is refilled in one pass over them: about one extra position per
-    generated token. (Sliding the cache by one token instead would not be exact: in a model of
-    two or more layers, the keys left in the cache were computed while the dropped tokens were
-    still in view, which no fresh window can reproduce.) With a cache the model reads only the
-    context tokens it does not hold yet; without one, the whole context every time. Both give
-    the same logits. Returns (logits, start, cache)."""
-    block_size = model.config.block_size
-    if rows.size(1) - start > block_size:
-        start = rows.size(1) - max(1, block_size // 2)
-        cache = model.new_kv_cache(rows.size(0)) if cache is not None else None
-    context = rows[:, start:]
-    logits, _ = model(context if cache is None else context[:, len(cache):], kv_cache=cache)
-    return logits[:, -1, :], start, cache
+    """Logits (B, V) for the token that follows each row of `rows` (B, T: every token so far,
+    all rows of one length), reading the context rows[:, start:] (see restart_point). With a
+    cache the model reads only the context tokens it does not hold yet; without one, the whole
+    context every time. Returns (logits, start, cache)."""
+    new_start = restart_point(rows.size(1), start, model.config.block_size)
+    if new_start != start and cache is not None:
+        cache = model.new_kv_cache(rows.size(0))
+    context = rows[:, new_start:]
+    with autocast_for(rows.device):
+        logits, _ = model(context if cache is None else context[:, cache.lengths[0]:], kv_cache=cache)
+    return logits[:, -1, :], new_start, cache
 
 
-@torch.no_grad()
-def generate(model, prompt_ids, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0,
-             repetition_penalty=1.0, greedy=False, use_cache=True, generator=None, stop_ids=()):
-    """Yield new token ids one at a time. A token in stop_ids ends generation and is not yielded.
+@dataclass
+class Row:
+    """One sequence being generated: its tokens so far and how it picks the next one."""
+    id: int
+    tokens: list  # the prompt (its last block_size tokens), then every token generated
+    temperature: float
+    top_k: int
+    top_p: float
+    repetition_penalty: float
+    greedy: bool
+    generator: torch.Generator
+    max_new_tokens: int
+    stop_ids: tuple
+    top_logprobs: int
+    start: int = 0  # the model reads tokens[start:]
+    new_tokens: int = 0
 
-    The model reads at most the last block_size tokens of the prompt, then its context moves
-    on as described in next_token_logits."""
-    if len(prompt_ids) == 0:
-        raise ValueError("generate needs at least one prompt token (use the end-of-text id)")
-    device = next(model.parameters()).device
-    rows = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)
-    start = max(0, rows.size(1) - model.config.block_size)
-    cache = model.new_kv_cache(1) if use_cache else None
-    for _ in range(max_new_tokens):
-        logits, start, cache = next_token_logits(model, rows, start, cache)
-        logits = apply_repetition_penalty(logits.float(), rows[:, start:], repetition_penalty)
-        if greedy:
-            token = logits.argmax(dim=-1, keepdim=True)
-        else:
-            probs = torch.softmax(filter_logits(logits, temperature, top_k, top_p), dim=-1)
-            token = torch.multinomial(probs, 1, generator=generator)
-        token_id = token.item()
-        if token_id in stop_ids:
+    def choose(self, logits):
+        """The next token id (a 1-element tensor) from this row's logits (V,)."""
+        if self.repetition_penalty != 1.0:
+            context = torch.tensor([self.tokens[self.start:]], device=logits.device)
+            logits = apply_repetition_penalty(logits[None], context, self.repetition_penalty)[0]
+        if self.greedy:
+            return logits.argmax(dim=-1, keepdim=True)
+        probs = torch.softmax(filter_logits(logits[None], self.temperature, self.top_k, self.top_p), dim=-1)
+        return sample_token(probs, self.generator)[0]
+
+
+class Decoder:
+    """Rows of generation that share one model and one KV cache: step() runs one forward
+    pass, one new position, for all active rows, and picks each row's next token with that
+    row's own settings and generator. Rows can be added and removed between steps.
+
+        decoder = Decoder(model, max_rows=8)
+        row = decoder.add(prompt_ids, temperature=0.8, max_new_tokens=100, stop_ids=(eot_id,))
+        while len(decoder):
+            for row, token_id, logprob, top, finished in decoder.step():
+                ...
+
+    A row's tokens do not depend on the rows beside it: it has its own cache row, positions,
+    context restarts (see restart_point) and generator, and attention masks every other row
+    out. (Only float rounding differs: a matrix product over 8 rows may add up in another
+    order than over 1, which moves logits in their last bits.) Active rows sit in cache rows
+    0 .. len(decoder) - 1 with no gaps (a row that ends is filled by moving the last one
+    into its place), so a step reads one run of cache rows without copying them.
+
+    Row ids are in range(max_rows); an id is free again once its row ends. With
+    use_cache=False every row re-reads its whole context every step (slow; for comparison)."""
+
+    def __init__(self, model, max_rows, use_cache=True):
+        if max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+        self.model = model
+        self.max_rows = max_rows
+        self.device = model.wte.weight.device
+        self.cache = model.new_kv_cache(max_rows) if use_cache else None
+        self.rows = []  # the active rows, in the order of their cache rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    @property
+    def free_rows(self):
+        return self.max_rows - len(self.rows)
+
+    @torch.inference_mode()
+    def add(self, prompt_ids, temperature=0.8, top_k=200, top_p=0.95, repetition_penalty=1.0, greedy=False,
+            generator=None, max_new_tokens=200, stop_ids=(), top_logprobs=0):
+        """Start a row from prompt_ids (its last block_size tokens) and return its id.
+
+        temperature 0 means greedy. Raises ValueError for bad settings or when no row is free."""
+        if len(prompt_ids) == 0:
+            raise ValueError("generation needs at least one prompt token (use the end-of-text id)")
+        if not self.free_rows:
+            raise ValueError(f"all {self.max_rows} rows are in use")
+        if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or repetition_penalty <= 0:
+            raise ValueError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0 and repetition_penalty > 0")
+        if max_new_tokens < 1 or top_logprobs < 0:
+            raise ValueError("need max_new_tokens >= 1 and top_logprobs >= 0")
+        used = {row.id for row in self.rows}
+        row = Row(min(set(range(self.max_rows)) - used), list(prompt_ids)[-self.model.config.block_size:],
+                  temperature, top_k, top_p, repetition_penalty, greedy or temperature == 0, generator,
+                  max_new_tokens, tuple(stop_ids), top_logprobs)
+        self.rows.append(row)
+        self._prefill(len(self.rows) - 1)
+        return row.id
+
+    def _prefill(self, slot):
+        """Fill cache row `slot` with its row's context but the last token, which the next step reads."""
+        if self.cache is None:
             return
-        yield token_id
-        rows = torch.cat([rows, token], dim=1)
+        row = self.rows[slot]
+        self.cache.reset(slot)
+        if len(row.tokens) - row.start > 1:
+            context = torch.tensor([row.tokens[row.start:-1]], device=self.device)
+            with autocast_for(self.device):
+                self.model(context, kv_cache=self.cache, cache_row=slot)
+
+    def _logits(self):
+        """Logits (rows, V) in fp32 for the token after each active row's context (bf16 autocast
+        on GPUs that have it, as in training; see model.autocast_for)."""
+        with autocast_for(self.device):
+            if self.cache is None:
+                logits = [self.model(torch.tensor([row.tokens[row.start:]], device=self.device))[0][:, -1]
+                          for row in self.rows]
+                return torch.cat(logits).float()
+            last = torch.tensor([[row.tokens[-1]] for row in self.rows], device=self.device)
+            logits, _ = self.model(last, kv_cache=self.cache)
+        return logits[:, -1].float()
+
+    @torch.inference_mode()
+    def step(self):
+        """One token for every active row: a list of (row id, token id or None, logprob, top, finished).
+
+        token id is None when the row chose a stop id (which is not part of its text). logprob
+        is the chosen token's log-probability under the model's raw distribution (before
+        penalty, temperature and filters); top is [(token id, logprob)] of the row's
+        top_logprobs most likely tokens, or None. A finished row (stop id or max_new_tokens)
+        is freed."""
+        if not self.rows:
+            return []
+        block_size = self.model.config.block_size
+        for slot, row in enumerate(self.rows):
+            start = restart_point(len(row.tokens), row.start, block_size)
+            if start != row.start:
+                row.start = start
+                self._prefill(slot)
+        logits = self._logits()
+        chosen = torch.cat([row.choose(row_logits) for row, row_logits in zip(self.rows, logits)])
+        log_probs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+        chosen_log_probs = log_probs.gather(1, chosen[:, None])[:, 0].tolist()  # one device sync for all rows
+        events, ended = [], []
+        for row, token, logprob, row_log_probs in zip(self.rows, chosen.tolist(), chosen_log_probs, log_probs):
+            top = None
+            if row.top_logprobs:
+                values, ids = row_log_probs.topk(min(row.top_logprobs, row_log_probs.numel()))
+                top = list(zip(ids.tolist(), values.tolist()))
+            if token in row.stop_ids:
+                events.append((row.id, None, logprob, top, True))
+                ended.append(row)
+                continue
+            row.tokens.append(token)
+            row.new_tokens += 1
+            finished = row.new_tokens >= row.max_new_tokens
+            events.append((row.id, token, logprob, top, finished))
+            if finished:
+                ended.append(row)
+        for row in ended:
+            self._free(row)
+        return events
+
+    @torch.inference_mode()
+    def remove(self, row_id):
+        """End a row at once (e.g. its client has gone)."""
+        for row in self.rows:
+            if row.id == row_id:
+                return self._free(row)
+        raise ValueError(f"no active row {row_id}")
+
+    def _free(self, row):
+        slot, last = self.rows.index(row), len(self.rows) - 1
+        if slot != last:  # the last row moves into the gap, so active rows stay one run
+            if self.cache is not None:
+                self.cache.move(last, slot)
+            self.rows[slot] = self.rows[last]
+        self.rows.pop()
+
+
+@torch.inference_mode()
+def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0,
+             repetition_penalty=1.0, greedy=False, use_cache=True, generator=None, stop_ids=()):
+    """Generate from a batch of prompts together, or from one.
+
+    prompts: a list of prompts (lists of token ids, of any lengths), decoded as rows of one
+    Decoder; generator is then a list with one generator per prompt (or None). Yields
+    (prompt index, new token id) as each token is chosen. Or one prompt (a list of token
+    ids) with one generator: yields its new token ids. A token in stop_ids ends its prompt's
+    generation and is not yielded; temperature 0 means greedy."""
+    if len(prompts) == 0 or not isinstance(prompts[0], (list, tuple)):  # one prompt
+        for _, token_id in generate(model, [prompts], max_new_tokens, temperature, top_k, top_p,
+                                    repetition_penalty, greedy, use_cache, [generator], stop_ids):
+            yield token_id
+        return
+    if max_new_tokens <= 0:
+        return
+    decoder = Decoder(model, len(prompts), use_cache)
+    generators = generator if generator is not None else [None] * len(prompts)
+    index_of = {decoder.add(prompt, temperature, top_k, top_p, repetition_penalty, greedy, row_generator,
+                            max_new_tokens, stop_ids): i
+                for i, (prompt, row_generator) in enumerate(zip(prompts, generators, strict=True))}
+    while len(decoder):
+        for row_id, token_id, *_ in decoder.step():
+            if token_id is not None:
+                yield index_of[row_id], token_id
 
 
 @torch.no_grad()
@@ -215,12 +415,54 @@ def encode_prompt(text, tokenizer, block_size, normalization=None):
 
 def check_settings(config):
     """Refuse decoding settings that have no meaning, before any work is done."""
-    if config["temperature"] <= 0 and not config["greedy"]:
-        raise common.UsageError("temperature must be > 0 (use --greedy=True for the most likely token)")
+    if config["temperature"] < 0:
+        raise common.UsageError(f"temperature must be >= 0 (0 = greedy), got {config['temperature']}")
     if not 0 < config["top_p"] <= 1:
         raise common.UsageError(f"top_p must be in (0, 1], got {config['top_p']}")
     if config["top_k"] < 0 or config["repetition_penalty"] <= 0:
         raise common.UsageError("top_k must be >= 0 and repetition_penalty > 0")
+
+
+def load_out_dir(out_dir, device, quantize="none"):
+    """(model, tokenizer, normalization settings) of the checkpoint in out_dir."""
+    from model import load_checkpoint, quantize_weights
+    ckpt_path = os.path.join(out_dir, "ckpt.pt")
+    if not os.path.isfile(ckpt_path):
+        raise common.UsageError(f"no checkpoint at {ckpt_path} (train one with train.py, or set --out_dir)")
+    model, tokenizer, ckpt = load_checkpoint(ckpt_path, device)
+    return quantize_weights(model, quantize), tokenizer, ckpt.get("normalization")
+
+
+loaded = {}  # generate_text: out_dir -> (checkpoint's modification time, what load_out_dir returned)
+
+
+def generate_text(prompt, max_new_tokens=200, temperature=0.8, top_k=200, top_p=0.95, seed=None,
+                  out_dir=None, model=None, tokenizer=None, normalization=None):
+    """Return the text the model writes after `prompt`: the continuation only, without the prompt.
+
+        from sample import generate_text
+        print(generate_text("ایران کشوری است", max_new_tokens=50, seed=1))
+
+    Uses model and tokenizer when given, else the checkpoint in out_dir (default: sample.py's
+    --out_dir), loaded once and kept for later calls until the file changes. The prompt is
+    normalised as the training text was. Generation stops at the end of the document or
+    after max_new_tokens; seed=None draws from torch's global random state."""
+    if model is None:
+        from train import resolve_device
+        out_dir = os.path.abspath(out_dir or DEFAULTS["out_dir"])
+        ckpt_path = os.path.join(out_dir, "ckpt.pt")
+        mtime = os.path.getmtime(ckpt_path) if os.path.isfile(ckpt_path) else None
+        if out_dir not in loaded or loaded[out_dir][0] != mtime:
+            loaded[out_dir] = mtime, load_out_dir(out_dir, resolve_device("auto", None))
+        model, tokenizer, saved_normalization = loaded[out_dir][1]
+        normalization = saved_normalization if normalization is None else normalization
+    elif tokenizer is None:
+        raise ValueError("generate_text needs the model's tokenizer as well as the model")
+    _, prompt_ids = encode_prompt(prompt, tokenizer, model.config.block_size, normalization)
+    generator = None if seed is None else torch.Generator(model.wte.weight.device).manual_seed(seed)
+    new_ids = generate(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, generator=generator,
+                       stop_ids=(tokenizer.eot_id,))
+    return "".join(stream_text(tokenizer, new_ids))
 
 
 def main(argv=None):
@@ -233,30 +475,39 @@ def main(argv=None):
     if config["beams"] > 1 and config["num_samples"] > 1:
         raise common.UsageError("beam search has no randomness: every sample would be the same "
                                 "(use num_samples=1)")
-    from model import load_checkpoint
     from train import resolve_device
-    ckpt_path = os.path.join(config["out_dir"], "ckpt.pt")
-    if not os.path.isfile(ckpt_path):
-        raise common.UsageError(f"no checkpoint at {ckpt_path} (train one with train.py, or set --out_dir)")
     device = resolve_device(config["device"], None)
-    model, tokenizer, ckpt = load_checkpoint(ckpt_path, device)
+    model, tokenizer, normalization = load_out_dir(config["out_dir"], device, config["quantize"])
     prompt_text, prompt_ids = encode_prompt(read_prompt(config["start"]), tokenizer,
-                                            model.config.block_size, ckpt.get("normalization"))
-    generator = torch.Generator(device=device).manual_seed(config["seed"])
+                                            model.config.block_size, normalization)
     sys.stdout.reconfigure(encoding="utf-8")  # Persian text even where the console says otherwise
-    for i in range(config["num_samples"]):
-        if config["beams"] > 1:
-            new_ids = beam_search(model, prompt_ids, config["beams"], config["max_new_tokens"],
-                                  config["length_penalty"], stop_ids=(tokenizer.eot_id,))
-        else:
-            new_ids = generate(model, prompt_ids, config["max_new_tokens"], config["temperature"],
-                               config["top_k"], config["top_p"], config["repetition_penalty"],
-                               config["greedy"], config["use_cache"], generator,
-                               stop_ids=(tokenizer.eot_id,))
+    started = time.perf_counter()
+    if config["beams"] > 1:
+        produced = [beam_search(model, prompt_ids, config["beams"], config["max_new_tokens"],
+                                config["length_penalty"], stop_ids=(tokenizer.eot_id,))]
+        samples = produced
+    else:  # all samples in one batch; sample i draws from seed + i, as it would alone with --seed=seed+i
+        generators = [torch.Generator(device=device).manual_seed(config["seed"] + i)
+                      for i in range(config["num_samples"])]
+        tokens = generate(model, [prompt_ids] * config["num_samples"], config["max_new_tokens"],
+                          config["temperature"], config["top_k"], config["top_p"], config["repetition_penalty"],
+                          config["greedy"], config["use_cache"], generators, stop_ids=(tokenizer.eot_id,))
+        produced = [[] for _ in range(config["num_samples"])]
+
+        def first_sample():  # streams while the batch runs; the others are complete when it ends
+            for i, token_id in tokens:
+                produced[i].append(token_id)
+                if i == 0:
+                    yield token_id
+        samples = [first_sample()] + produced[1:]
+    for i, new_ids in enumerate(samples):
         print(prompt_text, end="", flush=True)
         for piece in stream_text(tokenizer, new_ids):
             print(piece, end="", flush=True)
-        print("\n" + "-" * 40 if i + 1 < config["num_samples"] else "")
+        print("\n" + "-" * 40 if i + 1 < len(samples) else "", flush=True)
+    seconds = time.perf_counter() - started
+    count = sum(len(ids) for ids in produced)
+    print(f"{count} tokens in {seconds:.2f} s ({count / seconds:.1f} tokens/s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

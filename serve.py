@@ -1,6 +1,6 @@
 """
-Serve a trained checkpoint over HTTP: an OpenAI-compatible completions API and a small
-right-to-left Persian page to try the model in a browser.
+Serve a trained checkpoint over HTTP: an OpenAI-compatible completions API, a simple
+/generate route, and a small right-to-left Persian page to try the model in a browser.
 
     pip install -r requirements-serve.txt
     python serve.py --out_dir=out-fawiki-small
@@ -9,32 +9,35 @@ right-to-left Persian page to try the model in a browser.
     curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \
          -d '{"prompt": "تهران پایتخت", "max_tokens": 40, "stream": true}'
 
-Any OpenAI client works by pointing its base_url at http://127.0.0.1:8000/v1. Generation is
-sample.py's: the same prompt normalisation and cropping, the same sampling, the same UTF-8-safe
-streaming. One model serves every request: requests take turns on one model thread, one token
-at a time, each with its own KV cache and random generator, so they cannot disturb each other
-and a long completion does not hold up a short one.
-
-On a CPU that other programs keep busy, try OMP_NUM_THREADS=1 python serve.py ...: a small
-model's steps are too short to share between threads, and threads waiting for a busy core to
-join them can make every token many times slower.
+Any OpenAI client works with its base_url at http://127.0.0.1:8000/v1. Generation is sample.py's
+(the same prompt normalisation, sampling and UTF-8-safe text), batched continuously: one model
+thread holds a sample.Decoder of --max_batch rows (a row per prompt and choice) and runs one
+forward pass per step for every row of every request. A new request's prompts are read into free
+rows and join at the next step; a row leaves as soon as it ends, meets a stop sequence or its
+client hangs up. Each row has its own settings and seeded generator, and the Decoder gives it the
+tokens it would get alone. Requests that find too few free rows wait in a queue of --max_queue;
+beyond it the answer is 503. On a busy CPU, OMP_NUM_THREADS=1 helps: a small model's steps are
+too short to share between threads.
 """
 
 import asyncio
+import codecs
+import collections
+import itertools
 import json
 import os
 import secrets
 import sys
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 import torch
 
 import common
-from model import load_checkpoint
-from sample import encode_prompt, generate, stream_text
+from model import autocast_for
+from sample import DEFAULTS as SAMPLE_DEFAULTS, Decoder, encode_prompt, load_out_dir
 
 try:
     import uvicorn
@@ -43,7 +46,7 @@ try:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
     from pydantic import BaseModel, ConfigDict, Field, field_validator
-    from pydantic_core import PydanticCustomError
+    from starlette.exceptions import HTTPException
 except ImportError as e:  # the serving extra is optional: the rest of the project never needs it
     if __name__ != "__main__":
         raise
@@ -54,63 +57,74 @@ DEFAULTS = dict(
     out_dir="out-fawiki-small",  # folder holding ckpt.pt (its tokenizer is stored inside it)
     host="127.0.0.1",  # loopback only; 0.0.0.0 would open the server to the whole network
     port=8000,  # TCP port to listen on
-    device="cpu",  # cpu, cuda, cuda:1, mps ...
+    device="auto",  # cpu, cuda, cuda:1, mps ... or auto (CUDA when available)
+    max_batch=16,  # rows decoded together; a request takes one row per prompt and choice
+    max_queue=64,  # requests waiting for free rows; more are answered 503 at once
+    quantize="none",  # "int8": int8 weights on a CPU, as sample.py --quantize=int8 (model.quantize_weights)
 )
 
 # bounds on a request: enough for any real use, small enough that no request can hog the server
 MAX_TOKENS = 4096  # tokens generated per completion
-MAX_CHOICES = 8  # completions per request (n)
-MAX_PROMPT_CHARS = 20_000  # prompt length; a prompt longer than the context is cropped to its end
+MAX_CHOICES = 8  # completions per prompt (n)
+MAX_PROMPTS = 64  # prompts per request
+MAX_PROMPT_CHARS = 20_000  # per prompt; a prompt longer than the context is cropped to its end
 MAX_STOPS = 4  # stop sequences per request, as in the OpenAI API
+MAX_LOGPROBS = 5  # alternatives per token in logprobs, as in the OpenAI API
+DISCONNECT_POLL = 0.25  # seconds between checks that a waiting client is still connected
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "index.html")
 
 
 # -----------------------------------------------------------------------------
-# the request, validated field by field
+# requests, validated field by field
 
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    include_usage: bool = False  # end the stream with one chunk holding the token counts
+    include_usage: bool = False  # end the stream with a chunk holding the token counts
 
 
 class CompletionRequest(BaseModel):
     """The OpenAI completions request, plus top_k and repetition_penalty as in sample.py.
-
-    Fields the model cannot honour (logprobs, echo, suffix, ...) are refused rather than
-    silently ignored, and so is any misspelt field."""
+    Fields the model cannot honour (suffix, best_of, ...) are refused, and so is any misspelt one."""
     model_config = ConfigDict(extra="forbid", strict=True)
     model: str | None = None  # optional: this server holds one model
-    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)  # or a list of one string; "" = a fresh document
-    max_tokens: int = Field(16, ge=1, le=MAX_TOKENS)
-    temperature: float = Field(1.0, gt=0, le=2)
+    prompt: list[Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]] = Field(  # or one string; "" = a fresh document
+        [""], min_length=1, max_length=MAX_PROMPTS)
+    max_tokens: int = Field(16, ge=0, le=MAX_TOKENS)  # 0 with echo and logprobs: score the prompt only
+    temperature: float = Field(1.0, ge=0, le=2)  # 0 = greedy
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, le=65536)  # 0 = no limit
     repetition_penalty: float = Field(1.0, gt=0, le=10)  # 1 = off
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     stop: list[Annotated[str, Field(min_length=1)]] = Field([], max_length=MAX_STOPS)  # or one string
-    seed: int | None = Field(None, ge=0, le=2**63 - 1)  # choice i samples with seed + i
+    seed: int | None = Field(None, ge=0, le=2**62)  # choice i samples with seed + i
+    logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)  # log-probs of each token and its top alternatives
+    echo: bool = False  # the prompt comes back before the completion (with its log-probs if asked)
     stream: bool = False
     stream_options: StreamOptions | None = None
 
     @field_validator("prompt", mode="before")
     @classmethod
-    def one_prompt(cls, prompt):
-        if isinstance(prompt, list):
-            if len(prompt) != 1:
-                raise PydanticCustomError("one_prompt", "give one prompt: a string, or a list holding one string")
-            return prompt[0]
-        return prompt
+    def prompt_list(cls, prompt):
+        return [prompt] if isinstance(prompt, str) else prompt
 
     @field_validator("stop", mode="before")
     @classmethod
     def stop_list(cls, stop):
-        if stop is None:
-            return []
-        return [stop] if isinstance(stop, str) else stop
+        return [] if stop is None else [stop] if isinstance(stop, str) else stop
+
+
+class GenerateRequest(BaseModel):
+    """POST /generate, for clients that want one string back; defaults as in sample.py."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
+    max_length: int = Field(SAMPLE_DEFAULTS["max_new_tokens"], ge=1, le=MAX_TOKENS)  # new tokens, prompt not counted
+    temperature: float = Field(SAMPLE_DEFAULTS["temperature"], ge=0, le=2)  # 0 = greedy
+    top_k: int = Field(SAMPLE_DEFAULTS["top_k"], ge=0, le=65536)
+    top_p: float = Field(SAMPLE_DEFAULTS["top_p"], gt=0, le=1)
 
 
 # -----------------------------------------------------------------------------
-# text helpers
+# text and log-probabilities
 
 def cut_at_stop(text, stops):
     """Split pending text into (ready, held, stopped) against the stop sequences.
@@ -126,127 +140,348 @@ def cut_at_stop(text, stops):
     return text[:len(text) - held], text[len(text) - held:], False
 
 
+def utf8_decoder():
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+
+def read_token(tokenizer, decoder, token_id, logprob=None, top=None):
+    """[text piece, logprob, {piece: logprob} or None] of a token read next by `decoder`, its row's
+    incremental UTF-8 decoder (sample.stream_text's logic, kept one piece per token).
+
+    A byte-level BPE token can end inside a character: its piece holds only the characters it
+    completes (possibly ""), and the token that completes a character carries all of it, so the
+    pieces of a row join into exactly its text. The alternatives in `top` [(id, logprob)] are
+    read as if each came next, after the chosen token itself, as in the OpenAI API; tokens that
+    read as the same text (e.g. "" for two that end inside a character) keep the first entry."""
+    alternatives = None
+    if top is not None:
+        alternatives = {}
+        for alternative_id, alternative_logprob in [(token_id, logprob), *top]:
+            reader = utf8_decoder()
+            reader.setstate(decoder.getstate())
+            alternatives.setdefault(reader.decode(tokenizer.decode_bytes([alternative_id])), alternative_logprob)
+    return [decoder.decode(tokenizer.decode_bytes([token_id])), logprob, alternatives]
+
+
+@torch.inference_mode()
+def score_prompt(model, prompt_ids, top_n):
+    """[(logprob, top)] of prompt_ids[1:], each given the tokens before it: one forward pass,
+    log_softmax in fp32. top: the top_n most likely tokens there as [(id, logprob)]."""
+    if len(prompt_ids) < 2:
+        return []
+    ids = torch.tensor([prompt_ids], device=model.wte.weight.device)
+    with autocast_for(ids.device):  # bf16 on GPUs that have it natively, as the Decoder generates
+        logits, _ = model(ids[:, :-1])
+    logprobs = torch.log_softmax(logits[0].float(), dim=-1)  # (T - 1, V)
+    best, best_ids = logprobs.topk(top_n, dim=-1)
+    chosen = logprobs.gather(1, ids[0, 1:, None])[:, 0]
+    return [(logprob, list(zip(i, v))) for logprob, i, v in zip(chosen.tolist(), best_ids.tolist(), best.tolist())]
+
+
+def echo_tokens(model, tokenizer, prompt_ids, top_n):
+    """Token records (as read_token's) of the prompt. The first token has no log-prob (nothing
+    comes before it); the <|endoftext|> document start is no text, its piece is ""."""
+    decoder, records = utf8_decoder(), []
+    scores = score_prompt(model, prompt_ids, top_n) if top_n is not None else itertools.repeat((None, None))
+    for token_id, (logprob, top) in zip(prompt_ids, itertools.chain([(None, None)], scores)):
+        records.append(read_token(tokenizer, decoder, token_id, logprob, top))
+        if token_id == tokenizer.eot_id:
+            records[-1][0] = ""
+    return records
+
+
+def logprobs_object(tokens, offset):
+    """OpenAI's logprobs of token records whose text starts at character `offset` of the choice."""
+    pieces = [piece for piece, _, _ in tokens]
+    return dict(tokens=pieces, token_logprobs=[logprob for _, logprob, _ in tokens],
+                top_logprobs=[top for _, _, top in tokens],
+                text_offset=list(itertools.accumulate(map(len, pieces), initial=offset))[:-1])
+
+
 def sse(payload):
     """One server-sent event in the format of the OpenAI streaming API."""
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def error_response(status, message, param=None, code=None, **extra):
-    """An error shaped as the OpenAI API shapes them, so its clients show the message."""
-    error = dict(message=message, type="invalid_request_error", param=param, code=code)
-    return JSONResponse(status_code=status, content=dict(error=error, **extra))
+class APIError(Exception):
+    """An error answered as the OpenAI API shapes them, so its clients show the message."""
+
+    def __init__(self, status, message, param=None, code=None, kind="invalid_request_error"):
+        super().__init__(message)
+        self.status, self.body = status, dict(error=dict(message=message, type=kind, param=param, code=code))
+
+    def response(self):
+        return JSONResponse(status_code=self.status, content=self.body)
+
+
+# -----------------------------------------------------------------------------
+# continuous batching
+
+class Choice:
+    """One completion: where its text stands and the tokens read but not sent yet."""
+
+    def __init__(self, index, stops):
+        self.index, self.stops = index, stops
+        self.offset = 0  # characters of the choice's text sent so far
+        self.count = 0  # tokens generated
+        self.decoder = utf8_decoder()
+        self.unsent = []  # token records whose text may still begin a stop sequence
+
+    def update(self, tokens, finish_reason=None):
+        """What the client receives: the text of `tokens` and where it starts in the choice."""
+        text = "".join(piece for piece, _, _ in tokens)
+        self.offset += len(text)
+        return dict(index=self.index, text=text, tokens=tokens, offset=self.offset - len(text),
+                    finish_reason=finish_reason, count=self.count)
+
+    def read(self, tokenizer, token_id, logprob, top, finished):
+        """Take one Decoder event; return (update or None, whether a stop sequence ended the text).
+        Text goes out in whole tokens; the token holding a stop sequence is cut before it."""
+        if token_id is not None:
+            self.count += 1
+            self.unsent.append(read_token(tokenizer, self.decoder, token_id, logprob, top))
+        if finished and self.unsent:  # an unfinished character at the very end becomes U+FFFD
+            self.unsent[-1][0] += self.decoder.decode(b"", final=True)
+        ready, _, stopped = cut_at_stop("".join(piece for piece, _, _ in self.unsent), self.stops)
+        sent = size = 0
+        while sent < len(self.unsent) and size + len(self.unsent[sent][0]) <= len(ready):
+            size += len(self.unsent[sent][0])
+            sent += 1
+        if stopped and size < len(ready):
+            self.unsent[sent][0] = self.unsent[sent][0][:len(ready) - size]
+            sent += 1
+        if stopped or finished:
+            reason = "stop" if stopped or token_id is None else "length"
+            return self.update(self.unsent[:sent] if stopped else self.unsent, reason), stopped
+        tokens, self.unsent = self.unsent[:sent], self.unsent[sent:]
+        return (self.update(tokens) if tokens else None), False
+
+
+class Job:
+    """One request: its prompt ids and settings, and the asyncio queue its updates go to."""
+
+    def __init__(self, body, prompts, seed):
+        self.body, self.prompts, self.seed = body, prompts, seed
+        self.num_choices = len(prompts) * body.n  # choice i of prompt p is choice p * n + i
+        self.rows_needed = self.num_choices if body.max_tokens else 0
+        self.loop, self.updates = asyncio.get_running_loop(), asyncio.Queue()
+        self.cancelled = False
+
+    def send(self, item):  # from the model thread
+        self.loop.call_soon_threadsafe(self.updates.put_nowait, item)
+
+
+class Batcher:
+    """The model thread: admits waiting jobs into free Decoder rows and runs one step for all rows."""
+
+    def __init__(self, model, tokenizer, max_batch, max_queue):
+        self.model, self.tokenizer, self.max_batch, self.max_queue = model, tokenizer, max_batch, max_queue
+        self.decoder = Decoder(model, max_batch)
+        self.waiting = collections.deque()  # jobs not yet in the batch
+        self.active = {}  # Decoder row -> (job, choice)
+        self.stats = dict(generated_tokens=0, decode_steps=0)
+        self.wakeup = threading.Condition()
+        self.device = model.wte.weight.device
+        threading.Thread(target=self.run, name="model", daemon=True).start()
+
+    def submit(self, job):
+        with self.wakeup:
+            if len(self.waiting) >= self.max_queue:
+                raise APIError(503, f"the server is busy: {self.max_queue} requests are already waiting; retry later",
+                               code="queue_full", kind="server_error")
+            self.waiting.append(job)
+            self.wakeup.notify()
+
+    def cancel(self, job):
+        """Drop a job (its client has gone, or it has ended): its rows leave before the next step."""
+        with self.wakeup:
+            job.cancelled = True
+            self.wakeup.notify()
+
+    def run(self):
+        """Forever: drop the jobs whose clients have gone, admit waiting jobs, step the batch."""
+        with torch.inference_mode():
+            while True:
+                with self.wakeup:
+                    while not self.waiting and not self.active:
+                        self.wakeup.wait()
+                    self.waiting = collections.deque(job for job in self.waiting if not job.cancelled)
+                    for row in [row for row, (job, _) in self.active.items() if job.cancelled]:
+                        self.decoder.remove(row)
+                        del self.active[row]
+                    jobs, free = [], self.max_batch - len(self.active)
+                    while self.waiting and self.waiting[0].rows_needed <= free:  # first come, first served
+                        jobs.append(self.waiting.popleft())
+                        free -= jobs[-1].rows_needed
+                try:
+                    for job in jobs:
+                        self.start(job)
+                    if self.active:
+                        self.step()
+                except Exception as e:  # out of memory, ...: the jobs in the batch fail, the server goes on
+                    error = APIError(500, f"generation failed: {type(e).__name__}: {e}", kind="server_error")
+                    for job in set(jobs) | {job for job, _ in self.active.values()}:
+                        job.send(error)
+                    self.active.clear()
+                    self.decoder = Decoder(self.model, self.max_batch)
+
+    def start(self, job):
+        """Send each choice its echoed prompt, then read the prompts into free rows."""
+        body, updates = job.body, []
+        for p, prompt_ids in enumerate(job.prompts):
+            echo = echo_tokens(self.model, self.tokenizer, prompt_ids, body.logprobs) if body.echo else []
+            for index in range(p * body.n, (p + 1) * body.n):
+                choice = Choice(index, body.stop)
+                if echo or not body.max_tokens:
+                    updates.append(choice.update(echo, None if body.max_tokens else "length"))
+                if body.max_tokens:
+                    generator = torch.Generator(device=self.device).manual_seed(job.seed + index)
+                    row = self.decoder.add(prompt_ids, temperature=body.temperature, top_k=body.top_k,
+                                           top_p=body.top_p, repetition_penalty=body.repetition_penalty,
+                                           generator=generator, max_new_tokens=body.max_tokens,
+                                           stop_ids=(self.tokenizer.eot_id,), top_logprobs=body.logprobs or 0)
+                    self.active[row] = (job, choice)
+        if updates:
+            job.send(updates)
+
+    def step(self):
+        """One forward pass for every row; updates go to their jobs; an ended row leaves at once."""
+        updates = collections.defaultdict(list)
+        self.stats["decode_steps"] += 1
+        for row, token_id, logprob, top, finished in self.decoder.step():
+            job, choice = self.active[row]
+            self.stats["generated_tokens"] += token_id is not None
+            update, stopped = choice.read(self.tokenizer, token_id, logprob,
+                                          top if job.body.logprobs is not None else None, finished)
+            if update:
+                updates[job].append(update)
+            if stopped and not finished:
+                self.decoder.remove(row)
+            if stopped or finished:  # a finished row the Decoder has freed itself
+                del self.active[row]
+        for job, items in updates.items():
+            job.send(items)
+
+    async def updates(self, job, request):
+        """Yield the job's updates, a list at a time, until every choice has ended; stop early
+        if the client hangs up. Either way the job is dropped."""
+        unfinished = job.num_choices
+        try:
+            while unfinished:
+                try:
+                    items = await asyncio.wait_for(job.updates.get(), DISCONNECT_POLL)
+                except asyncio.TimeoutError:
+                    items = []
+                if isinstance(items, APIError):
+                    raise items
+                if await request.is_disconnected():
+                    return
+                unfinished -= sum(item["finish_reason"] is not None for item in items)
+                yield items
+        finally:
+            self.cancel(job)
 
 
 # -----------------------------------------------------------------------------
 # the app
 
-def create_app(model, tokenizer, model_name, normalization=None):
+def create_app(model, tokenizer, model_name, normalization=None, max_batch=DEFAULTS["max_batch"],
+               max_queue=DEFAULTS["max_queue"]):
     """A FastAPI app serving `model` (a GPT in eval mode) with its `tokenizer` under `model_name`;
     prompts are normalized with `normalization`, the checkpoint's record of prepare.py's options."""
-    device = next(model.parameters()).device
-    # One thread runs the model, so forward passes never overlap. Not a pool: PyTorch gives every
-    # calling thread its own team of OpenMP workers, and idle teams spinning on a few cores made
-    # each token about 20 times slower.
-    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
-    stats = dict(active_requests=0, generated_tokens=0)
+    batcher = Batcher(model, tokenizer, max_batch, max_queue)
     created = int(time.time())
     app = FastAPI(title="Persian GPT",
                   description=f"OpenAI-compatible completions from the checkpoint {model_name}.")
+    app.state.batcher = batcher
 
+    # Every error is an OpenAI error object. A malformed or invalid request is a 400, as in the
+    # OpenAI API (FastAPI would answer 422, which OpenAI clients do not expect).
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request, exc):
-        errors = exc.errors()
+        errors = jsonable_encoder(exc.errors())
+        if errors[0]["type"] == "json_invalid":
+            return APIError(400, f"the body is not valid JSON: {errors[0]['ctx']['error']}").response()
         fields = [".".join(str(part) for part in error["loc"][1:]) or "body" for error in errors]
         message = "; ".join(f"{field}: {error['msg']}" for field, error in zip(fields, errors))
-        return error_response(422, message, param=fields[0], detail=jsonable_encoder(errors))
+        return APIError(400, message, param=fields[0]).response()
 
-    def completion_pieces(prompt_ids, body, seed):
-        """Yield (text, finish_reason, completion_tokens) for one completion as it is generated.
+    app.exception_handler(APIError)(lambda request, exc: exc.response())
+    app.exception_handler(HTTPException)(  # unknown path, wrong method ...
+        lambda request, exc: APIError(exc.status_code, str(exc.detail)).response())
+    app.exception_handler(Exception)(
+        lambda request, exc: APIError(500, f"{type(exc).__name__}: {exc}", kind="server_error").response())
 
-        finish_reason stays None until the last item: "stop" when the model ends the document or
-        a stop sequence appears (which is left out of the text), "length" after max_tokens."""
-        generator = torch.Generator(device=device).manual_seed(seed)
-        token_count = 0
+    async def submit(body):
+        """Tokenize the prompts and queue the request as a job."""
+        prompts = await asyncio.to_thread(lambda: [encode_prompt(prompt, tokenizer, model.config.block_size,
+                                                                 normalization)[1] for prompt in body.prompt])
+        job = Job(body, prompts, secrets.randbits(62) if body.seed is None else body.seed)
+        if job.rows_needed > max_batch:
+            raise APIError(400, f"n x prompts = {job.rows_needed} completions, more than this server decodes "
+                                f"at once (max_batch {max_batch})", param="n")
+        batcher.submit(job)
+        return job
 
-        def counted(token_ids):
-            nonlocal token_count
-            for token_id in token_ids:
-                token_count += 1
-                stats["generated_tokens"] += 1
-                yield token_id
-
-        token_ids = generate(model, prompt_ids, body.max_tokens, body.temperature, body.top_k, body.top_p,
-                             body.repetition_penalty, generator=generator, stop_ids=(tokenizer.eot_id,))
-        pending = ""
-        for piece in stream_text(tokenizer, counted(token_ids)):
-            ready, pending, stopped = cut_at_stop(pending + piece, body.stop)
-            if stopped:
-                yield ready, "stop", token_count
-                return
-            if ready:
-                yield ready, None, token_count
-        yield pending, "stop" if token_count < body.max_tokens else "length", token_count
-
-    async def while_connected(request, pieces):
-        """Run a completion one piece at a time on the model thread; stop when the client leaves.
-
-        Every request queues its steps on the one model thread, so concurrent requests take turns
-        token by token, each with its own KV cache and generator inside its `pieces`."""
-        loop = asyncio.get_running_loop()
-        stats["active_requests"] += 1
-        try:
-            while not await request.is_disconnected():
-                item = await loop.run_in_executor(model_thread, next, pieces)
-                yield item
-                if item[1] is not None:
-                    return
-        finally:
-            model_thread.submit(pieces.close)  # queued after any step still running; frees the KV cache
-            stats["active_requests"] -= 1
+    async def complete(job, request):
+        """Wait for a whole job: (choices in the API's shape, completion tokens)."""
+        texts, tokens, finish_reasons, counts = ({} for _ in range(4))
+        async for items in batcher.updates(job, request):
+            for item in items:
+                i = item["index"]
+                texts[i], tokens[i] = texts.get(i, "") + item["text"], tokens.get(i, []) + item["tokens"]
+                finish_reasons[i], counts[i] = item["finish_reason"], item["count"]
+        choices = [dict(text=texts.get(i, ""), index=i, finish_reason=finish_reasons.get(i),
+                        logprobs=logprobs_object(tokens.get(i, []), 0) if job.body.logprobs is not None else None)
+                   for i in range(job.num_choices)]
+        return choices, sum(counts.values())
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
-        """Complete the prompt: OpenAI's completions API, streaming with `stream: true`."""
+        """Complete the prompt(s): OpenAI's completions API, streaming with `stream: true`."""
         if body.model not in (None, model_name):
-            return error_response(404, f"model '{body.model}' not found: this server serves '{model_name}'",
-                                  param="model", code="model_not_found")
-        _, prompt_ids = await asyncio.to_thread(encode_prompt, body.prompt, tokenizer,
-                                                 model.config.block_size, normalization)
-        seed = secrets.randbits(63) if body.seed is None else body.seed
+            raise APIError(404, f"model '{body.model}' not found: this server serves '{model_name}'",
+                           param="model", code="model_not_found")
+        job = await submit(body)
         head = dict(id=f"cmpl-{uuid.uuid4().hex}", object="text_completion", created=int(time.time()),
                     model=model_name)
+        prompt_tokens = sum(map(len, job.prompts))
 
         def usage(completion_tokens):
-            return dict(prompt_tokens=len(prompt_ids), completion_tokens=completion_tokens,
-                        total_tokens=len(prompt_ids) + completion_tokens)
+            return dict(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                        total_tokens=prompt_tokens + completion_tokens)
 
-        def choice(index, text, finish_reason):
-            return dict(text=text, index=index, logprobs=None, finish_reason=finish_reason)
+        if not body.stream:
+            choices, completion_tokens = await complete(job, request)
+            return dict(head, choices=choices, usage=usage(completion_tokens))
 
-        if body.stream:
-            async def events():
-                completion_tokens = 0
-                for index in range(body.n):
-                    token_count = 0
-                    async for text, finish_reason, token_count in while_connected(
-                            request, completion_pieces(prompt_ids, body, seed + index)):
-                        yield sse(dict(head, choices=[choice(index, text, finish_reason)]))
-                    completion_tokens += token_count
-                if body.stream_options and body.stream_options.include_usage:
-                    yield sse(dict(head, choices=[], usage=usage(completion_tokens)))
-                yield "data: [DONE]\n\n"
-            return StreamingResponse(events(), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+        async def events():
+            counts = {}
+            try:
+                async for items in batcher.updates(job, request):
+                    for item in items:
+                        counts[item["index"]] = item["count"]
+                        if not item["text"] and item["finish_reason"] is None and body.logprobs is None:
+                            continue  # a token that ends inside a character: nothing to show yet
+                        logprobs = logprobs_object(item["tokens"], item["offset"]) if body.logprobs is not None else None
+                        yield sse(dict(head, choices=[dict(text=item["text"], index=item["index"], logprobs=logprobs,
+                                                           finish_reason=item["finish_reason"])]))
+            except APIError as e:  # the status line has gone: the error is the stream's last event
+                yield sse(e.body)
+                return
+            if body.stream_options and body.stream_options.include_usage:
+                yield sse(dict(head, choices=[], usage=usage(sum(counts.values()))))
+            yield "data: [DONE]\n\n"
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-        choices, completion_tokens = [], 0
-        for index in range(body.n):
-            text, finish_reason, token_count = "", None, 0
-            async for piece, finish_reason, token_count in while_connected(
-                    request, completion_pieces(prompt_ids, body, seed + index)):
-                text += piece
-            choices.append(choice(index, text, finish_reason))
-            completion_tokens += token_count
-        return dict(head, choices=choices, usage=usage(completion_tokens))
+    @app.post("/generate")
+    async def generate(body: GenerateRequest, request: Request):
+        """{"generated_text": the continuation of `prompt`} (the prompt is not repeated), at most
+        `max_length` new tokens. Batched with /v1/completions."""
+        job = await submit(CompletionRequest(prompt=[body.prompt], max_tokens=body.max_length, top_k=body.top_k,
+                                             temperature=body.temperature, top_p=body.top_p))
+        choices, _ = await complete(job, request)
+        return dict(generated_text=choices[0]["text"])
 
     @app.get("/v1/models")
     async def models():
@@ -256,8 +491,11 @@ def create_app(model, tokenizer, model_name, normalization=None):
     @app.get("/health")
     async def health():
         """The loaded model and how busy the server is."""
+        waiting, active = list(batcher.waiting), list(batcher.active.values())
         return dict(status="ok", model=model_name, parameters=model.num_params(), vocab_size=tokenizer.vocab_size,
-                    block_size=model.config.block_size, device=str(device), **stats)
+                    block_size=model.config.block_size, device=str(batcher.device), max_batch=max_batch,
+                    max_queue=max_queue, queued_requests=len(waiting), active_requests=len({id(j) for j, _ in active}),
+                    queued_rows=sum(job.rows_needed for job in waiting), active_rows=len(active), **batcher.stats)
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -270,13 +508,19 @@ def main(argv=None):
     config, positional = common.configure(DEFAULTS, sys.argv[1:] if argv is None else argv)
     if positional:
         raise common.UsageError(f"unexpected argument {positional[0]!r} (use --key=value)")
-    ckpt_path = os.path.join(config["out_dir"], "ckpt.pt")
-    if not os.path.isfile(ckpt_path):
-        raise common.UsageError(f"no checkpoint at {ckpt_path} (train one with train.py, or set --out_dir)")
-    model, tokenizer, ckpt = load_checkpoint(ckpt_path, config["device"])  # in eval mode
+    if config["max_batch"] < 1 or config["max_queue"] < 1:
+        raise common.UsageError("max_batch and max_queue must be at least 1")
+    from train import resolve_device
+    device = resolve_device(config["device"], None)
+    try:  # a GPU index past the last one, or mps where there is none, fails here, not as a bad checkpoint
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise common.UsageError(f"device {config['device']!r} cannot be used: {str(e).strip().splitlines()[0]}") from e
+    model, tokenizer, normalization = load_out_dir(config["out_dir"], device, config["quantize"])  # in eval mode
     model_name = os.path.basename(os.path.normpath(config["out_dir"]))
-    app = create_app(model, tokenizer, model_name, ckpt.get("normalization"))
-    print(f"serving {model_name} at http://{config['host']}:{config['port']}/ (API docs at /docs)", flush=True)
+    app = create_app(model, tokenizer, model_name, normalization, config["max_batch"], config["max_queue"])
+    print(f"serving {model_name} on {device} at http://{config['host']}:{config['port']}/ (API docs at /docs)",
+          flush=True)
     uvicorn.run(app, host=config["host"], port=config["port"], log_level="warning")
 
 

@@ -17,9 +17,11 @@ import json
 import math
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import asdict
+from datetime import timedelta
 from types import SimpleNamespace
 
 import numpy as np
@@ -27,7 +29,9 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import bpe
 import common
+import sample
 from common import UsageError
 from model import (GPT, GPTConfig, measure_peak_flops, model_from_checkpoint, read_checkpoint,
                    tokenizer_hash)
@@ -40,6 +44,12 @@ eval_interval = 250  # optimizer steps between evaluations (a checkpoint follows
 eval_iters = 20  # batches per split in an evaluation; the same batches every time
 log_interval = 10  # optimizer steps between training log lines
 always_save_checkpoint = False  # save at every evaluation, not only when val loss improves
+sample_prompt = "ایران"  # at every evaluation the model continues this text, greedily, into the log
+sample_tokens = 32  # new tokens of that sample; 0 = no samples
+# experiment tracking, optional: Weights & Biases (pip install wandb), imported only when asked for
+wandb_log = False  # send losses, perplexities, LR, tokens/s, MFU and the samples to wandb too
+wandb_project = "persian-gpt"
+wandb_run_name = ""  # empty = the name of out_dir
 # model (a resumed run takes these from its checkpoint)
 n_layer = 6
 n_head = 6
@@ -72,6 +82,7 @@ device = "auto"  # "cpu", "cuda", "cuda:1", ... or "auto" (CUDA when available)
 dtype = "auto"  # "float32", "bfloat16" or "float16"; auto = bf16 on CUDA (fp16 if missing), fp32 on CPU
 compile = None  # torch.compile the model; None = on CUDA only (on a CPU it gains ~3% after ~40 s)
 peak_flops = 0.0  # device peak FLOP/s for MFU (0 = measure large matmuls at start)
+ddp_timeout_minutes = 5.0  # under torchrun: a collective waiting longer stops the run (a process died)
 seed = 1337
 
 DEFAULTS = {k: v for k, v in globals().items()
@@ -108,16 +119,20 @@ class TokenWindows(torch.utils.data.Dataset):
         x, y = self.windows(np.array([i]))
         return x[0], y[0]
 
-    def windows(self, starts):
-        """(x, y) int64 tensors of shape (len(starts), block_size) for the windows at `starts`."""
+    def windows(self, starts, device="cpu"):
+        """(x, y) int64 tensors of shape (len(starts), block_size) on device for the windows at `starts`."""
         # one fancy-indexing read touches only these bytes of the memmap, never the whole file
         rows = self.tokens[starts[:, None] + np.arange(self.block_size + 1)]
-        rows = torch.from_numpy(rows.astype(np.int64))
+        rows = torch.from_numpy(rows.astype(np.int64))  # one contiguous block
+        if torch.device(device).type == "cuda":
+            # Pinned host memory lets the copy run while the GPU works. Pinning the one contiguous
+            # block of rows copies it once; x and y, overlapping views of it, are cut on the GPU.
+            rows = rows.pin_memory().to(device, non_blocking=True)
         return rows[:, :-1], rows[:, 1:]
 
-    def batch(self, batch_size, *key):
+    def batch(self, batch_size, *key, device="cpu"):
         rng = np.random.default_rng((self.seed, *key))
-        return self.windows(rng.integers(0, len(self), size=batch_size))
+        return self.windows(rng.integers(0, len(self), size=batch_size), device)
 
 
 def get_lr(cfg, iter_num, train_seconds):
@@ -144,6 +159,10 @@ def check_config(cfg):
     for key in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
         if getattr(cfg, key) < 1:
             raise UsageError(f"{key} must be at least 1, got {getattr(cfg, key)}")
+    if cfg.sample_tokens < 0:
+        raise UsageError(f"sample_tokens must be 0 (no samples) or more, got {cfg.sample_tokens}")
+    if cfg.ddp_timeout_minutes <= 0:
+        raise UsageError(f"ddp_timeout_minutes must be positive, got {cfg.ddp_timeout_minutes}")
 
 
 def read_data_dir(data_dir):
@@ -198,6 +217,72 @@ def resolve_device(name, local_rank):
     return device
 
 
+# Datasheet peaks of dense 16-bit (bf16 = fp16) tensor-core matmuls with fp32 accumulation,
+# without 2:4 sparsity (NVIDIA's headline figures are twice these), by the name CUDA reports
+# after "NVIDIA ". MFU against them compares with other projects' figures; the measured peak
+# that train.py divides by is what this GPU reaches at its clocks and power limit.
+DATASHEET_PEAK_FLOPS = {"A100": 312e12, "H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12,
+                        "H200 NVL": 835e12, "H200": 989e12, "GH200": 989e12, "L4": 121e12,
+                        "GeForce RTX 4090": 165e12, "GeForce RTX 4090 D": None}  # None: cut down, unknown
+
+
+def datasheet_peak_flops(device_name):
+    """The table's peak for a GPU name such as "NVIDIA A100-SXM4-80GB" or "NVIDIA H100 80GB HBM3"
+    (the longest name it starts with, as a whole word), or None for a GPU not in the table."""
+    name = device_name.removeprefix("NVIDIA ")
+    known = [key for key in DATASHEET_PEAK_FLOPS if name == key or name.startswith((key + " ", key + "-"))]
+    return DATASHEET_PEAK_FLOPS[max(known, key=len)] if known else None
+
+
+def node_label(rank):
+    """Which process this is, for messages of a torchrun run (which sets GROUP_RANK and LOCAL_RANK)."""
+    return (f"rank {rank} on {socket.gethostname()} (node {os.environ.get('GROUP_RANK', '0')}, "
+            f"local rank {os.environ.get('LOCAL_RANK', '0')})")
+
+
+@contextlib.contextmanager
+def fail_together(ddp, rank):
+    """Run the block in every process; if it fails in any of them, raise in all of them.
+
+    Processes sometimes do different work: each reads its own disk at start-up (a node may lack
+    the data or the checkpoint), and only rank 0 logs, evaluates and saves. A process failing
+    there alone would leave the others blocked in their next collective (DDP's gradient
+    all-reduce) until the process group's timeout, minutes later. So after such a block every
+    process tells the others whether it failed, in one small all-gather (gloo and nccl alike),
+    and all stop at once: the failed one with its own error, the others naming it and its message.
+
+    Failures inside a training step, where every process runs the same collectives, cannot be
+    announced this way. The failed process exits at once (no barrier on the way out), torchrun
+    stops the other processes of its node, and those on other nodes stop when their collective
+    times out (ddp_timeout_minutes; with nccl, the watchdog then ends the process)."""
+    error = None
+    try:
+        yield
+    except Exception as e:  # a full disk, CUDA out of memory, a file missing on this node ...
+        error = e
+    if ddp:
+        report = None
+        if error is not None:
+            text = str(error) if isinstance(error, UsageError) else f"{type(error).__name__}: {error}"
+            report = f"{node_label(rank)}: {(text.strip().splitlines() or [type(error).__name__])[0]}"
+        reports = [None] * dist.get_world_size()
+        dist.all_gather_object(reports, report)
+        if isinstance(error, UsageError):
+            raise UsageError(reports[rank]) from error
+        failed = [report for report in reports if report is not None]
+        if failed and error is None:
+            raise UsageError(f"stopping because {failed[0]}")
+    if error is not None:
+        raise error
+
+
+def inject_failure(rank, where, iter_num):
+    """For the tests only: TRAIN_FAIL_AT=RANK:WHERE:STEP makes that process fail at that point
+    (WHERE: "start", "step" or "eval") as a full disk or CUDA running out of memory would."""
+    if os.environ.get("TRAIN_FAIL_AT") == f"{rank}:{where}:{iter_num}":
+        raise RuntimeError(f"failure injected by TRAIN_FAIL_AT={rank}:{where}:{iter_num}")
+
+
 @torch.no_grad()
 def estimate_loss(model, splits, eval_iters, batch_size, device, autocast):
     """Mean loss of each split over the same eval_iters fixed batches every time."""
@@ -206,13 +291,68 @@ def estimate_loss(model, splits, eval_iters, batch_size, device, autocast):
     for name, data in splits.items():
         total = 0.0
         for k in range(eval_iters):
-            x, y = data.batch(batch_size, 1, k)
+            x, y = data.batch(batch_size, 1, k, device=device)
             with autocast:
-                _, loss = model(x.to(device), y.to(device))
+                _, loss = model(x, y)
             total += loss.item()
         losses[name] = total / eval_iters
     model.train()
     return losses
+
+
+def resume_loss_scale(scaler, saved_state, source, ptdtype, master):
+    """Load the fp16 loss scale of a resumed run, or start one afresh when the precision changed.
+
+    A GradScaler is on only under fp16 and saves an empty state otherwise; a run saved under
+    bf16 or fp32 and resumed under fp16 (or the reverse) has no scale to carry over."""
+    if bool(saved_state) == scaler.is_enabled():
+        scaler.load_state_dict(saved_state)
+    elif master:
+        change = ("without fp16 loss scaling; this run is float16, so the loss scale starts afresh"
+                  if scaler.is_enabled() else
+                  f"in float16 with loss scaling; this run is {str(ptdtype)[6:]} and needs none")
+        print(f"note: {source} was trained {change}", file=sys.stderr, flush=True)
+
+
+def sample_prompt_ids(text, from_prepare, block_size):
+    """(tokenizer, prompt ids) of the training-time sample: a document start, then the text
+    normalised as prepare.py normalised the data, as sample.py reads a prompt."""
+    tokenizer = bpe.Tokenizer.from_json(from_prepare["tokenizer"])
+    _, ids = sample.encode_prompt(text, tokenizer, block_size, from_prepare["normalization"])
+    return tokenizer, ids
+
+
+def training_sample(model, tokenizer, prompt_ids, max_new_tokens, autocast):
+    """The model's greedy continuation of the prompt. Greedy, so it depends on the weights alone:
+    from one evaluation to the next, the text changes only as much as training changed the model."""
+    model.eval()
+    with autocast:
+        new_ids = list(sample.generate(model, prompt_ids, max_new_tokens, greedy=True,
+                                       stop_ids=(tokenizer.eot_id,)))
+    model.train()
+    return "".join(sample.stream_text(tokenizer, new_ids))
+
+
+def start_tracking(cfg, config):
+    """A wandb run if wandb_log is set, else None. wandb is imported only here: nothing else needs it."""
+    if not cfg.wandb_log:
+        return None
+    try:
+        import wandb
+    except ImportError as e:
+        raise UsageError("wandb_log=True needs wandb: pip install wandb") from e
+    name = cfg.wandb_run_name or os.path.basename(os.path.abspath(cfg.out_dir))
+    return wandb.init(project=cfg.wandb_project, name=name, config=config)
+
+
+def tracked(record):
+    """What a log.jsonl record gives the tracker: its numbers and sample, and the perplexity of each loss."""
+    values = {key: value for key, value in record.items() if key != "iter" and (key == "sample" or (
+        isinstance(value, (int, float)) and not isinstance(value, bool)))}
+    for key in ("loss", "train_loss", "val_loss"):
+        if key in record:
+            values[key.replace("loss", "perplexity")] = math.exp(min(record[key], 700))  # no overflow
+    return values
 
 
 def save_checkpoint(path, model, optimizers, scaler, config, iter_num, best_val_loss,
@@ -243,7 +383,6 @@ def open_log(path, resume_iter):
 def train(config):
     cfg = SimpleNamespace(**config)
     check_config(cfg)
-    vocab_size, from_prepare = read_data_dir(cfg.data_dir)
     ddp = "RANK" in os.environ  # set by torchrun
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if cfg.gradient_accumulation_steps % world_size:
@@ -257,76 +396,106 @@ def train(config):
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
     ptdtype = DTYPES[cfg.dtype if cfg.dtype != "auto" else "float32" if device.type == "cpu" else "bfloat16"]
-    if ptdtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    # auto: bf16 only on GPUs that compute it, compute capability 8.0 on (Ampere), as in
+    # model.autocast_for. Older ones (V100, T4) emulate it, slowly, and torch.cuda.is_bf16_supported()
+    # counts emulation as support unless including_emulation=False; they get fp16 and a GradScaler.
+    if cfg.dtype == "auto" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
         ptdtype = torch.float16
+    if ddp:  # the timeout bounds how long a process waits for one that died (see fail_together)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=timedelta(minutes=cfg.ddp_timeout_minutes),
+                                device_id=device if device.type == "cuda" else None)
     master = rank == 0
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
 
-    # the model: new, resumed, or another run's weights to fine-tune
-    torch.manual_seed(cfg.seed)
-    ckpt = None
-    if cfg.init_from == "scratch":
-        model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer,
-                              n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
-                              pos_emb=cfg.pos_emb, norm=cfg.norm, mlp=cfg.mlp,
-                              qk_norm=cfg.qk_norm, tie_weights=cfg.tie_weights))
-    else:
-        source = ckpt_path if cfg.init_from == "resume" else cfg.init_from
-        ckpt = read_checkpoint(source, device)
-        if ckpt["tokenizer_sha256"] != from_prepare["tokenizer_sha256"]:
-            raise UsageError(f"{source} was trained with another tokenizer than {cfg.data_dir}/tokenizer.json")
+    # the model: new, resumed, or another run's weights to fine-tune. Every process reads the data
+    # and the checkpoint from its own node's disk, so every process checks that they are there.
+    with fail_together(ddp, rank):
+        inject_failure(rank, "start", 0)
+        vocab_size, from_prepare = read_data_dir(cfg.data_dir)
+        torch.manual_seed(cfg.seed)
+        ckpt = None
+        if cfg.init_from == "scratch":
+            model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer,
+                                  n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
+                                  pos_emb=cfg.pos_emb, norm=cfg.norm, mlp=cfg.mlp,
+                                  qk_norm=cfg.qk_norm, tie_weights=cfg.tie_weights))
+        else:
+            source = ckpt_path if cfg.init_from == "resume" else cfg.init_from
+            ckpt = read_checkpoint(source, device)
+            if ckpt["tokenizer_sha256"] != from_prepare["tokenizer_sha256"]:
+                raise UsageError(f"{source} was trained with another tokenizer than {cfg.data_dir}/tokenizer.json")
+            if cfg.init_from == "resume":
+                model = model_from_checkpoint(ckpt, source)
+            else:  # fine-tuning may use a new dropout and a shorter context
+                model = model_from_checkpoint(ckpt, source, dropout=cfg.dropout)
+                if cfg.block_size < model.config.block_size:
+                    model.crop_block_size(cfg.block_size)
+        model.to(device)
+        optimizers = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
+                                                device.type, cfg.optimizer)
+        scaler = torch.amp.GradScaler(device.type, enabled=ptdtype == torch.float16)  # fp16 needs loss scaling
+        iter_num, best_val_loss, train_seconds = 0, math.inf, 0.0
         if cfg.init_from == "resume":
-            model = model_from_checkpoint(ckpt, source)
-        else:  # fine-tuning may use a new dropout and a shorter context
-            model = model_from_checkpoint(ckpt, source, dropout=cfg.dropout)
-            if cfg.block_size < model.config.block_size:
-                model.crop_block_size(cfg.block_size)
-    model.to(device)
-    optimizers = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
-                                            device.type, cfg.optimizer)
-    scaler = torch.amp.GradScaler(device.type, enabled=ptdtype == torch.float16)  # fp16 needs loss scaling
-    iter_num, best_val_loss, train_seconds = 0, math.inf, 0.0
-    if cfg.init_from == "resume":
-        if len(ckpt["optimizers"]) != len(optimizers):
-            raise UsageError(f"{source} was trained with another optimizer (set --optimizer as it was)")
-        for optimizer, state in zip(optimizers, ckpt["optimizers"]):
-            optimizer.load_state_dict(state)
-        scaler.load_state_dict(ckpt["scaler"])
-        iter_num, best_val_loss, train_seconds = ckpt["iter_num"], ckpt["best_val_loss"], ckpt["train_seconds"]
-    ckpt = None  # free its memory
+            if len(ckpt["optimizers"]) != len(optimizers):
+                raise UsageError(f"{source} was trained with another optimizer (set --optimizer as it was)")
+            for optimizer, state in zip(optimizers, ckpt["optimizers"]):
+                optimizer.load_state_dict(state)
+            resume_loss_scale(scaler, ckpt["scaler"], source, ptdtype, master)
+            iter_num, best_val_loss, train_seconds = ckpt["iter_num"], ckpt["best_val_loss"], ckpt["train_seconds"]
+        ckpt = None  # free its memory
 
-    block = model.config.block_size
-    train_data = TokenWindows(load_tokens(os.path.join(cfg.data_dir, "train.bin")), block, cfg.seed)
-    val_data = TokenWindows(load_tokens(os.path.join(cfg.data_dir, "val.bin")), block, cfg.seed)
-    if ddp:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        block = model.config.block_size
+        train_data = TokenWindows(load_tokens(os.path.join(cfg.data_dir, "train.bin")), block, cfg.seed)
+        val_data = TokenWindows(load_tokens(os.path.join(cfg.data_dir, "val.bin")), block, cfg.seed)
     use_compile = device.type == "cuda" if cfg.compile is None else cfg.compile
     fast_model = torch.compile(model) if use_compile else model
-    train_model = DDP(fast_model, device_ids=[device.index] if device.type == "cuda" else None) if ddp else fast_model
+    # Compile, then wrap, as PyTorch's guide to where to apply torch.compile does: DDP's forward
+    # runs the compiled module with DDP marked active, so TorchDynamo's DDPOptimizer cuts the
+    # graph at DDP's gradient buckets and each bucket's all-reduce overlaps the rest of the
+    # backward pass.
+    train_model = fast_model
+    if ddp:
+        train_model = DDP(fast_model, device_ids=[device.index] if device.type == "cuda" else None)
+        # The only buffer, the rotary frequencies, is a constant that every process computes
+        # alike: DDP need not resend it from rank 0 before every forward. (Set as an attribute:
+        # torch 2.13 renamed the keyword, and the attribute works before and after.)
+        train_model.broadcast_buffers = False
     autocast = torch.autocast(device.type, dtype=ptdtype) if ptdtype != torch.float32 else contextlib.nullcontext()
-    peak = cfg.peak_flops or (measure_peak_flops(device, ptdtype) if master else 1.0)
     tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block
+    datasheet_peak = (datasheet_peak_flops(torch.cuda.get_device_name(device))
+                      if device.type == "cuda" and ptdtype != torch.float32 else None)
 
     def fetch(step, micro):
-        x, y = train_data.batch(cfg.batch_size, 0, step, rank * accum + micro)
-        if device.type == "cuda":  # pinned host memory lets the copy overlap the GPU's work
-            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-        return x, y
+        return train_data.batch(cfg.batch_size, 0, step, rank * accum + micro, device=device)
 
-    log_file = open_log(os.path.join(cfg.out_dir, "log.jsonl"), iter_num if cfg.init_from == "resume" else None) if master else None
+    with fail_together(ddp, rank):  # rank 0 alone measures the peak and opens the log
+        peak = cfg.peak_flops or (measure_peak_flops(device, ptdtype) if master else 1.0)
+        resumed_at = iter_num if cfg.init_from == "resume" else None
+        log_file = open_log(os.path.join(cfg.out_dir, "log.jsonl"), resumed_at) if master else None
+        tracker = start_tracking(cfg, config) if master else None
 
     def log(record, text):
         print(text, flush=True)
-        log_file.write(json.dumps(record) + "\n")
+        log_file.write(json.dumps(record, ensure_ascii=False) + "\n")
         log_file.flush()
+        if tracker is not None:
+            tracker.log(tracked(record), step=record["iter"])
+
+    prompt = None  # (tokenizer, ids) of the training-time sample, made at the first evaluation
 
     def evaluate_and_save(lr):
-        nonlocal best_val_loss
+        nonlocal best_val_loss, prompt
         losses = estimate_loss(fast_model, {"train": train_data, "val": val_data}, cfg.eval_iters,
                                cfg.batch_size, device, autocast)
-        log({"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
-             "train_s": train_seconds, "elapsed_s": time.time() - start_time},
-            f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        record = {"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
+                  "train_s": train_seconds, "elapsed_s": time.time() - start_time}
+        text = f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
+        if cfg.sample_tokens:
+            prompt = prompt or sample_prompt_ids(cfg.sample_prompt, from_prepare, block)
+            record["sample"] = training_sample(model, *prompt, cfg.sample_tokens, autocast)
+            text += f"\n  sample: {cfg.sample_prompt}{record['sample']}"
+        log(record, text)
         if iter_num > 0 and (losses["val"] < best_val_loss or cfg.always_save_checkpoint):
             best_val_loss = min(best_val_loss, losses["val"])
             save_checkpoint(ckpt_path, model, optimizers, scaler, config, iter_num, best_val_loss,
@@ -344,21 +513,26 @@ def train(config):
 
     previous_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
     start_time = time.time()
+    completed = False
     try:
-        if master:
-            log({"iter": iter_num, "params": model.num_params(), "flops_per_token": model.flops_per_token(),
-                 "peak_flops": peak, "tokens_per_step": tokens_per_iter, "processes": world_size,
-                 "device": str(device), "dtype": str(ptdtype)[6:], "compile": use_compile},
-                f"{model.num_params() / 1e6:.2f}M parameters, {tokens_per_iter:,} tokens per step, "
-                f"{world_size} process(es) on {device}, {str(ptdtype)[6:]}, compile={use_compile}, "
-                f"peak {peak / 1e9:,.0f} GFLOP/s")
-            if iter_num == 0:
-                evaluate_and_save(get_lr(cfg, 0, 0.0))
+        with fail_together(ddp, rank):
+            if master:
+                sheet = f", datasheet {datasheet_peak / 1e12:,.0f} TFLOP/s" if datasheet_peak else ""
+                log({"iter": iter_num, "params": model.num_params(), "flops_per_token": model.flops_per_token(),
+                     "peak_flops": peak, "datasheet_peak_flops": datasheet_peak, "tokens_per_step": tokens_per_iter,
+                     "processes": world_size, "device": str(device), "dtype": str(ptdtype)[6:],
+                     "compile": use_compile},
+                    f"{model.num_params() / 1e6:.2f}M parameters, {tokens_per_iter:,} tokens per step, "
+                    f"{world_size} process(es) on {device}, {str(ptdtype)[6:]}, compile={use_compile}, "
+                    f"peak {peak / 1e9:,.0f} GFLOP/s measured{sheet}")
+                if iter_num == 0:
+                    evaluate_and_save(get_lr(cfg, 0, 0.0))
         x, y = fetch(iter_num, 0)
         budget_seconds = 60 * cfg.max_minutes
         interval_seconds, interval_steps = 0.0, 0
         t_last = time.perf_counter()
         while iter_num < cfg.max_iters and not (budget_seconds and train_seconds >= budget_seconds):
+            inject_failure(rank, "step", iter_num)
             lr = get_lr(cfg, iter_num, train_seconds)
             for optimizer in optimizers:
                 for group in optimizer.param_groups:
@@ -400,38 +574,52 @@ def train(config):
             interval_seconds += step_seconds
             interval_steps += 1
 
-            if master and (iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters):
-                tokens_per_s = interval_steps * tokens_per_iter / interval_seconds
-                mfu = model.estimate_mfu(tokens_per_s / world_size, peak)
-                log({"iter": iter_num, "loss": lossf, "lr": lr, "grad_norm": grad_norm.item(),
-                     "tokens_per_s": tokens_per_s, "mfu": mfu, "step_ms": 1000 * interval_seconds / interval_steps,
-                     "train_s": train_seconds, "elapsed_s": time.time() - start_time,
-                     **({"gpu_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20} if device.type == "cuda" else {})},
-                    f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {tokens_per_s:,.0f} tokens/s, "
-                    f"{1000 * interval_seconds / interval_steps:.0f} ms/step, mfu {100 * mfu:.1f}%")
-                interval_seconds, interval_steps = 0.0, 0
             finished = iter_num >= cfg.max_iters or (budget_seconds and train_seconds >= budget_seconds)
-            if stop:
-                if master:
+            log_now = iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters
+            eval_now = iter_num % cfg.eval_interval == 0 or finished
+            if not (log_now or eval_now or stop):
+                continue
+            with fail_together(ddp, rank):  # rank 0 logs, evaluates and saves; the others wait to hear
+                inject_failure(rank, "eval", iter_num)
+                if master and log_now:
+                    tokens_per_s = interval_steps * tokens_per_iter / interval_seconds
+                    mfu = model.estimate_mfu(tokens_per_s / world_size, peak)
+                    mfu_sheet = datasheet_peak and model.estimate_mfu(tokens_per_s / world_size, datasheet_peak)
+                    log({"iter": iter_num, "loss": lossf, "lr": lr, "grad_norm": grad_norm.item(),
+                         "tokens_per_s": tokens_per_s, "mfu": mfu, "mfu_datasheet": mfu_sheet,
+                         "step_ms": 1000 * interval_seconds / interval_steps,
+                         "train_s": train_seconds, "elapsed_s": time.time() - start_time,
+                         **({"gpu_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20} if device.type == "cuda" else {})},
+                        f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {tokens_per_s:,.0f} tokens/s, "
+                        f"{1000 * interval_seconds / interval_steps:.0f} ms/step, mfu {100 * mfu:.1f}%"
+                        + (f" ({100 * mfu_sheet:.1f}% of the datasheet peak)" if mfu_sheet else ""))
+                    interval_seconds, interval_steps = 0.0, 0
+                if master and stop:
                     save_checkpoint(ckpt_path, model, optimizers, scaler, config, iter_num, best_val_loss,
                                     train_seconds, from_prepare)
                     print(f"stopped at step {iter_num}; saved {ckpt_path} (continue with --init_from=resume)",
                           flush=True)
+                elif master and eval_now:
+                    evaluate_and_save(get_lr(cfg, iter_num, train_seconds))
+            if stop:
                 break
-            if master and (iter_num % cfg.eval_interval == 0 or finished):
-                evaluate_and_save(get_lr(cfg, iter_num, train_seconds))
+            if eval_now:
                 t_last = time.perf_counter()  # evaluation is not training time
+        completed = True
     finally:
         for signum, handler in previous_handlers.items():
             signal.signal(signum, handler)
         if log_file:
             log_file.close()
+        if tracker is not None:
+            tracker.finish()
         if ddp:
-            # Let rank 0 finish its last evaluation and save, and free DDP's reducer while
-            # its process group still exists: torn down in the other order, gloo can hang.
-            dist.barrier()
+            # Free DDP's reducer while its process group still exists: torn down in the other
+            # order, gloo can hang. After a failure the processes may be out of step, so the
+            # group is left for the process exit to close instead of waiting on the others.
             del train_model
-            dist.destroy_process_group()
+            if completed:
+                dist.destroy_process_group()
 
 
 def main():

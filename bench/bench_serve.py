@@ -1,20 +1,23 @@
 """
-Load test for serve.py on loopback: concurrent clients stream completions for a bounded time;
-report requests per second, latency and time to first token, and fail on any failed request.
+Load test for serve.py on loopback: 1, 4 and 8 concurrent clients in turn, each streaming
+completions for a bounded time; a table of tokens per second, latency, time to first token and
+failed requests, checked against serve.py's targets.
 
-    python bench/bench_serve.py                                    # a tiny random model, ~20 s
-    python bench/bench_serve.py --out_dir=out-fawiki-small --clients=8 --seconds=60
-    python bench/bench_serve.py --seconds=5 --max_requests=40      # a quick check
+    python bench/bench_serve.py                                    # a tiny random model, ~1 minute
+    python bench/bench_serve.py --out_dir=out-fawiki-small --seconds=60
+    python bench/bench_serve.py --clients="[1, 16]" --seconds=3    # a quick check
 
-The server is started here, as `python serve.py` on a free 127.0.0.1 port, serving --out_dir
-or, when that is empty, a tiny random model written to a temporary folder (its text is noise;
-its speed shows the server's own overhead). Each client sends one streamed request after
-another, each with its own seed, until the time or the request budget runs out. Latency is
-from sending the request to the end of the stream; time to first token is to the first
-chunk holding text. Requests share one model thread, so with more clients each request
-takes longer while the total throughput stays about the same. The server inherits this
-process's environment, so OMP_NUM_THREADS=1 python bench/bench_serve.py measures a server
-running the model on one PyTorch thread.
+The server is started here, as `python serve.py` on a free 127.0.0.1 port with --max_batch as
+large as the most clients, serving --out_dir or, when that is empty, a tiny random model written
+to a temporary folder (its text is noise; its speed shows the server's own overhead). Each
+client sends one streamed request after another, each with its own seed, until the time or the
+request budget of that level runs out. Latency is from sending the request to the end of the
+stream; time to first token is to the first chunk holding text. serve.py decodes the requests
+in flight together, one forward pass per step for all of them, so more clients should bring
+more tokens per second; "mean batch" is the rows per step the server reports. The targets:
+8 clients at least 4x the tokens per second of 1, p95 time to first token at most 250 ms, no
+failed request. The server inherits this process's environment, so OMP_NUM_THREADS=1 python
+bench/bench_serve.py measures a server running the model on one PyTorch thread.
 """
 
 import contextlib
@@ -41,14 +44,14 @@ from model import GPT, GPTConfig, tokenizer_hash  # noqa: E402
 
 DEFAULTS = {
     "out_dir": "",  # checkpoint folder to serve; empty = a tiny random model
-    "clients": 4,  # concurrent clients, each sending one request after another
-    "seconds": 20.0,  # how long the clients keep sending new requests
-    "max_requests": 400,  # stop sending earlier once this many have been sent
+    "clients": [1, 4, 8],  # concurrency levels, measured in turn against one server
+    "seconds": 20.0,  # how long the clients of each level keep sending new requests
+    "max_requests": 400,  # per level: stop sending earlier once this many have been sent
     "max_tokens": 64,  # tokens asked for per completion
     "prompt": "تهران بزرگ‌ترین شهر ایران است و",
     "temperature": 0.8,
     "top_k": 200,
-    "device": "cpu",  # where serve.py runs the model
+    "device": "auto",  # where serve.py runs the model
     "out": os.path.join(ROOT, "bench", "results", "serve.json"),  # figures as JSON; "" writes none
 }
 TINY_TEXTS = [  # the tiny random model's tokenizer is trained on these few lines
@@ -76,7 +79,7 @@ def free_port():
 
 
 @contextlib.contextmanager
-def running_server(out_dir, device="cpu", startup_seconds=120):
+def running_server(out_dir, device="auto", max_batch=16, startup_seconds=120):
     """Yield the base URL of serve.py serving out_dir (or a tiny random model) on loopback."""
     with tempfile.TemporaryDirectory() as tmp:
         if not out_dir:
@@ -86,7 +89,8 @@ def running_server(out_dir, device="cpu", startup_seconds=120):
         port = free_port()
         with open(os.path.join(tmp, "serve.log"), "w+", encoding="utf-8") as log:
             server = subprocess.Popen([sys.executable, os.path.join(ROOT, "serve.py"), f"--out_dir={out_dir}",
-                                       f"--port={port}", f"--device={device}"], stdout=log, stderr=log)
+                                       f"--port={port}", f"--device={device}", f"--max_batch={max_batch}"],
+                                      stdout=log, stderr=log)
             url = f"http://127.0.0.1:{port}"
             try:
                 deadline = time.monotonic() + startup_seconds
@@ -103,10 +107,14 @@ def running_server(out_dir, device="cpu", startup_seconds=120):
 
 def healthy(url):
     try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
+        return health(url) is not None
     except OSError:
         return False
+
+
+def health(url):
+    with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+        return json.load(response)
 
 
 def streamed_completion(url, body, timeout=300):
@@ -129,8 +137,8 @@ def streamed_completion(url, body, timeout=300):
     raise ValueError("the stream ended without data: [DONE]")
 
 
-def load_test(url, config):
-    """Run the clients; return one dict per request: ttft, latency, tokens, or error."""
+def load_test(url, config, clients):
+    """Run `clients` clients; return one dict per request: ttft, latency, tokens, or error."""
     numbers = itertools.count()
     results, lock = [], threading.Lock()
     deadline = time.monotonic() + config["seconds"]
@@ -152,7 +160,7 @@ def load_test(url, config):
             with lock:
                 results.append(result)
 
-    threads = [threading.Thread(target=client) for _ in range(config["clients"])]
+    threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -160,7 +168,7 @@ def load_test(url, config):
     return results
 
 
-def summarize(results, seconds):
+def summarize(results, seconds, steps):
     ok = [r for r in results if "error" not in r]
     latency = np.array([r["latency"] for r in ok])
     ttft = np.array([r["ttft"] for r in ok if r["ttft"] is not None])
@@ -172,37 +180,69 @@ def summarize(results, seconds):
     return dict(requests=len(results), failed=len(results) - len(ok), wall_seconds=round(seconds, 2),
                 requests_per_second=round(len(ok) / seconds, 2), tokens_per_second=round(tokens / seconds, 1),
                 latency_p50_ms=ms(latency, 50), latency_p95_ms=ms(latency, 95),
-                ttft_p50_ms=ms(ttft, 50), ttft_p95_ms=ms(ttft, 95),
+                ttft_p50_ms=ms(ttft, 50), ttft_p95_ms=ms(ttft, 95), mean_batch=round(steps[0] / max(steps[1], 1), 2),
                 errors=sorted({r["error"] for r in results if "error" in r})[:5])
+
+
+COLUMNS = [("clients", "clients"), ("requests", "requests"), ("failed", "failed"), ("tokens/s", "tokens_per_second"),
+           ("latency p50 ms", "latency_p50_ms"), ("p95", "latency_p95_ms"), ("TTFT p50 ms", "ttft_p50_ms"),
+           ("p95", "ttft_p95_ms"), ("mean batch", "mean_batch")]
+
+
+def targets(levels):
+    """(description, met) of each target that the measured levels allow checking."""
+    by_clients = {level["clients"]: level for level in levels}
+    checks = [(f"no failed request ({sum(level['failed'] for level in levels)} failed)",
+               all(level["failed"] == 0 for level in levels))]
+    if 1 in by_clients and 8 in by_clients:
+        ratio = by_clients[8]["tokens_per_second"] / max(by_clients[1]["tokens_per_second"], 1e-9)
+        checks.append((f"8 clients >= 4x the tokens/s of 1 ({ratio:.1f}x)", ratio >= 4))
+    if 8 in by_clients and by_clients[8]["ttft_p95_ms"] is not None:
+        checks.append((f"p95 time to first token at 8 clients <= 250 ms ({by_clients[8]['ttft_p95_ms']:.0f} ms)",
+                       by_clients[8]["ttft_p95_ms"] <= 250))
+    return checks
 
 
 def main(argv=None):
     config, positional = common.configure(DEFAULTS, sys.argv[1:] if argv is None else argv)
     if positional:
         raise common.UsageError(f"unexpected argument {positional[0]!r} (use --key=value)")
-    if config["clients"] < 1 or config["max_requests"] < 1 or config["seconds"] <= 0:
-        raise common.UsageError("clients and max_requests must be >= 1 and seconds > 0")
-    with running_server(config["out_dir"], config["device"]) as url:
-        with urllib.request.urlopen(f"{url}/health") as response:
-            health = json.load(response)
+    clients = config["clients"]
+    if not clients or any(not isinstance(c, int) or c < 1 for c in clients):
+        raise common.UsageError(f"clients must be a list of positive integers, got {clients!r}")
+    if config["max_requests"] < 1 or config["seconds"] <= 0:
+        raise common.UsageError("max_requests must be >= 1 and seconds > 0")
+    levels = []
+    with running_server(config["out_dir"], config["device"], max(clients)) as url:
+        about = health(url)
         streamed_completion(url, dict(prompt=config["prompt"], max_tokens=4, stream=True))  # warm-up
-        started = time.perf_counter()
-        results = load_test(url, config)
-        seconds = time.perf_counter() - started
-    report = dict(model=health["model"], parameters=health["parameters"], device=health["device"],
-                  clients=config["clients"], max_tokens=config["max_tokens"], **summarize(results, seconds))
+        for count in clients:
+            before, started = health(url), time.perf_counter()
+            results = load_test(url, config, count)
+            seconds, after = time.perf_counter() - started, health(url)
+            steps = [after[key] - before[key] for key in ("generated_tokens", "decode_steps")]
+            levels.append(dict(clients=count, **summarize(results, seconds, steps)))
+    report = dict(model=about["model"], parameters=about["parameters"], device=about["device"],
+                  max_tokens=config["max_tokens"], seconds_per_level=config["seconds"], levels=levels)
+    report["targets"] = [dict(target=text, met=met) for text, met in targets(levels)]
     print(f"{report['model']} ({report['parameters']:,} parameters, {report['device']}), "
-          f"{report['clients']} clients, {report['max_tokens']} tokens per request")
-    for key in ("requests", "failed", "requests_per_second", "tokens_per_second", "latency_p50_ms",
-                "latency_p95_ms", "ttft_p50_ms", "ttft_p95_ms"):
-        print(f"  {key:20s} {report[key]}")
+          f"{report['max_tokens']} tokens per request, {config['seconds']:g} s per level")
+    widths = [max(len(title), 7) for title, _ in COLUMNS]
+    print(" | ".join(f"{title:>{width}}" for (title, _), width in zip(COLUMNS, widths)))
+    for level in levels:
+        print(" | ".join(f"{level[key] if level[key] is not None else '-':>{width}}"
+                         for (_, key), width in zip(COLUMNS, widths)))
+    for target in report["targets"]:
+        print(f"  [{'met' if target['met'] else 'NOT met'}] {target['target']}")
     if config["out"]:
         with common.atomic_path(config["out"]) as tmp:
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump(report, f, ensure_ascii=False, indent=2)
         print(f"wrote {config['out']}")
-    if report["failed"]:
-        sys.exit(f"error: {report['failed']} of {report['requests']} requests failed: {report['errors']}")
+    failed = sum(level["failed"] for level in levels)
+    if failed:
+        errors = sorted({e for level in levels for e in level["errors"]})[:5]
+        sys.exit(f"error: {failed} of {sum(level['requests'] for level in levels)} requests failed: {errors}")
 
 
 if __name__ == "__main__":

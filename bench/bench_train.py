@@ -3,11 +3,13 @@ Training benchmarks, both run through the real train.py loop.
 
 Throughput (the default): random tokens at fixed shapes, eager and then torch.compile.
 Reports tokens/s, step time, peak memory and MFU = tokens/s x flops_per_token / the matmul
-peak (fp32 on a CPU, bf16 on a GPU) that train.py measures at the start of the same run.
+peak (fp32 on a CPU, bf16 on a GPU) that train.py measures at the start of the same run; on a
+GPU of train.DATASHEET_PEAK_FLOPS, also MFU against its datasheet's dense bf16 peak.
 
     python bench/bench_train.py                     # 6 layers, 6 heads, 384 wide, block 256, batch 16, vocab 16384
     python bench/bench_train.py --n_layer=1 --batch_size=2 --steps=2 --compile_modes="[False]"   # smoke test
-    python bench/bench_train.py --device=cuda --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 --vocab_size=32768
+    python bench/bench_train.py --device=cuda --n_layer=12 --n_head=12 --n_embd=768 --block_size=1024 \
+        --batch_size=32 --vocab_size=32768                   # GPT-2 small shapes, config/fawiki_gpu.py's micro-batch
 
 Time to quality (--minutes > 0): train each variant of a config for the same minutes of
 training time (evaluation excluded) on real data; the lowest final val loss wins.
@@ -91,7 +93,8 @@ def throughput(c):
             shape = [f"--{k}={c[k]}" for k in ("device", "n_layer", "n_head", "n_embd", "block_size", "batch_size")]
             peak_mib = run_train([*shape, f"--data_dir={data}", f"--out_dir={out}", f"--compile={compiled}",
                                   f"--max_iters={c['warmup_steps'] + c['steps']}", "--log_interval=1",
-                                  "--eval_interval=1000000", "--eval_iters=1", "--warmup_iters=0"])
+                                  "--eval_interval=1000000", "--eval_iters=1", "--warmup_iters=0",
+                                  "--sample_tokens=0"])  # random tokens: nothing to read
             records = read_log(out)
             header = records[0]
             timed = [r for r in records if "loss" in r][c["warmup_steps"]:]
@@ -101,15 +104,19 @@ def throughput(c):
                          "tokens_per_s": statistics.median(r["tokens_per_s"] for r in timed),
                          "step_ms": statistics.median(r["step_ms"] for r in timed),
                          "mfu": statistics.median(r["mfu"] for r in timed),
+                         "mfu_datasheet": (statistics.median(r["mfu_datasheet"] for r in timed)
+                                           if header.get("datasheet_peak_flops") else None),
                          "peak_flops": header["peak_flops"], "flops_per_token": header["flops_per_token"],
                          "peak_mem_mib": max(gpu) if gpu else peak_mib,
                          "memory": "GPU allocated" if gpu else "resident (RSS)"})
     shapes = {k: c[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size")}
     print(f"\nthroughput, {shapes}, median of {c['steps']} steps after {c['warmup_steps']} warm-up steps")
-    print("| mode | tokens/s | step | MFU | peak memory | matmul peak |\n|---|---|---|---|---|---|")
+    print("| mode | tokens/s | step | MFU | MFU of datasheet peak | peak memory | matmul peak |\n"
+          "|---|---|---|---|---|---|---|")
     for r in rows:
+        sheet = f"{100 * r['mfu_datasheet']:.1f}%" if r["mfu_datasheet"] is not None else "n/a"
         print(f"| {r['mode']} ({r['device']}, {r['dtype']}) | {r['tokens_per_s']:,.0f} | {r['step_ms']:,.0f} ms "
-              f"| {100 * r['mfu']:.1f}% | {r['peak_mem_mib']:,.0f} MiB {r['memory']} "
+              f"| {100 * r['mfu']:.1f}% | {sheet} | {r['peak_mem_mib']:,.0f} MiB {r['memory']} "
               f"| {r['peak_flops'] / 1e9:,.0f} GFLOP/s |")
     write_results(c, f"throughput-{c['device']}.json", {"shapes": shapes, "rows": rows})
 

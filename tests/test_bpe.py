@@ -126,6 +126,36 @@ def test_encode_equals_naive_reference(tok, text):
     assert tok.encode(text) == naive_encode(tok, text)
 
 
+# Characters that decide where the split pattern cuts: spaces and newlines, U+00A0 and U+2028 (whitespace
+# to the pattern), U+001C (whitespace to str.split, not to the pattern), ZWNJ, a kasra, letters, digits,
+# punctuation, quotes and apostrophes
+TRICKY = " \t\n\r\u00a0\u2028\x1c\u200c\u0650کتab۱2«».،'’s-🙂"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cutting_at_spaces_equals_the_pattern_on_random_text(seed):
+    rng = random.Random(seed)
+    texts = ["".join(rng.choice(TRICKY) for _ in range(rng.randrange(60))) for _ in range(400)]
+    # the same texts with no whitespace before a space, which encode cuts at its spaces
+    spaced = [regex.sub(r"\s(?= )", "x", text) for text in texts]
+    assert not any(bpe.SPACE_AFTER_WHITESPACE.search(text) for text in spaced)
+    tok = bpe.Tokenizer.train(texts + spaced, vocab_size=600)  # merges inside most chunks that occur
+    for text in texts + spaced:
+        assert tok.encode(text) == naive_encode(tok, text)
+
+
+@pytest.mark.parametrize("name", ["news.jsonl", "poems.jsonl"])
+def test_cutting_at_spaces_equals_the_pattern_on_real_text(name):
+    with open(shared_file("persian", name), encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for _, line in zip(range(1500), f)]
+    texts += [" ".join(text.split()) for text in texts]  # single spaces only: all cut at spaces
+    tok = bpe.Tokenizer.train(texts[:200], vocab_size=1500)
+    by_pattern = bpe.Tokenizer(tok.merges, tok.special_tokens, tok.pattern_text)
+    by_pattern.split_at_spaces = False
+    for text in texts:
+        assert tok.encode_array(text) == by_pattern.encode_array(text)
+
+
 def test_frequent_persian_word_becomes_one_token():
     tok = bpe.Tokenizer.train(["می‌خواهم کِتاب‌ها را بخوانم. "] * 20, vocab_size=300)
     assert len(tok.encode(" کِتاب‌ها")) == 1
@@ -152,7 +182,7 @@ def test_encode_batch_parallel_equals_encode(tok, monkeypatch):
     expected = [tok.encode(text) for text in texts]
     assert tok.encode_batch(texts, num_proc=2) == expected
     assert tok.encode_batch(iter(texts), num_proc=1) == expected
-    assert list(tok.encode_iter((text for text in texts * 3), num_proc=2)) == expected * 3
+    assert [ids.tolist() for ids in tok.encode_iter((text for text in texts * 3), num_proc=2)] == expected * 3
 
 
 def test_special_tokens_only_when_allowed(tok):

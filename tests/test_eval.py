@@ -54,6 +54,43 @@ def test_words_keep_persian_letters_marks_digits_and_zwnj():
         "می‌خواهم", "کِتاب‌ها", "را", "در", "۱۴۰۲", "read"]
 
 
+@pytest.mark.parametrize("reference, prediction", [
+    *((text, text) for text in PERSIAN),
+    ("۱۲۳ و 456 apples و ١٢٣ و کِتابِ خوبی", "۱۲۳ و 456 apples و ١٢٣ و کِتابِ خوبی"),
+    ("«شاهنامه» را خوانده‌ای؟ آری، خوانده‌ام.", "« شاهنامه » را خوانده‌ای ؟ آری ، خوانده‌ام ."),  # spaced punctuation
+])
+def test_bleu_and_chrf_of_the_same_words_are_100(reference, prediction):
+    scores, signatures = evaluate.bleu_chrf([reference], [prediction])
+    assert scores == pytest.approx({"bleu": 100, "chrf": 100})  # chrF ignores spaces
+    assert "tok:intl" in signatures["bleu"] and "nrefs:1" in signatures["chrf"]
+
+
+@pytest.mark.parametrize("text, tokens", [
+    ("می‌خواهم کتاب‌ها را بخوانم.", ["می‌خواهم", "کتاب‌ها", "را", "بخوانم", "."]),
+    ("«شاهنامه» را خوانده‌ای؟", ["«", "شاهنامه", "»", "را", "خوانده‌ای", "؟"]),
+    ("تهران، پایتخت؛ کِتابِ خانهٔ ما", ["تهران", "،", "پایتخت", "؛", "کِتابِ", "خانهٔ", "ما"]),
+])
+def test_bleu_tokenizer_keeps_persian_words_whole(text, tokens):
+    from sacrebleu.metrics import BLEU
+    assert BLEU(tokenize=evaluate.BLEU_TOKENIZE).tokenizer(text).split() == tokens
+
+
+@pytest.mark.parametrize("prediction", [
+    "ایران کشوری در شرق آسیا است و پایتخت آن تهران است.",  # one word changed
+    "ایران کشوری در غرب آسیا است و پایتخت آن شیراز است.",
+])
+@pytest.mark.parametrize("reference", ["ایران کشوری در غرب آسیا است و پایتخت آن تهران است."])
+def test_a_changed_word_lowers_bleu_and_chrf(reference, prediction):
+    scores, _ = evaluate.bleu_chrf([reference], [prediction])
+    assert 0 < scores["bleu"] < 90 and 0 < scores["chrf"] < 95
+
+
+def test_a_zwnj_word_is_not_its_two_halves():
+    reference = "می‌خواهم کتاب‌ها را امروز بخوانم"
+    spaced, _ = evaluate.bleu_chrf([reference], ["می خواهم کتاب ها را امروز بخوانم"])
+    assert spaced["bleu"] < 40  # only را امروز بخوانم match
+
+
 def test_distinct_and_repeated_ngrams():
     loop = "الف ب پ الف ب پ"  # bigrams: الف-ب, ب-پ, پ-الف, الف-ب, ب-پ
     assert evaluate.distinct([loop], 1) == pytest.approx(3 / 6)
@@ -160,6 +197,10 @@ def test_report_from_token_file(prepared):
     assert results["bits_per_byte"] == pytest.approx(
         results["cross_entropy"] * num_tokens / math.log(2) / results["bytes"])
     assert 0 <= results["rouge1"] <= 1 and 0 < results["distinct_1"] <= 1
+    examples = report["generation"]["examples"]  # all three continuations
+    scores, signatures = evaluate.bleu_chrf([e["reference"] for e in examples], [e["generated"] for e in examples])
+    assert (results["bleu"], results["chrf"]) == (scores["bleu"], scores["chrf"])
+    assert report["generation"]["sacrebleu_signatures"] == signatures
     assert report["generation"]["documents"] == 3 and report["generation"]["prompt_tokens"] == 4
     assert report["stride"] == 8 and report["iter_num"] == 7
 
@@ -201,11 +242,54 @@ def test_token_ids_beyond_the_vocabulary_are_refused(prepared, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "exactly one of"),
-    (["--data=a.bin", "--text=b.txt"], "exactly one of"),
+    ([], "records no data_dir: give one of"),
+    (["--data=a.bin", "--text=b.txt"], "give one of"),
+    (["--data_dir=nowhere"], "no test.bin or val.bin in nowhere"),
     (["--text=missing.txt"], "no such file"),
 ])
 def test_bad_inputs_are_usage_errors(prepared, args, message):
     root, _, _ = prepared
     with pytest.raises(UsageError, match=message):
         evaluate.main([f"--out_dir={root}", *args])
+
+
+@pytest.mark.parametrize("split_files, args, scored", [
+    (("test", "val"), [], "test"),  # the checkpoint's data_dir, its test split first
+    (("val",), [], "val"),  # prepared without a test split
+    (("test", "val"), ["--data_dir={data_dir}"], "test"),
+    (("test", "val"), ["--data={data_dir}/val.bin"], "val"),
+])
+def test_test_split_is_scored_by_default(prepared, tmp_path, capsys, split_files, args, scored):
+    root, tokenizer, _ = prepared
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "tokenizer.json").write_bytes((root / "tokenizer.json").read_bytes())
+    lengths = {}
+    for split, texts in zip(split_files, (PERSIAN[:1], PERSIAN[1:])):  # test and val hold different text
+        ids = [i for text in texts for i in tokenizer.encode(text) + [tokenizer.eot_id]]
+        np.array(ids, dtype=np.uint16).tofile(data_dir / f"{split}.bin")
+        lengths[split] = len(ids)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    ckpt = torch.load(root / "ckpt.pt", weights_only=True)
+    torch.save({**ckpt, "config": {"data_dir": str(data_dir)}}, out_dir / "ckpt.pt")
+    evaluate.main([f"--out_dir={out_dir}", "--rouge_docs=0", *(a.format(data_dir=data_dir) for a in args)])
+    report = json.loads((out_dir / f"eval_{scored}.json").read_text(encoding="utf-8"))
+    assert report["split"] == scored and report["input"]["data"] == str(data_dir / f"{scored}.bin")
+    assert report["results"]["tokens"] == lengths[scored]
+    assert f"on the {scored} split, {data_dir / scored}.bin" in capsys.readouterr().out
+
+
+def test_int8_weights_score_close_to_fp32(prepared, tmp_path):
+    root, _, _ = prepared
+    common = [f"--out_dir={root}", f"--data={root / 'val.bin'}", "--rouge_docs=2", "--prompt_tokens=4",
+              "--reference_tokens=6", "--device=cpu"]
+    reports = {}
+    for scheme in ("none", "int8"):
+        evaluate.main(common + [f"--quantize={scheme}", f"--report={tmp_path / scheme}.json"])
+        reports[scheme] = json.loads((tmp_path / f"{scheme}.json").read_text(encoding="utf-8"))
+    assert reports["int8"]["quantize"] == "int8" and reports["none"]["quantize"] == "none"
+    fp32, int8 = reports["none"]["results"], reports["int8"]["results"]
+    assert int8["cross_entropy"] != fp32["cross_entropy"]
+    assert int8["cross_entropy"] == pytest.approx(fp32["cross_entropy"], rel=1e-3)
+    assert reports["int8"]["generation"]["documents"] == 2

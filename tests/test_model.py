@@ -69,7 +69,7 @@ def test_kv_cache_matches_full_forward(pos_emb, qk_norm):
     pieces = [model(idx[:, :7], kv_cache=cache)[0]]  # a prompt, then one token at a time
     pieces += [model(idx[:, t:t + 1], kv_cache=cache)[0] for t in range(7, 13)]
     pieces.append(model(idx[:, 13:], kv_cache=cache)[0])  # a chunk on top of a filled cache
-    assert len(cache) == 16
+    assert cache.lengths == [16, 16]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
@@ -80,7 +80,7 @@ def test_full_cache_refuses_more_tokens(pos_emb):
     model(torch.zeros(1, 16, dtype=torch.long), kv_cache=cache)
     with pytest.raises(ValueError, match="full"):
         model(torch.zeros(1, 1, dtype=torch.long), kv_cache=cache)
-    assert len(cache) == 16
+    assert cache.lengths == [16]
 
 
 def test_kv_cache_reorder_follows_beams():
@@ -92,6 +92,36 @@ def test_kv_cache_reorder_follows_beams():
     logits, _ = model(idx[[2, 2, 0, 1], 8:], kv_cache=cache)
     full, _ = model(idx[[2, 2, 0, 1]])
     torch.testing.assert_close(logits[:, -1], full[:, -1], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("pos_emb,qk_norm", [("rope", False), ("learned", False), ("rope", True)])
+def test_kv_cache_rows_of_different_lengths_decode_together(pos_emb, qk_norm):
+    """Rows filled one at a time to different lengths, then run together (one new token each,
+    then three), each give the logits of a full forward over their own tokens."""
+    model = tiny(pos_emb=pos_emb, qk_norm=qk_norm)
+    idx = torch.randint(0, 97, (3, 16))
+    full, _ = model(idx)
+    lengths = [2, 9, 5]
+    cache = model.new_kv_cache(4)
+    for row, length in enumerate(lengths):  # into cache rows 1, 2, 3
+        model(idx[row:row + 1, :length], kv_cache=cache, cache_row=row + 1)
+    assert cache.lengths == [0, 2, 9, 5]
+    one, _ = model(torch.stack([idx[row, n:n + 1] for row, n in enumerate(lengths)]), kv_cache=cache, cache_row=1)
+    three, _ = model(torch.stack([idx[row, n + 1:n + 4] for row, n in enumerate(lengths)]), kv_cache=cache,
+                     cache_row=1)
+    assert cache.lengths == [0, 6, 13, 9]
+    for row, n in enumerate(lengths):
+        torch.testing.assert_close(one[row, 0], full[row, n], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(three[row], full[row, n + 1:n + 4], atol=1e-5, rtol=1e-5)
+    cache.move(3, 0)  # row 0 now continues what row 3 held
+    cache.reset(3)
+    logits, _ = model(idx[2:3, 9:10], kv_cache=cache, cache_row=0)
+    torch.testing.assert_close(logits[0, 0], full[2, 9], atol=1e-5, rtol=1e-5)
+    assert cache.lengths == [10, 6, 13, 0]
+    with pytest.raises(ValueError, match="outside"):
+        model(idx[:3, :1], kv_cache=cache, cache_row=2)
+    with pytest.raises(ValueError, match="full"):
+        model(idx[:2, :4], kv_cache=cache, cache_row=1)
 
 
 @pytest.mark.parametrize("pos_emb", ["rope", "learned"])

@@ -1,5 +1,6 @@
 import bz2
 import hashlib
+import io
 import json
 import os
 import random
@@ -51,7 +52,7 @@ def sample_dump():
     ("* یک\n* [[دو]]\n# سه\n: چهار", "یک\nدو\nسه\nچهار"),  # list items keep their text
     ("الف&nbsp;ب &amp; ج &lt;د&gt;", "الف ب & ج <د>"),  # HTML entities
     ('<small>ریز</small> و <span style="x">متن</span><br/>خط', "ریز و متن\nخط"),  # tags keep text
-    ("شهر {{lang-de|Berlin}} ({{IPA|bɛʁˈliːn}})، پایتخت", "شهر، پایتخت"),  # gaps left behind
+    ("شهر {{صدا|De-Berlin.ogg|آوا}} ({{IPA|bɛʁˈliːn}})، پایتخت", "شهر، پایتخت"),  # gaps left behind
 ])
 def test_clean_wikitext_rule(wikitext, expected):
     assert prepare.clean_wikitext(wikitext) == expected
@@ -170,6 +171,34 @@ def test_max_articles_stops_early():
     assert len(list(prepare.iter_documents(sample_dump(), max_articles=2))) == 2
 
 
+@pytest.mark.parametrize("size", [0, 1, prepare.READ_AHEAD_BYTES + 1, 9 * prepare.READ_AHEAD_BYTES])
+def test_read_ahead_gives_every_byte_in_order(size):
+    data = random.Random(size).randbytes(size)
+    with prepare.ReadAhead(io.BytesIO(data)) as reader:
+        assert reader.read() == data and reader.read() == b""
+
+
+def test_read_ahead_stops_when_closed_early():
+    reader = prepare.ReadAhead(io.BytesIO(bytes(20 * prepare.READ_AHEAD_BYTES)))
+    assert reader.read(10) == bytes(10)
+    time.sleep(0.2)  # the thread fills its queue and waits for room
+    reader.close()
+    assert not reader.thread.is_alive()
+
+
+class FailingStream(io.RawIOBase):
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        raise OSError("disk unplugged")
+
+
+def test_read_ahead_raises_the_error_of_its_source():
+    with prepare.ReadAhead(FailingStream()) as reader, pytest.raises(OSError, match="disk unplugged"):
+        reader.read()
+
+
 def test_jsonl_and_its_errors(tmp_path):
     path = tmp_path / "a.jsonl"
     path.write_text('{"text": "كتاب يك"}\n\n{"text": "دو", "source": "x"}\n', encoding="utf-8")
@@ -280,7 +309,7 @@ def test_bins_hold_every_document_once_and_meta_counts_them(prepared):
     meta = json.loads((out_dir / "meta.json").read_text(encoding="utf-8"))
     expected = [d for source in inputs for d in prepare.iter_documents(source, min_chars=100)]
     decoded = []
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         tokens, documents = read_split(out_dir, split, tokenizer)
         counts = meta["splits"][split]
         assert counts["tokens"] == len(tokens) and counts["documents"] == len(documents) > 0
@@ -310,3 +339,36 @@ def test_tokenizer_reuse_and_seed_decide_the_split(prepared, tmp_path):
     tokenizer = Tokenizer.load(out_dir / "tokenizer.json")
     val, val_reseeded = (set(read_split(d, "val", tokenizer)[1]) for d in (out_dir, reseeded))
     assert val != val_reseeded
+
+
+@pytest.mark.parametrize("n, val_fraction, test_fraction", [
+    (1000, 0.01, 0.01), (1000, 0.05, 0.1), (1000, 0.2, 0), (3, 0.01, 0.01), (5, 0.01, 0.9), (2, 0.5, 0)])
+def test_test_split_is_disjoint_from_val_and_leaves_val_alone(n, val_fraction, test_fraction):
+    keys = np.random.default_rng(n).random(n)
+    split = prepare.choose_splits(keys, val_fraction, test_fraction)
+    assert ((split == 1) == prepare.choose_val(keys, val_fraction)).all()  # val as without a test split
+    assert (split == 0).any()
+    assert (split == 2).any() == (test_fraction > 0) and (split == 2).sum() < (split != 1).sum()
+    if n >= 1000:  # the test split is the next band of keys above val's
+        assert ((split == 2) == ((keys >= val_fraction) & (keys < val_fraction + test_fraction))).all()
+
+
+def test_prepare_writes_a_test_split_and_drops_it_when_asked(prepared, tmp_path):
+    inputs, out_dir = prepared
+    tokenizer = Tokenizer.load(out_dir / "tokenizer.json")
+    meta = json.loads((out_dir / "meta.json").read_text(encoding="utf-8"))
+    test_tokens, test_documents = read_split(out_dir, "test", tokenizer)
+    assert meta["splits"]["test"]["tokens"] == len(test_tokens) and meta["config"]["test_fraction"] == 0.01
+    assert 0 < len(test_documents) < meta["splits"]["val"]["documents"]  # ~1% against val's ~5%
+    assert not set(test_documents) & set(read_split(out_dir, "val", tokenizer)[1])
+    without = tmp_path / "without"
+    without.mkdir()
+    (without / "test.bin").write_bytes(b"an earlier run's test split")
+    result = run_prepare(*inputs, f"--out_dir={without}", f"--tokenizer={out_dir / 'tokenizer.json'}",
+                         "--num_proc=1", "--val_fraction=0.05", "--test_fraction=0")
+    assert result.returncode == 0, result.stderr
+    assert (without / "val.bin").read_bytes() == (out_dir / "val.bin").read_bytes()  # the same val
+    assert not (without / "test.bin").exists()
+    assert "test" not in json.loads((without / "meta.json").read_text(encoding="utf-8"))["splits"]
+    train = set(read_split(without, "train", tokenizer)[1])
+    assert set(test_documents) <= train and not set(test_documents) & set(read_split(out_dir, "train", tokenizer)[1])

@@ -1,6 +1,8 @@
+import copy
 import hashlib
 import itertools
 import os
+import re
 import subprocess
 import sys
 
@@ -10,21 +12,21 @@ import torch
 import sample
 from bpe import Tokenizer
 from conftest import PERSIAN, ROOT
-from model import GPT, GPTConfig
+from model import GPT, GPTConfig, quantize_weights
 
 @pytest.fixture(scope="module")
 def tokenizer():
     return Tokenizer.train(PERSIAN * 3, vocab_size=300)
 
 
-def tiny_model(vocab_size, pos_emb="rope", n_layer=2, block_size=16, seed=0):
+def tiny_model(vocab_size, pos_emb="rope", n_layer=2, block_size=16, seed=0, scale=5):
     """A random model with sharp distributions, so greedy choices are far from ties."""
     torch.manual_seed(seed)
     model = GPT(GPTConfig(block_size=block_size, vocab_size=vocab_size, n_layer=n_layer, n_head=2,
                           n_embd=32, pos_emb=pos_emb)).eval()
     with torch.no_grad():
         for p in model.parameters():
-            p.mul_(5)
+            p.mul_(scale)
     return model
 
 
@@ -77,6 +79,15 @@ def test_repetition_penalty_lowers_seen_tokens():
     assert torch.equal(sample.apply_repetition_penalty(logits, context, 1.0), logits)
 
 
+def test_sample_token_follows_the_distribution():
+    probs = torch.tensor([[0.1, 0.0, 0.6, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0]])
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.cat([sample.sample_token(probs, generator) for _ in range(20000)], dim=1)
+    frequencies = torch.stack([torch.bincount(row, minlength=5) for row in draws]) / 20000
+    assert frequencies[0, [1, 4]].tolist() == [0, 0] and (draws[1] == 4).all()
+    torch.testing.assert_close(frequencies, probs, atol=0.01, rtol=0)
+
+
 def test_top_k_one_equals_greedy():
     model = tiny_model(64)
     greedy = list(sample.generate(model, [1, 2, 3], 30, greedy=True))
@@ -107,8 +118,9 @@ def test_cache_runs_the_model_on_one_new_position_per_token():
     lengths = []
     model.register_forward_pre_hook(lambda module, args: lengths.append(args[0].size(1)))
     list(sample.generate(model, [1, 2, 3, 4], 30, greedy=True))
-    # the prompt, then one token at a time; at 17 tokens of context it restarts from the last 8
-    assert lengths == [4] + [1] * 12 + [8] + [1] * 8 + [8] + [1] * 7
+    # the prompt but its last token, then one token at a time; at 17 tokens of context it
+    # restarts from the last 8: 7 refill the cache and the step reads the 8th
+    assert lengths == [3] + [1] * 13 + [7] + [1] * 9 + [7] + [1] * 8
 
 
 def test_sampling_with_same_seed_is_reproducible_with_and_without_cache():
@@ -155,6 +167,157 @@ def test_beam_search_never_returns_a_stop_token():
 
 
 # -----------------------------------------------------------------------------
+# batched decoding: rows of one Decoder
+
+# Eight prompts of different lengths; the longest passes block_size (16), and since the rows
+# reach a full context at different steps, each restarts while the others go on.
+PROMPTS = [[(7 * i + j) % 60 + 1 for j in range(length)] for i, length in enumerate([1, 2, 3, 5, 8, 11, 15, 20])]
+SAMPLING = dict(temperature=0.9, top_k=30, top_p=0.95, repetition_penalty=1.1)
+
+
+def run_rows(decoder, rows, steps=None):
+    """Step until every row in `rows` ({row id: name}) has finished (or for `steps` steps);
+    return {name: [(token id, logprob, top), ...]} of the tokens each row emitted."""
+    out = {name: [] for name in rows.values()}
+    for _ in range(steps) if steps is not None else iter(int, 1):
+        if not any(row in rows for row in (row.id for row in decoder.rows)):
+            break
+        for row, token, logprob, top, finished in decoder.step():
+            if row in rows and token is not None:
+                out[rows[row]].append((token, logprob, top))
+    return out
+
+
+def alone(model, prompt, seed, max_new_tokens=40, **settings):
+    decoder = sample.Decoder(model, 1)
+    row = decoder.add(prompt, generator=torch.Generator().manual_seed(seed), max_new_tokens=max_new_tokens,
+                      **settings)
+    return run_rows(decoder, {row: 0})[0]
+
+
+def tokens_of(emitted):
+    return [token for token, _, _ in emitted]
+
+
+@pytest.mark.parametrize("pos_emb", ["rope", "learned"])
+@pytest.mark.parametrize("settings", [dict(greedy=True), SAMPLING], ids=["greedy", "sampling"])
+def test_each_row_of_a_batch_equals_its_prompt_run_alone(pos_emb, settings):
+    """Token for token, with each row's own seed. The batch computes row i's logits in other
+    matrix shapes than a run alone, so they differ in the last bits (about 1e-5 here); a sampled
+    token could only change if its uniform draw fell within that of a boundary of the
+    cumulative distribution, which these fixed seeds do not. The distributions themselves are
+    compared with a tolerance below."""
+    model = tiny_model(64, pos_emb, n_layer=3)
+    decoder = sample.Decoder(model, len(PROMPTS))
+    rows = {decoder.add(prompt, generator=torch.Generator().manual_seed(i), max_new_tokens=40,
+                        top_logprobs=64, **settings): i for i, prompt in enumerate(PROMPTS)}
+    batch = run_rows(decoder, rows)
+    for i, prompt in enumerate(PROMPTS):
+        single = alone(model, prompt, seed=i, top_logprobs=64, **settings)
+        assert len(batch[i]) == 40 and tokens_of(batch[i]) == tokens_of(single)
+        for (_, logprob_b, top_b), (_, logprob_a, top_a) in zip(batch[i], single):
+            assert logprob_b == pytest.approx(logprob_a, abs=1e-4)
+            full_b, full_a = (torch.tensor(sorted(top)) for top in (top_b, top_a))  # the whole vocabulary
+            torch.testing.assert_close(full_b, full_a, atol=1e-4, rtol=0)
+    assert len(decoder) == 0 and decoder.free_rows == len(PROMPTS)
+
+
+def test_generate_batches_prompts_and_keeps_the_one_prompt_form():
+    model = tiny_model(64, n_layer=3)
+    generators = [torch.Generator().manual_seed(i) for i in range(len(PROMPTS))]
+    batched = [[] for _ in PROMPTS]
+    for i, token in sample.generate(model, PROMPTS, 25, generator=generators, **SAMPLING):
+        batched[i].append(token)
+    for i, prompt in enumerate(PROMPTS):
+        single = sample.generate(model, prompt, 25, generator=torch.Generator().manual_seed(i), **SAMPLING)
+        assert list(single) == batched[i] == tokens_of(alone(model, prompt, i, 25, **SAMPLING))
+
+
+def test_a_row_added_later_equals_its_run_alone():
+    model = tiny_model(64, n_layer=3)
+    decoder = sample.Decoder(model, 4)
+    early = {decoder.add(prompt, generator=torch.Generator().manual_seed(i), max_new_tokens=40, **SAMPLING): i
+             for i, prompt in enumerate(PROMPTS[:3])}
+    first = run_rows(decoder, early, steps=7)
+    late = decoder.add(PROMPTS[6], generator=torch.Generator().manual_seed(6), max_new_tokens=30, **SAMPLING)
+    rest = run_rows(decoder, {**early, late: 6})
+    assert tokens_of(rest[6]) == tokens_of(alone(model, PROMPTS[6], 6, 30, **SAMPLING))
+    for row, i in early.items():
+        assert tokens_of(first[i] + rest[i]) == tokens_of(alone(model, PROMPTS[i], i, 40, **SAMPLING))
+
+
+def test_remove_frees_a_row_and_leaves_the_others_alone():
+    model = tiny_model(64, n_layer=3)
+    decoder = sample.Decoder(model, 3)
+    rows = {decoder.add(prompt, generator=torch.Generator().manual_seed(i), max_new_tokens=30, **SAMPLING): i
+            for i, prompt in enumerate(PROMPTS[3:6])}
+    assert sorted(rows) == [0, 1, 2] and decoder.free_rows == 0
+    with pytest.raises(ValueError, match="in use"):
+        decoder.add([1])
+    first = run_rows(decoder, rows, steps=5)
+    decoder.remove(0)  # the first row's cache row is refilled by the last one
+    assert len(decoder) == 2 and decoder.free_rows == 1
+    with pytest.raises(ValueError, match="no active row"):
+        decoder.remove(0)
+    assert decoder.add(PROMPTS[0], greedy=True, max_new_tokens=3) == 0  # the id is free again
+    rest = run_rows(decoder, {**rows, 0: "new"})
+    assert tokens_of(rest["new"]) == tokens_of(alone(model, PROMPTS[0], 0, 3, greedy=True))
+    for i in (1, 2):
+        assert tokens_of(first[i] + rest[i]) == tokens_of(alone(model, PROMPTS[3 + i], i, 30, **SAMPLING))
+
+
+def test_temperature_zero_is_greedy():
+    model = tiny_model(64)
+    greedy = tokens_of(alone(model, [1, 2, 3], 0, greedy=True))
+    assert tokens_of(alone(model, [1, 2, 3], 5, temperature=0.0, top_k=3, top_p=0.5)) == greedy
+    assert list(sample.generate(model, [1, 2, 3], 40, temperature=0)) == greedy
+
+
+def test_stop_ids_and_max_new_tokens_end_a_row():
+    model = tiny_model(64)
+    free = tokens_of(alone(model, [1, 2], 0, greedy=True))
+    stop = next(token for token in free if free.index(token) >= 4)  # first seen after a few tokens
+    decoder = sample.Decoder(model, 2)
+    stopped = decoder.add([1, 2], greedy=True, stop_ids=(stop,), max_new_tokens=40)
+    short = decoder.add([1, 2], greedy=True, max_new_tokens=3)
+    events = []
+    while len(decoder):
+        events += decoder.step()
+    by_row = {row: [event[1:] for event in events if event[0] == row] for row in (stopped, short)}
+    # the stop token is reported as None, with its log-probability, and ends the row
+    assert [token for token, *_ in by_row[stopped]] == free[:free.index(stop)] + [None]
+    assert by_row[stopped][-1][1] < 0 and [finished for *_, finished in by_row[stopped]][-2:] == [False, True]
+    assert [token for token, *_ in by_row[short]] == free[:3]
+    assert [finished for *_, finished in by_row[short]] == [False, False, True]
+    assert decoder.step() == [] and decoder.free_rows == 2
+
+
+def test_logprob_and_top_are_the_raw_distribution():
+    """Penalty, temperature and filters change what is sampled, not the reported log-probabilities."""
+    model = tiny_model(64)
+    emitted = alone(model, [4, 5, 6], 3, max_new_tokens=5, top_logprobs=3, temperature=1.7, top_k=20,
+                    repetition_penalty=1.5)
+    context = [4, 5, 6]
+    for token, logprob, top in emitted:
+        with torch.no_grad():
+            expected = torch.log_softmax(model(torch.tensor([context]))[0][0, -1], dim=-1)
+        assert logprob == pytest.approx(expected[token].item(), abs=1e-4)
+        values, ids = expected.topk(3)
+        assert [token for token, _ in top] == ids.tolist()
+        assert [value for _, value in top] == pytest.approx(values.tolist(), abs=1e-4)
+        context.append(token)
+
+
+@pytest.mark.parametrize("bad", [dict(prompt_ids=[]), dict(temperature=-1), dict(top_p=0), dict(top_k=-2),
+                                 dict(repetition_penalty=0), dict(max_new_tokens=0), dict(top_logprobs=-1)])
+def test_decoder_refuses_bad_rows(bad):
+    decoder = sample.Decoder(tiny_model(64), 2)
+    with pytest.raises(ValueError):
+        decoder.add(**{"prompt_ids": [1], **bad})
+    assert len(decoder) == 0
+
+
+# -----------------------------------------------------------------------------
 # streaming text
 
 @pytest.mark.parametrize("trained", [False, True])
@@ -183,6 +346,9 @@ def checkpoint_dir(tmp_path_factory, tokenizer):
                 "tokenizer_sha256": hashlib.sha256(tokenizer_json.encode()).hexdigest()},
                out_dir / "ckpt.pt")
     return out_dir
+
+
+SPEED_LINE = r"(\d+) tokens in [\d.]+ s \([\d.]+ tokens/s\)\n"  # sample.py's last line, on stderr
 
 
 def run_sample(*args):
@@ -214,7 +380,7 @@ def test_long_prompt_is_cropped_with_a_notice(checkpoint_dir, capsys):
 @pytest.mark.parametrize("options", [["--greedy=True"], ["--beams=3"], ["--use_cache=False"]])
 def test_empty_prompt_starts_a_document(checkpoint_dir, tokenizer, capsys, options):
     sample.main([f"--out_dir={checkpoint_dir}", "--start=", "--max_new_tokens=8", *options])
-    assert capsys.readouterr().err == ""
+    assert re.fullmatch(SPEED_LINE, capsys.readouterr().err)
     assert sample.encode_prompt("", tokenizer, 32)[1] == [tokenizer.eot_id]
 
 
@@ -229,8 +395,114 @@ def test_prompt_is_normalized_as_the_training_text_was(tokenizer, normalization,
     assert ids == [tokenizer.eot_id] + tokenizer.encode(expected)
 
 
-@pytest.mark.parametrize("bad", [["--temperature=0"], ["--top_p=0"], ["--top_p=1.5"], ["--beams=0"],
-                                 ["--top_k=-1"], ["--beams=2", "--num_samples=2"], ["--start=FILE:nowhere.txt"]])
+@pytest.mark.parametrize("bad", [["--temperature=-0.5"], ["--top_p=0"], ["--top_p=1.5"], ["--beams=0"],
+                                 ["--top_k=-1"], ["--beams=2", "--num_samples=2"], ["--start=FILE:nowhere.txt"],
+                                 ["--quantize=int4"]])
 def test_bad_settings_are_usage_errors(checkpoint_dir, bad):
     with pytest.raises(sample.common.UsageError):
         sample.main([f"--out_dir={checkpoint_dir}", *bad])
+
+
+def samples_of(stdout):
+    return stdout.rstrip("\n").split("\n" + "-" * 40 + "\n")
+
+
+def test_num_samples_are_one_batch_with_a_seed_per_sample(checkpoint_dir, capsys):
+    """Sample i draws from seed + i, so it is the text that --seed=seed+i writes alone."""
+    common = [f"--out_dir={checkpoint_dir}", "--start=زبان فارسی", "--max_new_tokens=20"]
+    sample.main(common + ["--num_samples=3", "--seed=5"])
+    out = capsys.readouterr()
+    batch = samples_of(out.out)
+    assert len(batch) == 3 and len(set(batch)) == 3
+    tokens = int(re.fullmatch(SPEED_LINE, out.err).group(1))
+    assert 3 <= tokens <= 60
+    for i in range(3):
+        sample.main(common + [f"--seed={5 + i}"])
+        assert samples_of(capsys.readouterr().out) == [batch[i]]
+
+
+def test_temperature_zero_on_the_command_line_is_greedy(checkpoint_dir, capsys):
+    outputs = []
+    for options in (["--temperature=0", "--seed=1"], ["--greedy=True", "--seed=2"]):
+        sample.main([f"--out_dir={checkpoint_dir}", "--start=تهران", "--max_new_tokens=15", *options])
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+
+
+# -----------------------------------------------------------------------------
+# int8 weights
+
+def test_int8_quantizes_every_linear_but_keeps_the_embedding():
+    model = quantize_weights(tiny_model(64), "int8")
+    assert not any(isinstance(module, torch.nn.Linear) for module in model.modules())
+    assert isinstance(model.lm_head, torch.ao.nn.quantized.dynamic.Linear)
+    assert model.lm_head.weight().dtype == torch.qint8 and model.wte.weight.dtype == torch.float32
+    assert quantize_weights(model, "none") is model
+
+
+@pytest.mark.parametrize("pos_emb", ["rope", "learned"])
+def test_int8_logits_stay_close_to_fp32(pos_emb):
+    """On a test model with logits of standard deviation about 1, int8 logits are within 8% of
+    fp32 (relative error of the whole tensor), alone or in a batch (whose rows share one
+    activation scale), and along fp32's greedy text int8 picks the same next token at least
+    80% of the time."""
+    fp32 = tiny_model(64, pos_emb, n_layer=3, scale=3)
+    int8 = quantize_weights(copy.deepcopy(fp32), "int8")
+    idx = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0))
+    greedy = torch.tensor([[1, 2, 3] + list(sample.generate(fp32, [1, 2, 3], 13, greedy=True))])
+    with torch.no_grad():
+        exact, batched = fp32(idx)[0], int8(idx)[0]
+        alone = torch.cat([int8(idx[i:i + 1])[0] for i in range(8)])
+        int8_choices = int8(greedy)[0][0, 2:-1].argmax(-1)
+    assert not torch.equal(exact, batched)
+    for approx in (batched, alone):
+        assert (approx - exact).norm() / exact.norm() < 0.08
+        assert (approx.argmax(-1) == exact.argmax(-1)).float().mean() >= 0.85
+    assert (int8_choices == greedy[0, 3:]).float().mean() >= 0.8
+
+
+def test_int8_refuses_other_devices_and_schemes():
+    with pytest.raises(sample.common.UsageError, match="CPU only"):
+        quantize_weights(tiny_model(64).to("meta"), "int8")
+    with pytest.raises(sample.common.UsageError, match="quantize must be"):
+        quantize_weights(tiny_model(64), "fp8")
+
+
+def test_int8_on_the_command_line(checkpoint_dir):
+    result = run_sample(f"--out_dir={checkpoint_dir}", "--start=زبان فارسی", "--max_new_tokens=10",
+                        "--quantize=int8", "--device=cpu")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("زبان فارسی") and re.fullmatch(SPEED_LINE, result.stderr)
+
+
+# -----------------------------------------------------------------------------
+# generate_text
+
+def test_generate_text_returns_the_continuation(tokenizer):
+    model = tiny_model(tokenizer.vocab_size, "learned", block_size=32)
+    text = sample.generate_text("زبان فارسی", max_new_tokens=12, seed=3, model=model, tokenizer=tokenizer)
+    _, prompt_ids = sample.encode_prompt("زبان فارسی", tokenizer, 32)
+    new_ids = sample.generate(model, prompt_ids, 12, 0.8, 200, 0.95, generator=torch.Generator().manual_seed(3),
+                              stop_ids=(tokenizer.eot_id,))
+    assert text and text == tokenizer.decode(list(new_ids))
+    again = sample.generate_text("زبان فارسی", max_new_tokens=12, seed=3, model=model, tokenizer=tokenizer)
+    assert again == text
+    with pytest.raises(ValueError, match="tokenizer"):
+        sample.generate_text("زبان", model=model)
+
+
+def test_generate_text_loads_a_checkpoint_once(checkpoint_dir, monkeypatch):
+    import model as model_module
+    loads = []
+    load_checkpoint = model_module.load_checkpoint
+    monkeypatch.setattr(model_module, "load_checkpoint", lambda *args: loads.append(args) or load_checkpoint(*args))
+    monkeypatch.setattr(sample, "loaded", {})
+    texts = [sample.generate_text("تهران", max_new_tokens=10, seed=1, out_dir=str(checkpoint_dir))
+             for _ in range(3)]
+    assert len(loads) == 1 and texts[0] == texts[1] == texts[2] and texts[0]
+    ckpt = checkpoint_dir / "ckpt.pt"
+    os.utime(ckpt, ns=(ckpt.stat().st_mtime_ns + 10**9,) * 2)  # a newer checkpoint is read again
+    assert sample.generate_text("تهران", max_new_tokens=10, seed=1, out_dir=str(checkpoint_dir)) == texts[0]
+    assert len(loads) == 2
+    with pytest.raises(sample.common.UsageError, match="no checkpoint"):
+        sample.generate_text("تهران", out_dir=str(checkpoint_dir / "missing"))

@@ -1,6 +1,7 @@
 """serve.py: the API in-process through TestClient, then serve.py as a process on loopback
-(the official openai client, concurrent requests, clients that hang up)."""
-import hashlib
+(the official openai client, concurrent requests batched together, a full queue, clients that
+hang up)."""
+import copy
 import json
 import os
 import socket
@@ -21,7 +22,8 @@ import sample  # noqa: E402
 import serve  # noqa: E402
 from bpe import Tokenizer  # noqa: E402
 from conftest import ROOT  # noqa: E402
-from model import GPT, GPTConfig, load_checkpoint  # noqa: E402
+from eval import token_nll  # noqa: E402
+from model import GPT, GPTConfig, load_checkpoint, quantize_weights, tokenizer_hash  # noqa: E402
 
 PERSIAN = [
     "کتابخانهٔ مرکزی شهر هر روز از ساعت هشت صبح باز است.",
@@ -30,6 +32,7 @@ PERSIAN = [
     "رود زاینده‌رود از میان اصفهان می‌گذرد و سی‌وسه‌پل بر آن است.",
 ]
 PROMPT = "شهر اصفهان"
+SAMPLING = dict(temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.3)
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +52,11 @@ def client(model, tokenizer):
 
 
 def expected(model, tokenizer, prompt=PROMPT, seed=0, max_tokens=16, **settings):
-    """(text, prompt token count, new ids): what sample.py generates for the same request."""
+    """(text, prompt ids, new ids): what sample.py generates alone for the same request."""
     _, prompt_ids = sample.encode_prompt(prompt, tokenizer, model.config.block_size)
     new_ids = list(sample.generate(model, prompt_ids, max_tokens, generator=torch.Generator().manual_seed(seed),
                                    stop_ids=(tokenizer.eot_id,), **settings))
-    return tokenizer.decode(new_ids), len(prompt_ids), new_ids
+    return tokenizer.decode(new_ids), prompt_ids, new_ids
 
 
 def read_events(lines):
@@ -64,73 +67,113 @@ def read_events(lines):
 
 
 def streamed_choices(chunks):
-    """{index: (text, finish_reason)} from a stream's chunks; only a choice's last chunk may finish it."""
+    """{index: (text, finish_reason, logprobs)} from a stream's chunks, the chunks' logprobs
+    joined; only a choice's last chunk may finish it."""
     choices = {}
     for chunk in chunks:
         assert chunk["object"] == "text_completion" and chunk["id"] == chunks[0]["id"]
         for choice in chunk["choices"]:
-            text, finish_reason = choices.get(choice["index"], ("", None))
-            assert finish_reason is None and choice["logprobs"] is None
-            choices[choice["index"]] = (text + choice["text"], choice["finish_reason"])
+            text, finish_reason, logprobs = choices.get(choice["index"], ("", None, None))
+            assert finish_reason is None
+            if choice["logprobs"] is not None:
+                logprobs = {key: (logprobs or {}).get(key, []) + value for key, value in choice["logprobs"].items()}
+            choices[choice["index"]] = (text + choice["text"], choice["finish_reason"], logprobs)
     return choices
+
+
+def check_logprobs(choice, num_tokens):
+    """The logprobs object describes the choice's text token by token."""
+    logprobs = choice["logprobs"]
+    assert len(logprobs["tokens"]) == num_tokens and "".join(logprobs["tokens"]) == choice["text"]
+    assert logprobs["text_offset"] == [len("".join(logprobs["tokens"][:i])) for i in range(num_tokens)]
+    for logprob, top in zip(logprobs["token_logprobs"], logprobs["top_logprobs"]):
+        if logprob is not None:
+            assert logprob in top.values() and all(value <= 0 for value in top.values())  # the chosen one and the best
 
 
 # -----------------------------------------------------------------------------
 # the API in-process
 
-@pytest.mark.parametrize("settings", [{}, dict(temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.3)])
+@pytest.mark.parametrize("settings", [{}, SAMPLING, dict(temperature=0)])
 def test_completion_is_sample_generation(client, model, tokenizer, settings):
     response = client.post("/v1/completions", json=dict(model="tiny-fa", prompt=PROMPT, max_tokens=12, seed=3,
                                                         **settings))
     assert response.status_code == 200
     body = response.json()
-    text, prompt_tokens, new_ids = expected(model, tokenizer, seed=3, max_tokens=12, **settings)
+    sample_settings = dict(settings, greedy=True) if settings.get("temperature") == 0 else settings
+    text, prompt_ids, new_ids = expected(model, tokenizer, seed=3, max_tokens=12, **sample_settings)
     assert body["id"].startswith("cmpl-") and body["object"] == "text_completion" and body["model"] == "tiny-fa"
     assert body["choices"] == [dict(text=text, index=0, logprobs=None,
                                     finish_reason="length" if len(new_ids) == 12 else "stop")]
-    assert body["usage"] == dict(prompt_tokens=prompt_tokens, completion_tokens=len(new_ids),
-                                 total_tokens=prompt_tokens + len(new_ids))
+    assert body["usage"] == dict(prompt_tokens=len(prompt_ids), completion_tokens=len(new_ids),
+                                 total_tokens=len(prompt_ids) + len(new_ids))
 
 
 @pytest.mark.parametrize("field, value", [
-    ("max_tokens", 0), ("max_tokens", serve.MAX_TOKENS + 1), ("max_tokens", "ten"),
-    ("temperature", 0), ("temperature", -0.5), ("temperature", 2.5),
-    ("top_p", 0), ("top_p", 1.01), ("top_k", -1), ("repetition_penalty", 0),
-    ("n", 0), ("n", serve.MAX_CHOICES + 1), ("seed", -1), ("stream", "yes"),
-    ("prompt", "ا" * (serve.MAX_PROMPT_CHARS + 1)), ("prompt", ["یک", "دو"]), ("prompt", [[1, 2, 3]]),
-    ("stop", ""), ("stop", ["a", "b", "c", "d", "e"]), ("stop", 7),
-    ("logprobs", 2), ("echo", True), ("temprature", 0.5),
+    ("max_tokens", -1), ("max_tokens", serve.MAX_TOKENS + 1), ("max_tokens", "ten"),
+    ("temperature", -0.5), ("temperature", 2.5), ("top_p", 0), ("top_p", 1.01), ("top_k", -1),
+    ("repetition_penalty", 0), ("n", 0), ("n", serve.MAX_CHOICES + 1), ("seed", -1), ("stream", "yes"),
+    ("prompt", "ا" * (serve.MAX_PROMPT_CHARS + 1)), ("prompt", []), ("prompt", [[1, 2, 3]]),
+    ("prompt", ["یک"] * (serve.MAX_PROMPTS + 1)), ("stop", ""), ("stop", ["a", "b", "c", "d", "e"]), ("stop", 7),
+    ("logprobs", -1), ("logprobs", serve.MAX_LOGPROBS + 1), ("echo", "yes"), ("suffix", "x"), ("temprature", 0.5),
 ])
-def test_invalid_field_is_a_422_naming_it(client, field, value):
+def test_invalid_field_is_a_400_naming_it(client, field, value):
     response = client.post("/v1/completions", json={"prompt": PROMPT, field: value})
-    assert response.status_code == 422
+    assert response.status_code == 400
     error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and set(error) == {"message", "type", "param", "code"}
     assert error["param"].split(".")[0] == field and error["message"].startswith(field)
 
 
-def test_unknown_model_is_a_404(client):
+@pytest.mark.parametrize("path, content, status, needle", [
+    ("/v1/completions", b'{"prompt": "x",', 400, "not valid JSON"),
+    ("/v1/completions", b'["x"]', 400, "body"),
+    ("/v1/completions", b"", 400, "body"),
+    ("/generate", b"{prompt}", 400, "not valid JSON"),
+    ("/v1/chat/completions", b"{}", 404, "Not Found"),
+])
+def test_malformed_requests_get_openai_errors_never_422(client, path, content, status, needle):
+    response = client.post(path, content=content, headers={"Content-Type": "application/json"})
+    assert response.status_code == status and needle in response.json()["error"]["message"]
+    wrong_method = client.get("/v1/completions")
+    assert wrong_method.status_code == 405 and "error" in wrong_method.json()
+
+
+def test_too_many_rows_and_unknown_model_are_refused(client):
+    too_many = client.post("/v1/completions", json=dict(prompt=["یک", "دو", "سه"], n=serve.MAX_CHOICES))
+    assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "n"
     response = client.post("/v1/completions", json=dict(model="gpt-4", prompt=PROMPT))
     assert response.status_code == 404 and "tiny-fa" in response.json()["error"]["message"]
 
 
 def test_stream_equals_non_stream_for_the_same_seed(client):
-    request = dict(prompt=[PROMPT], max_tokens=20, n=2, seed=11, temperature=0.9)
+    request = dict(prompt=[PROMPT, "باران"], max_tokens=20, n=2, seed=11, temperature=0.9, logprobs=2, echo=True)
     whole = client.post("/v1/completions", json=request).json()
     with client.stream("POST", "/v1/completions",
                        json=dict(request, stream=True, stream_options=dict(include_usage=True))) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
         chunks = read_events(response.iter_lines())
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == whole["usage"]
-    assert streamed_choices(chunks) == {c["index"]: (c["text"], c["finish_reason"]) for c in whole["choices"]}
-    assert len(chunks) > 4  # token by token, not one chunk per choice
+    assert streamed_choices(chunks) == {c["index"]: (c["text"], c["finish_reason"], c["logprobs"])
+                                        for c in whole["choices"]}
+    assert len(chunks) > 8  # token by token, not one chunk per choice
 
 
-def test_n_choices_use_consecutive_seeds(client, model, tokenizer):
-    body = client.post("/v1/completions", json=dict(prompt=PROMPT, max_tokens=10, n=3, seed=5)).json()
-    runs = [expected(model, tokenizer, seed=5 + i, max_tokens=10) for i in range(3)]
-    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+def test_prompts_times_n_are_one_batch_in_the_apis_order(model, tokenizer):
+    app = serve.create_app(model, tokenizer, "tiny-fa")
+    decoder, batch_sizes = app.state.batcher.decoder, []
+    step = decoder.step
+    decoder.step = lambda: batch_sizes.append(len(decoder)) or step()
+    prompts = [PROMPT, PERSIAN[1][:12], ""]
+    body = TestClient(app).post("/v1/completions", json=dict(prompt=prompts, max_tokens=10, n=2, seed=5,
+                                                             **SAMPLING)).json()
+    runs = [expected(model, tokenizer, prompt, seed=5 + 2 * p + j, max_tokens=10, **SAMPLING)
+            for p, prompt in enumerate(prompts) for j in range(2)]
+    assert [c["index"] for c in body["choices"]] == list(range(6))
     assert [c["text"] for c in body["choices"]] == [text for text, _, _ in runs]
+    assert body["usage"]["prompt_tokens"] == sum(len(runs[2 * p][1]) for p in range(3))
     assert body["usage"]["completion_tokens"] == sum(len(ids) for _, _, ids in runs)
+    assert batch_sizes[0] == 6  # all six rows decoded together
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -138,16 +181,17 @@ def test_stop_sequence_ends_the_text_before_it(client, model, tokenizer, stream)
     text, _, _ = expected(model, tokenizer, seed=2, max_tokens=30)
     stop = text[6:8]
     assert len(stop) == 2  # the unconstrained text is long enough to pick a stop sequence from
-    request = dict(prompt=PROMPT, max_tokens=30, seed=2, stop=["نامحتمل‌ترین", stop], stream=stream)
+    request = dict(prompt=PROMPT, max_tokens=30, seed=2, stop=["نامحتمل‌ترین", stop], stream=stream, logprobs=1)
     if stream:
         with client.stream("POST", "/v1/completions", json=request) as response:
             chunks = read_events(response.iter_lines())
         assert not any(stop in c["choices"][0]["text"] for c in chunks)
-        (got, finish_reason), = streamed_choices(chunks).values()
+        (got, finish_reason, logprobs), = streamed_choices(chunks).values()
     else:
         choice, = client.post("/v1/completions", json=request).json()["choices"]
-        got, finish_reason = choice["text"], choice["finish_reason"]
+        got, finish_reason, logprobs = choice["text"], choice["finish_reason"], choice["logprobs"]
     assert (got, finish_reason) == (text[:text.index(stop)], "stop")
+    assert "".join(logprobs["tokens"]) == got  # the token holding the stop sequence is cut before it
 
 
 @pytest.mark.parametrize("text, stops, result", [
@@ -163,17 +207,66 @@ def test_cut_at_stop(text, stops, result):
 def test_prompt_longer_than_the_context_is_cropped(client, model, tokenizer):
     long_prompt = " ".join(PERSIAN * 2)
     body = client.post("/v1/completions", json=dict(prompt=long_prompt, max_tokens=8, seed=1)).json()
-    text, prompt_tokens, _ = expected(model, tokenizer, long_prompt, seed=1, max_tokens=8)
-    assert body["usage"]["prompt_tokens"] == prompt_tokens == model.config.block_size
+    text, prompt_ids, _ = expected(model, tokenizer, long_prompt, seed=1, max_tokens=8)
+    assert body["usage"]["prompt_tokens"] == len(prompt_ids) == model.config.block_size
     assert body["choices"][0]["text"] == text
+
+
+@pytest.mark.parametrize("text", [PERSIAN[0][:25], PERSIAN[3][:30], "تهران"])
+def test_echo_scores_the_prompt_as_eval_does(client, model, tokenizer, text):
+    body = client.post("/v1/completions", json=dict(prompt=text, max_tokens=0, echo=True, logprobs=3)).json()
+    choice, = body["choices"]
+    normalized, ids = sample.encode_prompt(text, tokenizer, model.config.block_size)  # <|endoftext|> + the text
+    assert ids == [tokenizer.eot_id] + tokenizer.encode(normalized)  # it fits the context: one window
+    assert choice["text"] == normalized and choice["finish_reason"] == "length" and body["usage"]["completion_tokens"] == 0
+    check_logprobs(choice, len(ids))
+    logprobs = choice["logprobs"]
+    assert logprobs["tokens"][0] == "" and logprobs["token_logprobs"][0] is None and logprobs["top_logprobs"][0] is None
+    assert all(len(top) in (3, 4) for top in logprobs["top_logprobs"][1:])  # the 3 best and the prompt's own
+    assert sum(logprobs["token_logprobs"][1:]) == pytest.approx(-token_nll(model, ids).sum(), abs=1e-4)
+
+
+def test_generated_logprobs_are_the_models(client, model, tokenizer):
+    """Each generated token's log-prob is what scoring the whole text afterwards gives it."""
+    request = dict(prompt=PROMPT, max_tokens=10, seed=4, logprobs=2, echo=True, **SAMPLING)
+    choice, = client.post("/v1/completions", json=request).json()["choices"]
+    _, prompt_ids, new_ids = expected(model, tokenizer, seed=4, max_tokens=10, **SAMPLING)
+    check_logprobs(choice, len(prompt_ids) + len(new_ids))
+    scores = [logprob for logprob, _ in serve.score_prompt(model, prompt_ids + new_ids, 0)]
+    assert choice["logprobs"]["token_logprobs"][1:] == pytest.approx(scores, abs=1e-4)
+
+
+def test_generate_route(client, model, tokenizer):
+    body = client.post("/generate", json=dict(prompt=PROMPT, max_length=9, temperature=0)).json()
+    assert body == dict(generated_text=expected(model, tokenizer, max_tokens=9, greedy=True)[0])
+    response = client.post("/generate", json=dict(prompt=PROMPT, max_length=0))
+    assert response.status_code == 400 and response.json()["error"]["param"] == "max_length"
+
+
+def test_a_failing_step_fails_its_requests_only(model, tokenizer):
+    app = serve.create_app(model, tokenizer, "tiny-fa")
+    client, batcher = TestClient(app), app.state.batcher
+
+    def out_of_memory():
+        raise RuntimeError("out of memory")
+    batcher.decoder.step = out_of_memory
+    response = client.post("/v1/completions", json=dict(prompt=PROMPT, max_tokens=5))
+    assert response.status_code == 500 and "out of memory" in response.json()["error"]["message"]
+    batcher.decoder.step = out_of_memory  # the batch starts again with a new Decoder: break that one too
+    with client.stream("POST", "/v1/completions", json=dict(prompt=PROMPT, max_tokens=5, stream=True)) as streamed:
+        *_, last = [line for line in streamed.iter_lines() if line]
+    assert "out of memory" in json.loads(last[len("data: "):])["error"]["message"]
+    assert client.post("/v1/completions", json=dict(prompt=PROMPT, max_tokens=5)).status_code == 200  # a new Decoder
 
 
 def test_health_models_and_page(client, model, tokenizer):
     health = client.get("/health").json()
     assert health["model"] == "tiny-fa" and health["device"] == "cpu"
     assert health["parameters"] == model.num_params() and health["vocab_size"] == tokenizer.vocab_size
+    assert health["max_batch"] == serve.DEFAULTS["max_batch"] and health["max_queue"] == serve.DEFAULTS["max_queue"]
+    assert health["active_requests"] == health["queued_requests"] == health["active_rows"] == 0
     assert client.get("/v1/models").json()["data"][0]["id"] == "tiny-fa"
-    assert "/v1/completions" in client.get("/openapi.json").json()["paths"]
+    assert {"/v1/completions", "/generate"} <= set(client.get("/openapi.json").json()["paths"])
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     for needle in ['dir="rtl"', 'lang="fa"', "Vazirmatn", 'id="temperature"', 'id="top_p"', 'id="top_k"',
@@ -191,58 +284,105 @@ def run_serve(*args, prelude="pass"):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
 
 
-@pytest.mark.parametrize("prelude, expected_text", [
-    ("pass", "ckpt.pt"), ("sys.modules['fastapi'] = None", "pip install -r requirements-serve.txt")])
-def test_startup_problems_are_one_line_errors(tmp_path, prelude, expected_text):
-    result = run_serve(f"--out_dir={tmp_path}", prelude=prelude)
-    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
-    assert result.stderr.startswith("error: ") and expected_text in result.stderr
+NO_CUDA = "import torch; torch.cuda.is_available = lambda: False"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, tokenizer):
-    """serve.py on a free loopback port, serving a tiny checkpoint; yields (base url, checkpoint path)."""
+def write_checkpoint(out_dir, tokenizer):
     torch.manual_seed(1)
     tiny = GPT(GPTConfig(block_size=32, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=32,
                          pos_emb="learned"))
     tokenizer_json = tokenizer.to_json()
-    out_dir = tmp_path_factory.mktemp("out-tiny")
     torch.save({"model_args": vars(tiny.config), "model": tiny.state_dict(), "tokenizer": tokenizer_json,
-                "tokenizer_sha256": hashlib.sha256(tokenizer_json.encode()).hexdigest()}, out_dir / "ckpt.pt")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # one PyTorch thread: on a busy CI machine a team of spinning OpenMP threads can slow a tiny
-    # model's steps a hundredfold, and these tests are about behaviour, not speed
-    process = subprocess.Popen([sys.executable, "serve.py", f"--out_dir={out_dir}", f"--port={port}"], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env=dict(os.environ, OMP_NUM_THREADS="1"))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            httpx.get(f"{url}/health", timeout=1)
-            break
-        except httpx.TransportError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"serve.py did not start: {process.stderr.read()}")
-            time.sleep(0.2)
-    yield url, str(out_dir / "ckpt.pt")
-    process.terminate()
-    process.wait(timeout=10)
+                "tokenizer_sha256": tokenizer_hash(tokenizer_json)}, out_dir / "ckpt.pt")
+    return out_dir
 
 
 @pytest.fixture(scope="module")
-def served_model(server):
-    model, tokenizer, _ = load_checkpoint(server[1], "cpu")
+def checkpoint_dir(tmp_path_factory, tokenizer):
+    return write_checkpoint(tmp_path_factory.mktemp("out-tiny"), tokenizer)
+
+
+@pytest.mark.parametrize("args, prelude, expected_text", [
+    (("--out_dir=/nonexistent",), "pass", "ckpt.pt"),
+    ((), "sys.modules['fastapi'] = None", "pip install -r requirements-serve.txt"),
+    (("--device=cuda",), NO_CUDA, "device is cuda but no CUDA GPU is available"),
+    (("--device=gpu",), "pass", "unknown device 'gpu'"),
+    (("--max_batch=0",), "pass", "max_batch"),
+    (("--quantize=int4",), "pass", "quantize must be"),
+])
+def test_startup_problems_are_one_line_errors(checkpoint_dir, args, prelude, expected_text):
+    result = run_serve(f"--out_dir={checkpoint_dir}", *args, prelude=prelude)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: ") and expected_text in result.stderr
+
+
+@pytest.mark.parametrize("args", [(), ("--quantize=int8",)])
+def test_device_auto_and_int8_weights(checkpoint_dir, args):
+    """serve.py's own main() up to the server, which here answers one completion in-process."""
+    answer_one = ("import uvicorn; from fastapi.testclient import TestClient; uvicorn.run = lambda app, **options: "
+                  "print(TestClient(app).post('/v1/completions', json=dict(prompt='شهر', max_tokens=3)).json())")
+    result = run_serve(f"--out_dir={checkpoint_dir}", *args, prelude=f"{NO_CUDA}; {answer_one}")
+    assert result.returncode == 0 and " on cpu at " in result.stdout and "'completion_tokens'" in result.stdout
+
+
+def test_int8_weights_serve_what_sample_generates_with_them(model, tokenizer):
+    int8 = quantize_weights(copy.deepcopy(model), "int8")
+    body = TestClient(serve.create_app(int8, tokenizer, "tiny-int8")).post(
+        "/v1/completions", json=dict(prompt=PROMPT, max_tokens=10, seed=3)).json()
+    assert body["choices"][0]["text"] == expected(int8, tokenizer, seed=3, max_tokens=10)[0]
+
+
+@pytest.fixture(scope="module")
+def start_server(checkpoint_dir):
+    """start_server(*args): serve.py on a free loopback port serving the tiny checkpoint; its URL."""
+    processes = []
+
+    def start(*args):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        # one PyTorch thread: on a busy CI machine a team of spinning OpenMP threads can slow a
+        # tiny model's steps a hundredfold, and these tests are about behaviour, not speed
+        process = subprocess.Popen([sys.executable, "serve.py", f"--out_dir={checkpoint_dir}", f"--port={port}",
+                                    "--device=cpu", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/health", timeout=1)
+                return url
+            except httpx.TransportError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    pytest.fail(f"serve.py did not start: {process.stderr.read()}")
+                time.sleep(0.2)
+
+    yield start
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(start_server):
+    return start_server()
+
+
+@pytest.fixture(scope="module")
+def served_model(checkpoint_dir):
+    model, tokenizer, _ = load_checkpoint(str(checkpoint_dir / "ckpt.pt"), "cpu")
     return model, tokenizer
 
 
-def test_openai_client_completes_persian_streaming_and_not(server, served_model):
+def health(url):
+    return httpx.get(f"{url}/health").json()
+
+
+def test_openai_client(server, served_model):
     openai = pytest.importorskip("openai", reason="the openai client is a test-only dependency")
-    url, _ = server
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="not-needed", max_retries=0)
+    client = openai.OpenAI(base_url=f"{server}/v1", api_key="not-needed", max_retries=0)
     model_name = client.models.list().data[0].id
     assert model_name.startswith("out-tiny")
     request = dict(model=model_name, prompt="باران پاییزی", max_tokens=24, seed=9, temperature=0.8,
@@ -250,28 +390,42 @@ def test_openai_client_completes_persian_streaming_and_not(server, served_model)
     completion = client.completions.create(**request)
     stream = client.completions.create(stream=True, **request)
     pieces = [chunk.choices[0].text for chunk in stream if chunk.choices]
-    text, prompt_tokens, new_ids = expected(*served_model, "باران پاییزی", seed=9, max_tokens=24,
-                                            temperature=0.8, top_k=50, repetition_penalty=1.2)
+    text, prompt_ids, new_ids = expected(*served_model, "باران پاییزی", seed=9, max_tokens=24,
+                                         temperature=0.8, top_k=50, repetition_penalty=1.2)
     assert completion.choices[0].text == "".join(pieces) == text
-    assert completion.usage.prompt_tokens == prompt_tokens and completion.usage.completion_tokens == len(new_ids)
-    with pytest.raises(openai.UnprocessableEntityError, match="temperature"):
-        client.completions.create(model=model_name, prompt="باران", temperature=0)
+    assert completion.usage.prompt_tokens == len(prompt_ids) and completion.usage.completion_tokens == len(new_ids)
+
+    greedy = client.completions.create(model=model_name, prompt=["باران", "شهر"], max_tokens=8, temperature=0,
+                                       logprobs=2)
+    for choice, prompt in zip(greedy.choices, ["باران", "شهر"]):
+        assert choice.text == expected(*served_model, prompt, max_tokens=8, greedy=True)[0]
+        for logprob, top in zip(choice.logprobs.token_logprobs, choice.logprobs.top_logprobs):
+            assert logprob == max(top.values())  # greedy: every token the most likely
+    scored = client.completions.create(model=model_name, prompt="باران پاییزی", max_tokens=0, echo=True, logprobs=0)
+    assert scored.choices[0].text == "باران پاییزی" and scored.choices[0].logprobs.token_logprobs[0] is None
+    with pytest.raises(openai.BadRequestError, match="logprobs"):
+        client.completions.create(model=model_name, prompt="باران", logprobs=9)
 
 
 def test_concurrent_requests_match_sequential_ones(server):
-    url, _ = server
-    requests = [dict(prompt=prompt, max_tokens=30, seed=seed, stream=seed % 2 == 0)
-                for seed, prompt in enumerate(PERSIAN)]
+    requests = [dict(prompt=prompt, max_tokens=120, seed=seed, stream=seed % 2 == 0, logprobs=1, n=1 + seed % 2,
+                     **(dict(temperature=0) if seed % 3 == 0 else SAMPLING))
+                for seed, prompt in enumerate(PERSIAN + [PROMPT, "", "تهران"])]
 
     def complete(request):
-        with httpx.stream("POST", f"{url}/v1/completions", json=request, timeout=60) as response:
+        with httpx.stream("POST", f"{server}/v1/completions", json=request, timeout=60) as response:
             lines = list(response.iter_lines())
         if request["stream"]:
-            return streamed_choices(read_events(lines))[0]
-        choice = json.loads("".join(lines))["choices"][0]
-        return choice["text"], choice["finish_reason"]
+            return streamed_choices(read_events(lines))
+        return {c["index"]: (c["text"], c["finish_reason"], c["logprobs"]) for c in json.loads("".join(lines))["choices"]}
+
+    def logprobs_apart(results):  # a product over a batch may round apart from one over a row (~1e-6)
+        return ([{i: (text, reason, logprobs["tokens"]) for i, (text, reason, logprobs) in result.items()}
+                 for result in results],
+                [logprob for result in results for *_, logprobs in result.values() for logprob in logprobs["token_logprobs"]])
 
     sequential = [complete(request) for request in requests]
+    before = health(server)
     concurrent = [None] * len(requests)
 
     def worker(i):
@@ -282,28 +436,50 @@ def test_concurrent_requests_match_sequential_ones(server):
         thread.start()
     for thread in threads:
         thread.join()
-    assert concurrent == sequential
+    (texts, logprobs), (expected_texts, expected_logprobs) = logprobs_apart(concurrent), logprobs_apart(sequential)
+    assert texts == expected_texts and logprobs == pytest.approx(expected_logprobs, abs=1e-4)
+    after = health(server)
+    tokens, steps = (after[key] - before[key] for key in ("generated_tokens", "decode_steps"))
+    assert tokens / steps > 2  # the requests were decoded together, not one after another
+
+
+def test_full_queue_is_a_503(start_server):
+    url = start_server("--max_batch=1", "--max_queue=1")
+    long_request = dict(prompt=PROMPT, max_tokens=3000, top_k=1, stream=True)
+    with httpx.Client(timeout=60) as first, httpx.Client(timeout=60) as second:
+        with first.stream("POST", f"{url}/v1/completions", json=long_request) as running:
+            lines = running.iter_lines()  # kept: a discarded iterator would close the response
+            next(lines)  # generating: the one row is taken
+            waiting = threading.Thread(target=second.post, args=(f"{url}/v1/completions",),
+                                       kwargs=dict(json=dict(prompt=PROMPT, max_tokens=2)))
+            waiting.start()
+            deadline = time.monotonic() + 30
+            while health(url)["queued_requests"] < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            status = health(url)
+            assert (status["active_requests"], status["active_rows"], status["queued_requests"],
+                    status["queued_rows"]) == (1, 1, 1, 1)
+            refused = httpx.post(f"{url}/v1/completions", json=dict(prompt=PROMPT))
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "queue_full"
+        waiting.join(timeout=30)  # the first client hung up: the waiting request ran
+        assert not waiting.is_alive() and health(url)["queued_requests"] == 0
 
 
 @pytest.mark.parametrize("stream", [True, False])
 def test_client_disconnect_stops_generation(server, stream):
-    url, _ = server
     request = dict(prompt=PROMPT, max_tokens=800, top_k=1, stream=stream)  # top_k=1: the same tokens every time
-    uninterrupted = httpx.post(f"{url}/v1/completions", json=dict(request, stream=False), timeout=120).json()
+    uninterrupted = httpx.post(f"{server}/v1/completions", json=dict(request, stream=False), timeout=120).json()
     assert uninterrupted["usage"]["completion_tokens"] == 800  # no end of text before max_tokens
 
-    def health():
-        return httpx.get(f"{url}/health").json()
-
-    before = health()["generated_tokens"]
+    before = health(server)["generated_tokens"]
     body = json.dumps(request).encode()
-    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as connection:
+    with socket.create_connection(("127.0.0.1", int(server.rsplit(":", 1)[1]))) as connection:
         connection.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
         deadline = time.monotonic() + 30
-        while health()["generated_tokens"] - before < 20 and time.monotonic() < deadline:
+        while health(server)["generated_tokens"] - before < 20 and time.monotonic() < deadline:
             time.sleep(0.005)
     # hung up while generating: the server must stop well short of the 800 tokens
-    while (after := health())["active_requests"] and time.monotonic() < deadline:
+    while (after := health(server))["active_requests"] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert after["active_requests"] == 0 and 20 <= after["generated_tokens"] - before < 400

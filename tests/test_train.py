@@ -1,6 +1,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -265,3 +266,184 @@ def test_checkpoint_records_how_prepare_normalized_the_text(tmp_path, options):
         json.dump({"vocab_size": 32, "config": options}, f)
     run_train(f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}", "--max_iters=2", "--eval_interval=2")
     assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["normalization"] == options
+
+
+@pytest.mark.parametrize("saved,resumed", [("bfloat16", "float16"), ("float16", "bfloat16"), ("float16", "float16")])
+def test_resume_under_another_precision(tmp_path, data_dir, saved, resumed, capsys):
+    # only fp16 keeps a loss scale: a change of precision must neither crash nor carry a stale one
+    out = str(tmp_path / "out")
+    args = [f"--data_dir={data_dir}", f"--out_dir={out}", "--eval_interval=4", "--always_save_checkpoint=True"]
+    run_train(*args, f"--dtype={saved}", "--max_iters=4")
+    assert bool(torch.load(os.path.join(out, "ckpt.pt"), weights_only=True)["scaler"]) == (saved == "float16")
+    capsys.readouterr()
+    run_train(*args, f"--dtype={resumed}", "--max_iters=8", "--init_from=resume")
+    note = capsys.readouterr().err
+    if saved == resumed:
+        assert "note:" not in note
+    else:
+        assert f"ckpt.pt was trained {'without' if resumed == 'float16' else 'in float16 with'} " in note
+    ckpt = torch.load(os.path.join(out, "ckpt.pt"), weights_only=True)
+    assert ckpt["iter_num"] == 8 and bool(ckpt["scaler"]) == (resumed == "float16")
+    steps, _ = read_log(out)
+    assert sorted(steps) == list(range(1, 9)) and all(np.isfinite(list(steps.values())))
+
+
+@pytest.mark.parametrize("name,peak", [
+    ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A100 80GB PCIe", 312e12), ("NVIDIA H100 80GB HBM3", 989e12),
+    ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12), ("NVIDIA H200", 989e12),
+    ("NVIDIA GH200 480GB", 989e12), ("NVIDIA L4", 121e12), ("NVIDIA GeForce RTX 4090", 165e12),
+    ("NVIDIA L40S", None), ("Tesla V100-SXM2-32GB", None), ("NVIDIA GeForce RTX 4090 D", None),
+])
+def test_datasheet_peak_by_gpu_name(name, peak):
+    assert train.datasheet_peak_flops(name) == peak
+
+
+def torchrun(*args, env=ONE_THREAD, timeout=120):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               *train_script(*args)[1:]]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("fail_at", ["1:start:0", "0:eval:4", "1:step:3"])
+def test_one_failing_process_stops_all_of_them(tmp_path, data_dir, fail_at):
+    # start: rank 1 alone fails while loading; eval: rank 0 fails while evaluating and saving, as
+    # on a full disk; step: rank 1 dies inside a training step, mid-collective. Left alone, the
+    # others would wait for it until the collective's timeout (--ddp_timeout_minutes=10 here).
+    started = time.time()
+    result = torchrun(f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}", "--gradient_accumulation_steps=2",
+                      "--max_iters=8", "--eval_interval=4", "--ddp_timeout_minutes=10",
+                      env=dict(ONE_THREAD, TRAIN_FAIL_AT=fail_at))
+    assert result.returncode != 0
+    assert time.time() - started < 30
+    failed_rank = fail_at.split(":")[0]
+    message = f"RuntimeError: failure injected by TRAIN_FAIL_AT={fail_at}"
+    assert message in result.stderr
+    if not fail_at.startswith("1:step"):  # the other process heard it from the failed one
+        other = 1 - int(failed_rank)
+        assert (f"error: stopping because rank {failed_rank} on {socket.gethostname()} (node 0, "
+                f"local rank {failed_rank}): {message}") in result.stderr, result.stderr[-3000:]
+        assert f"[rank{other}]: Traceback" not in result.stderr
+
+
+def test_every_process_checks_its_own_resume_checkpoint(tmp_path, data_dir):
+    # on several nodes only the one with rank 0 writes ckpt.pt: each process must say where it is missing
+    result = torchrun(f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}", "--gradient_accumulation_steps=2",
+                      "--init_from=resume")
+    assert result.returncode != 0
+    for rank in (0, 1):
+        assert (f"error: rank {rank} on {socket.gethostname()} (node 0, local rank {rank}): checkpoint not "
+                f"found: {tmp_path / 'out' / 'ckpt.pt'}") in result.stderr
+    assert "[rank0]: Traceback" not in result.stderr and "[rank1]: Traceback" not in result.stderr
+
+
+# -----------------------------------------------------------------------------
+# samples at every evaluation, and optional experiment tracking
+
+def make_persian_data(directory):
+    """prepare.py's outputs for a few Persian sentences, with a real tokenizer to write samples with."""
+    from bpe import Tokenizer
+    from conftest import PERSIAN
+    os.makedirs(directory, exist_ok=True)
+    tokenizer = Tokenizer.train(PERSIAN * 3, vocab_size=300)
+    ids = [i for text in PERSIAN * 10 for i in [tokenizer.eot_id] + tokenizer.encode(text)]
+    np.array(ids, dtype=np.uint16).tofile(os.path.join(directory, "train.bin"))
+    np.array(ids[:200], dtype=np.uint16).tofile(os.path.join(directory, "val.bin"))
+    with open(os.path.join(directory, "meta.json"), "w") as f:
+        json.dump({"vocab_size": tokenizer.vocab_size, "config": {"normalize_text": True}}, f)
+    tokenizer.save(os.path.join(directory, "tokenizer.json"))
+    return str(directory), tokenizer
+
+
+def read_records(out_dir):
+    with open(os.path.join(out_dir, "log.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def test_every_evaluation_writes_a_greedy_sample(tmp_path, capsys):
+    import sample
+    from model import load_checkpoint
+    data, tokenizer = make_persian_data(tmp_path / "data")
+    out = tmp_path / "out"
+    run_train(f"--data_dir={data}", f"--out_dir={out}", "--sample_tokens=12", "--sample_prompt=ايران",
+              "--always_save_checkpoint=True")  # Arabic yeh: normalised to ایران as the data was
+    evals = [r for r in read_records(out) if "val_loss" in r]
+    assert [r["iter"] for r in evals] == [0, 10, 20] and all(isinstance(r["sample"], str) for r in evals)
+    model, _, _ = load_checkpoint(str(out / "ckpt.pt"), "cpu")  # the weights of the last evaluation
+    prompt = [tokenizer.eot_id] + tokenizer.encode("ایران")
+    new_ids = list(sample.generate(model, prompt, 12, greedy=True, stop_ids=(tokenizer.eot_id,)))
+    assert evals[-1]["sample"] == tokenizer.decode(new_ids) and new_ids
+    assert f"sample: ايران{evals[-1]['sample']}\n" in capsys.readouterr().out
+
+
+def test_samples_can_be_turned_off(tmp_path):
+    data, _ = make_persian_data(tmp_path / "data")
+    run_train(f"--data_dir={data}", f"--out_dir={tmp_path / 'out'}", "--sample_tokens=0", "--max_iters=2")
+    assert not [r for r in read_records(tmp_path / "out") if "sample" in r]
+
+
+def wandb_history(wandb_dir):
+    """{step: {key: value}} that an offline wandb run recorded. The .wandb file is a LevelDB-style
+    log (a 7-byte file header, 32 KiB blocks of records, each with a 7-byte header: crc, length,
+    type) of protobuf Records; wandb offers no reader of its own."""
+    import glob
+    import struct
+    from wandb.proto import wandb_internal_pb2
+    (path,) = glob.glob(os.path.join(wandb_dir, "wandb", "offline-run-*", "run-*.wandb"))
+    with open(path, "rb") as f:
+        data = f.read()
+    history, position, parts = {}, 7, []
+    while position + 7 <= len(data):
+        if 32768 - position % 32768 < 7:  # a block's tail too short for a header is padding
+            position += 32768 - position % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position:position + 7])
+        if position + 7 + length > len(data):  # a record still being written
+            break
+        parts.append(data[position + 7:position + 7 + length])
+        position += 7 + length
+        if kind in (1, 4):  # a whole record, or the last piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(b"".join(parts))
+            parts = []
+            if record.WhichOneof("record_type") == "history":
+                items = {item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                         for item in record.history.item}
+                history.setdefault(items["_step"], {}).update(items)
+    return history
+
+
+def test_wandb_offline_run_gets_the_log(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb is not installed (pip install -r requirements-dev.txt)")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    data, _ = make_persian_data(tmp_path / "data")
+    out = tmp_path / "out"
+    run_train(f"--data_dir={data}", f"--out_dir={out}", "--sample_tokens=6", "--wandb_log=True",
+              "--wandb_project=persian-gpt-tests")
+    for _ in range(300):  # wandb's service may still be writing the file when finish() returns
+        history = wandb_history(tmp_path)
+        if 20 in history and "val_loss" in history[20]:
+            break
+        time.sleep(0.1)
+    expected = {}  # what the log says at each step; wandb too keeps the last value logged in a step
+    for record in read_records(out):
+        expected.setdefault(record["iter"], {}).update(record)
+    assert sorted(history) == sorted(expected) == list(range(21))
+    for step, record in expected.items():
+        for key in ("loss", "val_loss", "train_loss", "lr", "tokens_per_s", "mfu", "grad_norm"):
+            if key in record:
+                assert history[step][key] == pytest.approx(record[key])
+        if "val_loss" in record:
+            assert history[step]["val_perplexity"] == pytest.approx(np.exp(record["val_loss"]))
+            assert history[step]["sample"] == record["sample"]
+
+
+def test_wandb_is_imported_only_when_asked_for(tmp_path):
+    data, _ = make_persian_data(tmp_path / "data")
+    code = ("import sys, common, train; config, _ = common.configure(train.DEFAULTS, sys.argv[1:]); "
+            "train.train(config); print('wandb imported:', 'wandb' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, TINY, f"--data_dir={data}", f"--out_dir={tmp_path / 'out'}",
+                             "--max_iters=2"], cwd=ROOT, capture_output=True, text=True, timeout=120, env=ONE_THREAD)
+    assert result.returncode == 0, result.stderr
+    assert "wandb imported: False" in result.stdout

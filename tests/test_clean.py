@@ -1,0 +1,149 @@
+"""Cleaning wikitext so the text reads as the article does: no words glued where markup was
+removed, templates that show words keep them, a broken construct costs only itself."""
+
+import time
+
+import pytest
+
+import prepare
+
+
+@pytest.mark.parametrize("wikitext, expected", [
+    # a reference between two sentences, or before punctuation, or at a line's end
+    ("تهران بزرگ است.<ref>منبع</ref>جملهٔ بعد", "تهران بزرگ است. جملهٔ بعد"),
+    ("تهران بزرگ است<ref>منبع</ref>.", "تهران بزرگ است."),
+    ('یک<ref name="الف" />دو', "یک دو"),
+    ("کتاب<ref>{{یادکرد کتاب|عنوان=x}}</ref>، قلم<ref>y</ref>؛ دفتر", "کتاب، قلم؛ دفتر"),
+    # an unclosed <ref> costs only its tag
+    ("گفته است.<ref name=a>گفتهٔ او\nجملهٔ بعد", "گفته است. گفتهٔ او\nجملهٔ بعد"),
+    # removed templates between words leave a space, line-break templates a line break
+    ("الف{{سخ}}ب", "الف\nب"),
+    ("الف{{-}}ب", "الف\nب"),
+    ("الف{{پاک‌کن}}ب", "الف\nب"),
+    ("شهر{{بدون منبع}}روستا", "شهر روستا"),
+    ("سال ۱۳۵۰{{مدرک}}.", "سال ۱۳۵۰."),
+    # a non-breaking space between a number and its unit (whitespace tidying makes it a plain space)
+    ("۱۰{{فاصله نشکن}}کیلومتر", "۱۰ کیلومتر"),
+    ("۱۰{{فاصله‌نشکن}}کیلومتر", "۱۰ کیلومتر"),
+    ("۵{{nbsp}}متر", "۵ متر"),
+    # block tags side by side are separate lines; inline tags join their words
+    ("<div>یک</div><div>دو</div>", "یک\n\nدو"),
+    ("<center>عنوان</center>متن", "عنوان\nمتن"),
+    ("یک<br>دو<br />سه", "یک\nدو\nسه"),
+    ("آب<sub>۲</sub>و <small>ریز</small>", "آب۲و ریز"),
+    # comments are no gap: the words around them are one word on the page
+    ("کتاب<!-- یادداشت -->خانه", "کتابخانه"),
+])
+def test_removed_markup_does_not_glue_words(wikitext, expected):
+    assert prepare.clean_wikitext(wikitext) == expected
+
+
+@pytest.mark.parametrize("wikitext, expected", [
+    # language templates keep the foreign words
+    ("نام آن {{به انگلیسی|Tehran}} است", "نام آن Tehran است"),
+    ("برلین {{آلمانی|Berlin}} پایتخت است", "برلین Berlin پایتخت است"),
+    ("نیروها {{اسپانیایی|Fuerzas Armadas}} هستند", "نیروها Fuerzas Armadas هستند"),
+    ("(به {{lang-es|España}} {{IPA-es|esˈpaɲa||Es-España.ogg}})، کشور", "(به España)، کشور"),
+    ("واژهٔ {{lang-ar|كتاب}} عربی است", "واژهٔ كتاب عربی است"),
+    ("شهر {{lang|fr|Paris}} زیباست", "شهر Paris زیباست"),
+    ("شهر {{Lang-de|Berlin}} است", "شهر Berlin است"),  # the first letter's case does not matter
+    ("{{الگو:به_انگلیسی|Iran}} کشور", "Iran کشور"),  # namespace and underscores
+    # text in a script or a wrapper
+    ("بیت {{نستعلیق|بشنو از نی}} است", "بیت بشنو از نی است"),
+    ("از {{nowrap|[[تهران|پایتخت]] ایران}} تا", "از پایتخت ایران تا"),  # a link's pipe is no argument
+    # dates: day, MediaWiki's Persian month name, year; the age is left out
+    ("زاده {{birth date|1950|5|3}} است", "زاده 3 مه 1950 است"),
+    ("درگذشته {{death date and age|1990|12|1|1920|1|1}}", "درگذشته 1 دسامبر 1990"),
+    ("آغاز {{start date|۱۹۸۰|۷|۲|df=y}}", "آغاز ۲ ژوئیه ۱۹۸۰"),  # named arguments are not text
+    ("سال {{birth date|1950}}", "سال 1950"),  # not year|month|day: the words given
+    # unit conversions keep the measure and its unit
+    ("طول {{convert|10|km|mi}} است", "طول 10 km است"),
+    ("ارتفاع {{convert|3|to|5|m}} است", "ارتفاع 3–5 m است"),
+    ("وزن {{cvt|7|kg}} است", "وزن 7 kg است"),
+    # everything else goes
+    ("متن {{یادکرد وب|نشانی=http://x.org|عنوان=y}} ادامه", "متن ادامه"),
+    ("شهر {{صدا|De-Berlin.ogg|آوا}} است", "شهر است"),
+])
+def test_templates_that_show_text_keep_it(wikitext, expected):
+    assert prepare.clean_wikitext(wikitext) == expected
+
+
+@pytest.mark.parametrize("wikitext, expected", [
+    # a stray brace inside a template costs that template only
+    ("فرمول {{math|x ∈ {1, 2}}} است و جملهٔ بعد هم هست.", "فرمول است و جملهٔ بعد هم هست."),
+    ("الف {{x|a { b}} ب و پ", "الف ب و پ"),
+    ("الف {{x|a } b}} ب و پ", "الف ب و پ"),
+    ("الف {{جعبه|{{x|{1}}}|y}} ب", "الف ب"),
+    # parser functions and template parameters
+    ("متن {{#if:{{{1|}}}|الف|ب}} ادامه دارد.", "متن ادامه دارد."),
+    ("متن {{#switch:{{{نوع}}}|a=b|c}} ادامه دارد.", "متن ادامه دارد."),
+    ("کد {{{1|پیش‌فرض}}} و {{{2}}} پایان", "کد پیش‌فرض و پایان"),
+    # a {{ never closed costs itself and its name; a }} never opened costs itself
+    ("متن {{ناقص|بدون بستن و ادامهٔ متن", "متن بدون بستن و ادامهٔ متن"),
+    ("{{a|b}}}} متن", "متن"),
+    # links with brackets in their label, and stray brackets
+    ("[[الف|ب [ج]]] و بعد", "ب [ج] و بعد"),
+    ("[[الف|ب [ج]] و بعد", "ب [ج و بعد"),
+    ("[[تهران]] و [یک", "تهران و [یک"),
+    # an unclosed gallery holds file lines up to the next blank line
+    ("متن\n<gallery>\nپرونده:a.jpg|شرح\nپرونده:b.jpg|شرح دو\n\nپاراگراف بعد", "متن\n\nپاراگراف بعد"),
+    ("متن<gallery>\nپرونده:a.jpg|شرح", "متن"),
+    ("یک <math>x^2 دو", "یک x^2 دو"),
+    # <nowiki> shows its text as written
+    ("نمونه <nowiki>[[پیوند]] و {{الگو}}</nowiki> متن", "نمونه [[پیوند]] و {{الگو}} متن"),
+    ("<nowiki>''کج'' و &amp;</nowiki>", "''کج'' و &amp;"),
+    ("[[کتاب]]<nowiki/>ها", "کتابها"),
+])
+def test_broken_markup_costs_only_itself(wikitext, expected):
+    assert prepare.clean_wikitext(wikitext) == expected
+
+
+def page(title, text):
+    return (f"<page><title>{title}</title><ns>0</ns><id>1</id><revision><id>2</id>"
+            f'<text xml:space="preserve">{text}</text></revision></page>')
+
+
+ARTICLE = "'''تهران''' پایتخت [[ایران]] است و بزرگ‌ترین شهر این کشور به شمار می‌آید. " * 3
+LINKS = "'''مهر''' ممکن است به موارد زیر اشاره کند:\n" + "".join(
+    f"* [[مهر ({meaning})]]، {meaning}\n" for meaning in ("ماه", "خورشید", "ایزد", "نشان", "محبت", "روزنامه"))
+
+
+@pytest.mark.parametrize("marker", [
+    "{{ابهام‌زدایی}}", "{{ابهام زدایی}}", "{{ابهام_زدایی}}", "{{ابهام‌زدایی|نام}}",
+    "{{Disambig}}", "{{disambiguation}}", "__DISAMBIG__", "__ابهام‌زدایی__",
+])
+def test_disambiguation_pages_are_dropped_and_counted(tmp_path, marker):
+    path = tmp_path / "dump.xml"
+    path.write_text(f"<mediawiki>{page('تهران', ARTICLE)}{page('مهر', LINKS + marker)}</mediawiki>",
+                    encoding="utf-8")
+    report = prepare.new_report()
+    documents = list(prepare.read_documents(str(path), report, prepare.DEFAULTS))
+    assert [d.split("\n")[0] for d in documents] == ["تهران"]
+    assert report["dropped"] == {"disambiguation": 1} and report["kept"] == 1
+
+
+@pytest.mark.parametrize("text", [
+    "{{ابهام‌زدایی دیگر|مهر (ماه)}}" + ARTICLE,  # a hatnote pointing to one: an article still
+    "{{Disambig-cleanup}}" + ARTICLE,
+])
+def test_articles_that_mention_disambiguation_are_kept(tmp_path, text):
+    path = tmp_path / "dump.xml"
+    path.write_text(f"<mediawiki>{page('تهران', text)}</mediawiki>", encoding="utf-8")
+    assert len(list(prepare.iter_documents(str(path)))) == 1
+
+
+@pytest.mark.parametrize("malformed", [
+    "{{x|" + "{" * 20000 + "متن",
+    "{{x|" + "{1} " * 20000 + "}}متن",
+    "{{{" * 20000 + "متن",
+    "[[a|" + "[b] " * 20000 + "]]متن",
+    "[[a|" + "[" * 20000 + "متن",
+    "<gallery>\n" * 20000 + "متن",
+    "<nowiki>" * 20000 + "متن",
+    "{{ابهام" * 20000 + "متن",
+])
+def test_malformed_input_is_quick(malformed):
+    start = time.time()
+    text = prepare.clean_wikitext(malformed)
+    assert time.time() - start < 2
+    assert "{{" not in text and "[[" not in text
