@@ -328,8 +328,7 @@ class Tokenizer:
         return array("H", self._encode_ordinary_bytes(text)).tolist()
 
     def encode_array(self, text, allowed_special=()):
-        """encode(), as an array of uint16 ("H"): a quarter of a list's memory, and written to
-        a token file as it is."""
+        """encode(), as an array of uint16 ("H"): two bytes an id, as a token file holds them."""
         if allowed_special == "all":
             allowed_special = self.special_tokens
         unknown = set(allowed_special) - set(self.special_tokens)

@@ -736,9 +736,12 @@ def iter_records(source, report, config):
         try:
             with stream:
                 if unit == "pages":
-                    opened = (ReadAhead(bz2.open(stream)) if kind == ".xml.bz2"
-                              else contextlib.nullcontext(stream))
-                    with opened as xml:
+                    with contextlib.ExitStack() as reading:
+                        xml = bz2.open(stream) if kind == ".xml.bz2" else stream
+                        # not a download: it waits on the network anyway, and a stalled one would keep
+                        # the reading thread, and so an early stop or Ctrl-C, waiting for minutes
+                        if kind == ".xml.bz2" and not is_url(source):
+                            xml = reading.enter_context(ReadAhead(xml))
                         yield from iter_pages(xml, report)
                 else:
                     lines = io.TextIOWrapper(io.BufferedReader(stream), encoding="utf-8-sig")

@@ -23,11 +23,13 @@ speed: new tokens over all samples, seconds, tokens per second.
 """
 
 import codecs
+import collections
 import os
 import sys
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 import common
@@ -76,24 +78,32 @@ def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
     k = top_k if 0 < top_k < vocab_size else vocab_size
     if k == vocab_size and top_p >= 1.0:
         return logits
-    best, best_ids = torch.topk(logits, k, dim=-1)  # sorted, most likely first
+    if logits.device.type == "cpu":  # numpy's selection: torch.topk costs ten times as much on a CPU
+        best_ids = torch.from_numpy(np.argpartition(logits.numpy(), -k, axis=-1)[:, -k:])
+        best = logits.gather(1, best_ids)
+    else:
+        best, best_ids = torch.topk(logits, k, dim=-1, sorted=False)
     if top_p < 1.0:
+        best, order = best.sort(dim=-1, descending=True)  # most likely first
+        best_ids = best_ids.gather(1, order)
         probs = torch.softmax(best, dim=-1)
         mass_before = torch.cumsum(probs, dim=-1) - probs
         best = best.masked_fill(mass_before >= top_p, float("-inf"))
     return torch.full_like(logits, float("-inf")).scatter(1, best_ids, best)
 
 
-def sample_token(probs, generator=None):
-    """Draw one token id from each row of probs (B, V): a (B, 1) tensor.
+def sample_token(probs, generators):
+    """Draw one token id from each row of probs (B, V): a (B, 1) tensor. Row i draws from
+    generators[i], a torch.Generator or None (torch's global random state).
 
     One uniform number per row, placed on the cumulative distribution. (torch.multinomial
     draws an exponential for each of the V entries instead: at 16k tokens that costs more
     than the model's whole step.) A token of probability 0 is never drawn: its cumulative
     value equals the one before it, and searchsorted(right=True) skips to the first above u."""
     cdf = probs.cumsum(dim=-1)
-    u = torch.rand(cdf.shape[:-1] + (1,), generator=generator, device=cdf.device, dtype=cdf.dtype)
-    return torch.searchsorted(cdf, u * cdf[..., -1:], right=True).clamp_(max=probs.size(-1) - 1)
+    u = torch.cat([torch.rand(1, generator=generator, device=cdf.device, dtype=cdf.dtype)
+                   for generator in generators])
+    return torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True).clamp_(max=probs.size(-1) - 1)
 
 
 # -----------------------------------------------------------------------------
@@ -141,16 +151,6 @@ class Row:
     top_logprobs: int
     start: int = 0  # the model reads tokens[start:]
     new_tokens: int = 0
-
-    def choose(self, logits):
-        """The next token id (a 1-element tensor) from this row's logits (V,)."""
-        if self.repetition_penalty != 1.0:
-            context = torch.tensor([self.tokens[self.start:]], device=logits.device)
-            logits = apply_repetition_penalty(logits[None], context, self.repetition_penalty)[0]
-        if self.greedy:
-            return logits.argmax(dim=-1, keepdim=True)
-        probs = torch.softmax(filter_logits(logits[None], self.temperature, self.top_k, self.top_p), dim=-1)
-        return sample_token(probs, self.generator)[0]
 
 
 class Decoder:
@@ -235,6 +235,31 @@ class Decoder:
             logits, _ = self.model(last, kv_cache=self.cache)
         return logits[:, -1].float()
 
+    def _choose(self, logits):
+        """The next token id (B,) of every active row from its logits (B, V), with the row's own
+        settings and generator. Rows that share settings (the common case) are filtered as one
+        batch: every filter works row by row, so each row picks what it would pick alone, and
+        only the random draw is made row by row."""
+        penalized = [slot for slot, row in enumerate(self.rows) if row.repetition_penalty != 1.0]
+        if penalized:
+            logits = logits.clone()
+        for slot in penalized:
+            row = self.rows[slot]
+            context = torch.tensor([row.tokens[row.start:]], device=self.device)
+            logits[slot] = apply_repetition_penalty(logits[slot, None], context, row.repetition_penalty)[0]
+        groups = collections.defaultdict(list)  # settings (None = greedy) -> slots of the rows that use them
+        for slot, row in enumerate(self.rows):
+            groups[None if row.greedy else (row.temperature, row.top_k, row.top_p)].append(slot)
+        chosen = torch.empty(len(self.rows), dtype=torch.long, device=self.device)
+        for settings, slots in groups.items():
+            index = slice(None) if len(groups) == 1 else torch.tensor(slots, device=self.device)
+            if settings is None:
+                chosen[index] = logits[index].argmax(dim=-1)
+            else:
+                probs = torch.softmax(filter_logits(logits[index], *settings), dim=-1)
+                chosen[index] = sample_token(probs, [self.rows[slot].generator for slot in slots])[:, 0]
+        return chosen
+
     @torch.inference_mode()
     def step(self):
         """One token for every active row: a list of (row id, token id or None, logprob, top, finished).
@@ -253,8 +278,8 @@ class Decoder:
                 row.start = start
                 self._prefill(slot)
         logits = self._logits()
-        chosen = torch.cat([row.choose(row_logits) for row, row_logits in zip(self.rows, logits)])
-        log_probs = logits - torch.logsumexp(logits, dim=-1, keepdim=True)
+        chosen = self._choose(logits)
+        log_probs = torch.log_softmax(logits, dim=-1)
         chosen_log_probs = log_probs.gather(1, chosen[:, None])[:, 0].tolist()  # one device sync for all rows
         events, ended = [], []
         for row, token, logprob, row_log_probs in zip(self.rows, chosen.tolist(), chosen_log_probs, log_probs):
@@ -366,17 +391,57 @@ def beam_search(model, prompt_ids, beams, max_new_tokens, length_penalty=1.0, st
     return max(finished, key=lambda hypothesis: hypothesis[0])[1]
 
 
+@torch.inference_mode()
+def score_prompt(model, prompt_ids, top_n):
+    """[(logprob, top)] of prompt_ids[1:], each given the tokens before it: one forward pass,
+    log_softmax in fp32. top: the top_n most likely tokens there as [(id, logprob)]."""
+    if len(prompt_ids) < 2:
+        return []
+    ids = torch.tensor([prompt_ids], device=model.wte.weight.device)
+    with autocast_for(ids.device):  # bf16 on GPUs that have it natively, as the Decoder generates
+        logits, _ = model(ids[:, :-1])
+    logprobs = torch.log_softmax(logits[0].float(), dim=-1)  # (T - 1, V)
+    best, best_ids = logprobs.topk(top_n, dim=-1)
+    chosen = logprobs.gather(1, ids[0, 1:, None])[:, 0]
+    return [(logprob, list(zip(i, v))) for logprob, i, v in zip(chosen.tolist(), best_ids.tolist(), best.tolist())]
+
+
 # -----------------------------------------------------------------------------
 # text in and out
+
+def utf8_decoder():
+    """An incremental UTF-8 decoder: bytes in, the characters they complete out."""
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+
+def read_token(tokenizer, decoder, token_id, logprob=None, top=None):
+    """[text piece, logprob, {piece: logprob} or None] of a token read next by `decoder`, its
+    sequence's incremental UTF-8 decoder (see utf8_decoder).
+
+    A byte-level BPE token can end inside a character: its piece holds only the characters it
+    completes (possibly ""), and the token that completes a character carries all of it, so the
+    pieces of a sequence join into exactly its text. The alternatives in `top` [(id, logprob)] are
+    read as if each came in the chosen token's place, listed after the chosen token itself, as in
+    the OpenAI API; tokens that read as the same text (e.g. "" for two that end inside a
+    character) keep the first entry."""
+    alternatives = None
+    if top is not None:
+        alternatives = {}
+        for alternative_id, alternative_logprob in [(token_id, logprob), *top]:
+            reader = utf8_decoder()
+            reader.setstate(decoder.getstate())
+            alternatives.setdefault(reader.decode(tokenizer.decode_bytes([alternative_id])), alternative_logprob)
+    return [decoder.decode(tokenizer.decode_bytes([token_id])), logprob, alternatives]
+
 
 def stream_text(tokenizer, token_ids):
     """Yield the text of a stream of token ids piece by piece, never splitting a UTF-8 character.
 
     A BPE token may end in the middle of a multi-byte character (every Persian letter is two
     bytes), so bytes are held back until the character they start is complete."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    decoder = utf8_decoder()
     for token_id in token_ids:
-        piece = decoder.decode(tokenizer.decode_bytes([token_id]))
+        piece, _, _ = read_token(tokenizer, decoder, token_id)
         if piece:
             yield piece
     tail = decoder.decode(b"", final=True)

@@ -11,17 +11,14 @@ Serve a trained checkpoint over HTTP: an OpenAI-compatible completions API, a si
 
 Any OpenAI client works with its base_url at http://127.0.0.1:8000/v1. Generation is sample.py's
 (the same prompt normalisation, sampling and UTF-8-safe text), batched continuously: one model
-thread holds a sample.Decoder of --max_batch rows (a row per prompt and choice) and runs one
-forward pass per step for every row of every request. A new request's prompts are read into free
-rows and join at the next step; a row leaves as soon as it ends, meets a stop sequence or its
-client hangs up. Each row has its own settings and seeded generator, and the Decoder gives it the
-tokens it would get alone. Requests that find too few free rows wait in a queue of --max_queue;
-beyond it the answer is 503. On a busy CPU, OMP_NUM_THREADS=1 helps: a small model's steps are
-too short to share between threads.
+thread steps a sample.Decoder of --max_batch rows, a row per prompt and choice of any request;
+new prompts join at the next step, a row leaves as soon as it ends, and each row gets the tokens
+it would get alone. Requests that find too few free rows wait in a queue of --max_queue; beyond
+it the answer is 503. The model runs on one PyTorch thread (--threads), which serves a small
+model on a CPU better than one thread per core: see main.
 """
 
 import asyncio
-import codecs
 import collections
 import itertools
 import json
@@ -36,8 +33,8 @@ from typing import Annotated
 import torch
 
 import common
-from model import autocast_for
-from sample import DEFAULTS as SAMPLE_DEFAULTS, Decoder, encode_prompt, load_out_dir
+from sample import (DEFAULTS as SAMPLE_DEFAULTS, Decoder, encode_prompt, load_out_dir, read_token, score_prompt,
+                    utf8_decoder)
 
 try:
     import uvicorn
@@ -61,6 +58,7 @@ DEFAULTS = dict(
     max_batch=16,  # rows decoded together; a request takes one row per prompt and choice
     max_queue=64,  # requests waiting for free rows; more are answered 503 at once
     quantize="none",  # "int8": int8 weights on a CPU, as sample.py --quantize=int8 (model.quantize_weights)
+    threads=1,  # PyTorch threads for the model; 0 = PyTorch's default, one per core (see main)
 )
 
 # bounds on a request: enough for any real use, small enough that no request can hog the server
@@ -68,6 +66,7 @@ MAX_TOKENS = 4096  # tokens generated per completion
 MAX_CHOICES = 8  # completions per prompt (n)
 MAX_PROMPTS = 64  # prompts per request
 MAX_PROMPT_CHARS = 20_000  # per prompt; a prompt longer than the context is cropped to its end
+MAX_PROMPT_TOKENS = 20_000  # per prompt given as token ids, cropped likewise
 MAX_STOPS = 4  # stop sequences per request, as in the OpenAI API
 MAX_LOGPROBS = 5  # alternatives per token in logprobs, as in the OpenAI API
 DISCONNECT_POLL = 0.25  # seconds between checks that a waiting client is still connected
@@ -82,13 +81,17 @@ class StreamOptions(BaseModel):
     include_usage: bool = False  # end the stream with a chunk holding the token counts
 
 
+TextPrompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]  # "" = a fresh document
+TokenPrompt = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_PROMPT_TOKENS)]
+
+
 class CompletionRequest(BaseModel):
     """The OpenAI completions request, plus top_k and repetition_penalty as in sample.py.
     Fields the model cannot honour (suffix, best_of, ...) are refused, and so is any misspelt one."""
     model_config = ConfigDict(extra="forbid", strict=True)
     model: str | None = None  # optional: this server holds one model
-    prompt: list[Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]] = Field(  # or one string; "" = a fresh document
-        [""], min_length=1, max_length=MAX_PROMPTS)
+    # texts or, as the OpenAI API allows, lists of token ids, read as given; or one of either
+    prompt: list[TextPrompt | TokenPrompt] = Field([""], min_length=1, max_length=MAX_PROMPTS)
     max_tokens: int = Field(16, ge=0, le=MAX_TOKENS)  # 0 with echo and logprobs: score the prompt only
     temperature: float = Field(1.0, ge=0, le=2)  # 0 = greedy
     top_p: float = Field(1.0, gt=0, le=1)
@@ -105,7 +108,8 @@ class CompletionRequest(BaseModel):
     @field_validator("prompt", mode="before")
     @classmethod
     def prompt_list(cls, prompt):
-        return [prompt] if isinstance(prompt, str) else prompt
+        one = isinstance(prompt, str) or isinstance(prompt, list) and prompt and isinstance(prompt[0], int)
+        return [prompt] if one else prompt
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -140,54 +144,23 @@ def cut_at_stop(text, stops):
     return text[:len(text) - held], text[len(text) - held:], False
 
 
-def utf8_decoder():
-    return codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-
-def read_token(tokenizer, decoder, token_id, logprob=None, top=None):
-    """[text piece, logprob, {piece: logprob} or None] of a token read next by `decoder`, its row's
-    incremental UTF-8 decoder (sample.stream_text's logic, kept one piece per token).
-
-    A byte-level BPE token can end inside a character: its piece holds only the characters it
-    completes (possibly ""), and the token that completes a character carries all of it, so the
-    pieces of a row join into exactly its text. The alternatives in `top` [(id, logprob)] are
-    read as if each came next, after the chosen token itself, as in the OpenAI API; tokens that
-    read as the same text (e.g. "" for two that end inside a character) keep the first entry."""
-    alternatives = None
-    if top is not None:
-        alternatives = {}
-        for alternative_id, alternative_logprob in [(token_id, logprob), *top]:
-            reader = utf8_decoder()
-            reader.setstate(decoder.getstate())
-            alternatives.setdefault(reader.decode(tokenizer.decode_bytes([alternative_id])), alternative_logprob)
-    return [decoder.decode(tokenizer.decode_bytes([token_id])), logprob, alternatives]
-
-
-@torch.inference_mode()
-def score_prompt(model, prompt_ids, top_n):
-    """[(logprob, top)] of prompt_ids[1:], each given the tokens before it: one forward pass,
-    log_softmax in fp32. top: the top_n most likely tokens there as [(id, logprob)]."""
-    if len(prompt_ids) < 2:
-        return []
-    ids = torch.tensor([prompt_ids], device=model.wte.weight.device)
-    with autocast_for(ids.device):  # bf16 on GPUs that have it natively, as the Decoder generates
-        logits, _ = model(ids[:, :-1])
-    logprobs = torch.log_softmax(logits[0].float(), dim=-1)  # (T - 1, V)
-    best, best_ids = logprobs.topk(top_n, dim=-1)
-    chosen = logprobs.gather(1, ids[0, 1:, None])[:, 0]
-    return [(logprob, list(zip(i, v))) for logprob, i, v in zip(chosen.tolist(), best_ids.tolist(), best.tolist())]
+def read_record(tokenizer, decoder, token_id, logprob=None, top=None):
+    """sample.read_token's record, but <|endoftext|> (a document's start or end) is no text: its
+    piece is "", and the characters around it are read as if it were not there."""
+    if token_id != tokenizer.eot_id:
+        return read_token(tokenizer, decoder, token_id, logprob, top)
+    reader = utf8_decoder()
+    reader.setstate(decoder.getstate())
+    return ["", *read_token(tokenizer, reader, token_id, logprob, top)[1:]]
 
 
 def echo_tokens(model, tokenizer, prompt_ids, top_n):
-    """Token records (as read_token's) of the prompt. The first token has no log-prob (nothing
-    comes before it); the <|endoftext|> document start is no text, its piece is ""."""
-    decoder, records = utf8_decoder(), []
+    """Token records (as read_record's) of the prompt. The first token has no log-prob (nothing
+    comes before it)."""
+    decoder = utf8_decoder()
     scores = score_prompt(model, prompt_ids, top_n) if top_n is not None else itertools.repeat((None, None))
-    for token_id, (logprob, top) in zip(prompt_ids, itertools.chain([(None, None)], scores)):
-        records.append(read_token(tokenizer, decoder, token_id, logprob, top))
-        if token_id == tokenizer.eot_id:
-            records[-1][0] = ""
-    return records
+    return [read_record(tokenizer, decoder, token_id, logprob, top)
+            for token_id, (logprob, top) in zip(prompt_ids, itertools.chain([(None, None)], scores))]
 
 
 def logprobs_object(tokens, offset):
@@ -236,10 +209,12 @@ class Choice:
 
     def read(self, tokenizer, token_id, logprob, top, finished):
         """Take one Decoder event; return (update or None, whether a stop sequence ended the text).
-        Text goes out in whole tokens; the token holding a stop sequence is cut before it."""
-        if token_id is not None:
-            self.count += 1
-            self.unsent.append(read_token(tokenizer, self.decoder, token_id, logprob, top))
+        Text goes out in whole tokens; the token holding a stop sequence is cut before it. The
+        <|endoftext|> that ends the document (token_id None) is a token of no text, so the
+        logprobs list every token the model chose, as log-likelihood clients expect of echo."""
+        self.count += 1
+        self.unsent.append(read_record(tokenizer, self.decoder, tokenizer.eot_id if token_id is None else token_id,
+                                       logprob, top))
         if finished and self.unsent:  # an unfinished character at the very end becomes U+FFFD
             self.unsent[-1][0] += self.decoder.decode(b"", final=True)
         ready, _, stopped = cut_at_stop("".join(piece for piece, _, _ in self.unsent), self.stops)
@@ -267,8 +242,22 @@ class Job:
         self.loop, self.updates = asyncio.get_running_loop(), asyncio.Queue()
         self.cancelled = False
 
-    def send(self, item):  # from the model thread
-        self.loop.call_soon_threadsafe(self.updates.put_nowait, item)
+
+def send(updates):
+    """From the model thread: hand each job of {job: a list of updates, or an APIError} its entry,
+    with one call into each event loop for all its jobs (waking a loop costs more than the
+    hand-off itself, and a step has an update for every row)."""
+    by_loop = collections.defaultdict(list)
+    for job, entry in updates.items():
+        by_loop[job.loop].append((job, entry))
+    for loop, entries in by_loop.items():
+        loop.call_soon_threadsafe(deliver, entries)
+
+
+def deliver(entries):
+    """In the event loop: put each (job, entry) into the job's queue."""
+    for job, entry in entries:
+        job.updates.put_nowait(entry)
 
 
 class Batcher:
@@ -320,8 +309,7 @@ class Batcher:
                         self.step()
                 except Exception as e:  # out of memory, ...: the jobs in the batch fail, the server goes on
                     error = APIError(500, f"generation failed: {type(e).__name__}: {e}", kind="server_error")
-                    for job in set(jobs) | {job for job, _ in self.active.values()}:
-                        job.send(error)
+                    send({job: error for job in set(jobs) | {job for job, _ in self.active.values()}})
                     self.active.clear()
                     self.decoder = Decoder(self.model, self.max_batch)
 
@@ -342,7 +330,7 @@ class Batcher:
                                            stop_ids=(self.tokenizer.eot_id,), top_logprobs=body.logprobs or 0)
                     self.active[row] = (job, choice)
         if updates:
-            job.send(updates)
+            send({job: updates})
 
     def step(self):
         """One forward pass for every row; updates go to their jobs; an ended row leaves at once."""
@@ -359,23 +347,29 @@ class Batcher:
                 self.decoder.remove(row)
             if stopped or finished:  # a finished row the Decoder has freed itself
                 del self.active[row]
-        for job, items in updates.items():
-            job.send(items)
+        send(updates)
 
     async def updates(self, job, request):
-        """Yield the job's updates, a list at a time, until every choice has ended; stop early
-        if the client hangs up. Either way the job is dropped."""
+        """Yield the job's updates until every choice has ended: a list of all that have arrived
+        since the last (one write for a client that has fallen behind, not one per step). Stop
+        early if the client hangs up. Either way the job is dropped."""
         unfinished = job.num_choices
         try:
             while unfinished:
+                entries = []
                 try:
-                    items = await asyncio.wait_for(job.updates.get(), DISCONNECT_POLL)
-                except asyncio.TimeoutError:
-                    items = []
-                if isinstance(items, APIError):
-                    raise items
+                    async with asyncio.timeout(DISCONNECT_POLL):
+                        entries.append(await job.updates.get())
+                except TimeoutError:
+                    pass
+                while not job.updates.empty():
+                    entries.append(job.updates.get_nowait())
+                for entry in entries:
+                    if isinstance(entry, APIError):
+                        raise entry
                 if await request.is_disconnected():
                     return
+                items = [item for entry in entries for item in entry]
                 unfinished -= sum(item["finish_reason"] is not None for item in items)
                 yield items
         finally:
@@ -412,10 +406,19 @@ def create_app(model, tokenizer, model_name, normalization=None, max_batch=DEFAU
     app.exception_handler(Exception)(
         lambda request, exc: APIError(500, f"{type(exc).__name__}: {exc}", kind="server_error").response())
 
+    def prompt_ids(prompt):
+        """A text as sample.py reads it (normalized, after <|endoftext|>), token ids as they are; both
+        cropped to the context's last block_size tokens."""
+        if isinstance(prompt, str):
+            return encode_prompt(prompt, tokenizer, model.config.block_size, normalization)[1]
+        if max(prompt) >= tokenizer.vocab_size:
+            raise APIError(400, f"prompt: token id {max(prompt)} is past the vocabulary's last, "
+                                f"{tokenizer.vocab_size - 1}", param="prompt")
+        return prompt[-model.config.block_size:]
+
     async def submit(body):
         """Tokenize the prompts and queue the request as a job."""
-        prompts = await asyncio.to_thread(lambda: [encode_prompt(prompt, tokenizer, model.config.block_size,
-                                                                 normalization)[1] for prompt in body.prompt])
+        prompts = await asyncio.to_thread(lambda: [prompt_ids(prompt) for prompt in body.prompt])
         job = Job(body, prompts, secrets.randbits(62) if body.seed is None else body.seed)
         if job.rows_needed > max_batch:
             raise APIError(400, f"n x prompts = {job.rows_needed} completions, more than this server decodes "
@@ -459,13 +462,17 @@ def create_app(model, tokenizer, model_name, normalization=None, max_batch=DEFAU
             counts = {}
             try:
                 async for items in batcher.updates(job, request):
+                    chunks = []  # one event per update, all written at once
                     for item in items:
                         counts[item["index"]] = item["count"]
                         if not item["text"] and item["finish_reason"] is None and body.logprobs is None:
                             continue  # a token that ends inside a character: nothing to show yet
                         logprobs = logprobs_object(item["tokens"], item["offset"]) if body.logprobs is not None else None
-                        yield sse(dict(head, choices=[dict(text=item["text"], index=item["index"], logprobs=logprobs,
-                                                           finish_reason=item["finish_reason"])]))
+                        chunks.append(sse(dict(head, choices=[dict(text=item["text"], index=item["index"],
+                                                                   logprobs=logprobs,
+                                                                   finish_reason=item["finish_reason"])])))
+                    if chunks:
+                        yield "".join(chunks)
             except APIError as e:  # the status line has gone: the error is the stream's last event
                 yield sse(e.body)
                 return
@@ -510,12 +517,14 @@ def main(argv=None):
         raise common.UsageError(f"unexpected argument {positional[0]!r} (use --key=value)")
     if config["max_batch"] < 1 or config["max_queue"] < 1:
         raise common.UsageError("max_batch and max_queue must be at least 1")
+    if config["threads"] < 0:
+        raise common.UsageError(f"threads must be 0 (PyTorch's default) or more, got {config['threads']}")
+    if config["threads"]:
+        # A small model's step is a chain of small operations: a second thread saves little of
+        # it, and its waiting workers take CPU from the event loop that streams the tokens.
+        torch.set_num_threads(config["threads"])
     from train import resolve_device
     device = resolve_device(config["device"], None)
-    try:  # a GPU index past the last one, or mps where there is none, fails here, not as a bad checkpoint
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError) as e:
-        raise common.UsageError(f"device {config['device']!r} cannot be used: {str(e).strip().splitlines()[0]}") from e
     model, tokenizer, normalization = load_out_dir(config["out_dir"], device, config["quantize"])  # in eval mode
     model_name = os.path.basename(os.path.normpath(config["out_dir"]))
     app = create_app(model, tokenizer, model_name, normalization, config["max_batch"], config["max_queue"])

@@ -6,10 +6,13 @@ failed requests, checked against serve.py's targets.
     python bench/bench_serve.py                                    # a tiny random model, ~1 minute
     python bench/bench_serve.py --out_dir=out-fawiki-small --seconds=60
     python bench/bench_serve.py --clients="[1, 16]" --seconds=3    # a quick check
+    python bench/bench_serve.py --out_dir=out-fawiki-small --quantize=int8   # serve.py --quantize=int8
+    python bench/bench_serve.py --n_layer=6 --n_head=6 --n_embd=384 --block_size=256 \
+        --vocab_size=16384                                         # random weights, 16.9 M parameters
 
 The server is started here, as `python serve.py` on a free 127.0.0.1 port with --max_batch as
-large as the most clients, serving --out_dir or, when that is empty, a tiny random model written
-to a temporary folder (its text is noise; its speed shows the server's own overhead). Each
+large as the most clients, serving --out_dir or, when that is empty, a random model written
+to a temporary folder (its text is noise; the tiny default shows the server's own overhead). Each
 client sends one streamed request after another, each with its own seed, until the time or the
 request budget of that level runs out. Latency is from sending the request to the end of the
 stream; time to first token is to the first chunk holding text. serve.py decodes the requests
@@ -43,7 +46,14 @@ from bpe import Tokenizer  # noqa: E402
 from model import GPT, GPTConfig, tokenizer_hash  # noqa: E402
 
 DEFAULTS = {
-    "out_dir": "",  # checkpoint folder to serve; empty = a tiny random model
+    "out_dir": "",  # checkpoint folder to serve; empty = a random model of the shape below
+    # the random model: one tiny layer by default (its speed shows the server's own overhead);
+    # larger shapes take a tokenizer trained on ../shared/data/persian/news.jsonl
+    "n_layer": 1,
+    "n_head": 2,
+    "n_embd": 64,
+    "block_size": 128,
+    "vocab_size": 360,
     "clients": [1, 4, 8],  # concurrency levels, measured in turn against one server
     "seconds": 20.0,  # how long the clients of each level keep sending new requests
     "max_requests": 400,  # per level: stop sending earlier once this many have been sent
@@ -52,20 +62,33 @@ DEFAULTS = {
     "temperature": 0.8,
     "top_k": 200,
     "device": "auto",  # where serve.py runs the model
+    "quantize": "none",  # serve.py --quantize: "int8" serves int8 weights (CPU only)
+    "threads": 1,  # serve.py --threads: PyTorch threads for the model (0 = one per core)
     "out": os.path.join(ROOT, "bench", "results", "serve.json"),  # figures as JSON; "" writes none
 }
-TINY_TEXTS = [  # the tiny random model's tokenizer is trained on these few lines
+NEWS = os.path.join(ROOT, "..", "shared", "data", "persian", "news.jsonl")
+TINY_TEXTS = [  # a random model of the default vocabulary size gets a tokenizer trained on these lines
     "تهران بزرگ‌ترین شهر ایران است و در دامنهٔ البرز قرار دارد.",
     "شاعران بسیاری در شیراز زندگی کرده‌اند؛ سعدی و حافظ از آن جمله‌اند.",
     "دریای خزر در شمال ایران و خلیج فارس در جنوب آن است.",
 ]
 
 
-def write_tiny_checkpoint(out_dir):
-    """A random one-layer model and a tokenizer trained on TINY_TEXTS, saved as train.py saves."""
-    tokenizer = Tokenizer.train(TINY_TEXTS * 4, vocab_size=360)
+def write_random_checkpoint(out_dir, config):
+    """A model of random weights and config's shape, saved as train.py saves, with a tokenizer of
+    its vocabulary size: trained on TINY_TEXTS at the default size, on Persian news above it."""
+    if config["vocab_size"] <= DEFAULTS["vocab_size"]:
+        texts = TINY_TEXTS * 4
+    else:
+        if not os.path.isfile(NEWS):
+            raise common.UsageError(f"a vocabulary of {config['vocab_size']} needs {NEWS} to train its tokenizer")
+        with open(NEWS, encoding="utf-8") as f:
+            texts = [json.loads(line)["text"] for line in f]
+    tokenizer = Tokenizer.train(texts, vocab_size=config["vocab_size"])
+    if tokenizer.vocab_size != config["vocab_size"]:
+        raise common.UsageError(f"the tokenizer text holds only {tokenizer.vocab_size} ids, not {config['vocab_size']}")
     torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=128, vocab_size=tokenizer.vocab_size, n_layer=1, n_head=2, n_embd=64))
+    model = GPT(GPTConfig(**{key: config[key] for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")}))
     tokenizer_json = tokenizer.to_json()
     torch.save({"model_args": vars(model.config), "model": model.state_dict(), "tokenizer": tokenizer_json,
                 "tokenizer_sha256": tokenizer_hash(tokenizer_json)},
@@ -79,17 +102,20 @@ def free_port():
 
 
 @contextlib.contextmanager
-def running_server(out_dir, device="auto", max_batch=16, startup_seconds=120):
-    """Yield the base URL of serve.py serving out_dir (or a tiny random model) on loopback."""
+def running_server(out_dir, device="auto", max_batch=16, quantize="none", startup_seconds=120, shape=None,
+                   threads=1):
+    """Yield the base URL of serve.py serving out_dir (or a random model of `shape`, a dict like
+    DEFAULTS, tiny when None) on loopback."""
     with tempfile.TemporaryDirectory() as tmp:
         if not out_dir:
-            out_dir = os.path.join(tmp, "tiny-random")
+            out_dir = os.path.join(tmp, "random")
             os.makedirs(out_dir)
-            write_tiny_checkpoint(out_dir)
+            write_random_checkpoint(out_dir, shape or DEFAULTS)
         port = free_port()
         with open(os.path.join(tmp, "serve.log"), "w+", encoding="utf-8") as log:
             server = subprocess.Popen([sys.executable, os.path.join(ROOT, "serve.py"), f"--out_dir={out_dir}",
-                                       f"--port={port}", f"--device={device}", f"--max_batch={max_batch}"],
+                                       f"--port={port}", f"--device={device}", f"--max_batch={max_batch}",
+                                       f"--quantize={quantize}", f"--threads={threads}"],
                                       stdout=log, stderr=log)
             url = f"http://127.0.0.1:{port}"
             try:
@@ -213,7 +239,8 @@ def main(argv=None):
     if config["max_requests"] < 1 or config["seconds"] <= 0:
         raise common.UsageError("max_requests must be >= 1 and seconds > 0")
     levels = []
-    with running_server(config["out_dir"], config["device"], max(clients)) as url:
+    with running_server(config["out_dir"], config["device"], max(clients), config["quantize"], shape=config,
+                        threads=config["threads"]) as url:
         about = health(url)
         streamed_completion(url, dict(prompt=config["prompt"], max_tokens=4, stream=True))  # warm-up
         for count in clients:

@@ -156,6 +156,15 @@ def test_cutting_at_spaces_equals_the_pattern_on_real_text(name):
         assert tok.encode_array(text) == by_pattern.encode_array(text)
 
 
+def test_full_caches_are_cleared_and_encoding_goes_on(monkeypatch):
+    monkeypatch.setattr(bpe, "CACHE_CHUNKS", 3)
+    monkeypatch.setattr(bpe, "CACHE_WORDS", 3)
+    tok = bpe.Tokenizer.train(CORPUS, vocab_size=400)
+    for text in CORPUS + ROUND_TRIP:
+        assert tok.encode(text) == naive_encode(tok, text)
+    assert 0 < len(tok.word_cache) <= 3 and 0 < len(tok.chunk_cache) <= 3
+
+
 def test_frequent_persian_word_becomes_one_token():
     tok = bpe.Tokenizer.train(["می‌خواهم کِتاب‌ها را بخوانم. "] * 20, vocab_size=300)
     assert len(tok.encode(" کِتاب‌ها")) == 1

@@ -82,7 +82,7 @@ def test_repetition_penalty_lowers_seen_tokens():
 def test_sample_token_follows_the_distribution():
     probs = torch.tensor([[0.1, 0.0, 0.6, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0]])
     generator = torch.Generator().manual_seed(0)
-    draws = torch.cat([sample.sample_token(probs, generator) for _ in range(20000)], dim=1)
+    draws = torch.cat([sample.sample_token(probs, [generator, generator]) for _ in range(20000)], dim=1)
     frequencies = torch.stack([torch.bincount(row, minlength=5) for row in draws]) / 20000
     assert frequencies[0, [1, 4]].tolist() == [0, 0] and (draws[1] == 4).all()
     torch.testing.assert_close(frequencies, probs, atol=0.01, rtol=0)
@@ -222,6 +222,32 @@ def test_each_row_of_a_batch_equals_its_prompt_run_alone(pos_emb, settings):
     assert len(decoder) == 0 and decoder.free_rows == len(PROMPTS)
 
 
+MIXED = [dict(greedy=True), SAMPLING, dict(temperature=0.7, top_k=5, top_p=1.0), dict(SAMPLING, top_k=0),
+         dict(temperature=0.7, top_k=5, top_p=1.0, repetition_penalty=1.3), dict(temperature=0), SAMPLING]
+
+
+@pytest.mark.parametrize("order", [MIXED, MIXED[::-1]], ids=["forward", "reversed"])
+def test_rows_with_different_settings_in_one_batch_equal_their_runs_alone(order):
+    """The Decoder filters the rows that share settings as one batch and draws for each row
+    from its own generator: mixing greedy rows, sampled rows of several settings and a
+    repetition penalty in one batch changes no row's tokens."""
+    model = tiny_model(64, n_layer=3)
+    decoder = sample.Decoder(model, len(order))
+    rows = {decoder.add(PROMPTS[i], generator=torch.Generator().manual_seed(i), max_new_tokens=30, **settings): i
+            for i, settings in enumerate(order)}
+    batch = run_rows(decoder, rows)
+    for i, settings in enumerate(order):
+        assert tokens_of(batch[i]) == tokens_of(alone(model, PROMPTS[i], i, 30, **settings))
+
+
+def test_sample_token_draws_each_row_from_its_own_generator():
+    probs = torch.softmax(torch.randn(3, 50, generator=torch.Generator().manual_seed(0)), dim=-1)
+    together = sample.sample_token(probs, [torch.Generator().manual_seed(seed) for seed in (5, 6, 7)])
+    apart = [sample.sample_token(probs[i, None], [torch.Generator().manual_seed(seed)])
+             for i, seed in enumerate((5, 6, 7))]
+    assert together.shape == (3, 1) and together.tolist() == torch.cat(apart).tolist()
+
+
 def test_generate_batches_prompts_and_keeps_the_one_prompt_form():
     model = tiny_model(64, n_layer=3)
     generators = [torch.Generator().manual_seed(i) for i in range(len(PROMPTS))]
@@ -308,6 +334,20 @@ def test_logprob_and_top_are_the_raw_distribution():
         context.append(token)
 
 
+@pytest.mark.parametrize("top_n", [0, 1, 4])
+def test_score_prompt_gives_each_token_its_log_prob_after_the_ones_before(top_n):
+    model, prompt = tiny_model(64), [4, 5, 6, 7, 4, 9]
+    scores = sample.score_prompt(model, prompt, top_n)
+    assert len(scores) == len(prompt) - 1 and sample.score_prompt(model, prompt[:1], top_n) == []
+    for end, (logprob, top) in enumerate(scores, start=1):
+        with torch.no_grad():
+            expected = torch.log_softmax(model(torch.tensor([prompt[:end]]))[0][0, -1], dim=-1)
+        assert logprob == pytest.approx(expected[prompt[end]].item(), abs=1e-4)
+        values, ids = expected.topk(top_n)
+        assert [token for token, _ in top] == ids.tolist()
+        assert [value for _, value in top] == pytest.approx(values.tolist(), abs=1e-4)
+
+
 @pytest.mark.parametrize("bad", [dict(prompt_ids=[]), dict(temperature=-1), dict(top_p=0), dict(top_k=-2),
                                  dict(repetition_penalty=0), dict(max_new_tokens=0), dict(top_logprobs=-1)])
 def test_decoder_refuses_bad_rows(bad):
@@ -331,6 +371,22 @@ def test_stream_never_splits_a_character(tokenizer, trained):
     assert all(piece and "\ufffd" not in piece for piece in pieces)
     if not trained:
         assert len(pieces) == len(text)  # one piece per character, however many bytes it has
+
+
+def test_read_token_gives_a_character_to_the_token_that_completes_it():
+    """Byte tokens: the first byte of a Persian letter reads as "", the second as the letter;
+    each alternative reads as if it came in the chosen token's place."""
+    bytes_only = Tokenizer([])
+    first, second = "س".encode()  # two bytes: 0xd8 0xb3
+    decoder = sample.utf8_decoder()
+    assert sample.read_token(bytes_only, decoder, ord("a"), -0.5, [(ord("b"), -1.0)]) == \
+        ["a", -0.5, {"a": -0.5, "b": -1.0}]
+    started = sample.read_token(bytes_only, decoder, first, -0.1, [(first, -0.1), (ord("x"), -3.0)])
+    assert started == ["", -0.1, {"": -0.1, "x": -3.0}]  # the same piece twice keeps the first entry
+    shin = "ش".encode()[1]
+    completed = sample.read_token(bytes_only, decoder, second, -0.2, [(shin, -2.0)])
+    assert completed == ["س", -0.2, {"س": -0.2, "ش": -2.0}]
+    assert sample.read_token(bytes_only, decoder, ord("b")) == ["b", None, None]
 
 
 # -----------------------------------------------------------------------------
@@ -401,6 +457,26 @@ def test_prompt_is_normalized_as_the_training_text_was(tokenizer, normalization,
 def test_bad_settings_are_usage_errors(checkpoint_dir, bad):
     with pytest.raises(sample.common.UsageError):
         sample.main([f"--out_dir={checkpoint_dir}", *bad])
+
+
+@pytest.mark.parametrize("device, gpus_available, message", [
+    ("cuda", False, "device is cuda but no CUDA GPU is available"),
+    ("cuda:99", True, "device 'cuda:99' cannot be used: "),  # no such GPU, or a torch built without CUDA
+    ("mps", False, "device is mps but no Apple GPU is available"),
+    ("gpu", False, "unknown device 'gpu'"),
+])
+def test_unusable_devices_are_one_line_usage_errors(checkpoint_dir, monkeypatch, device, gpus_available, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus_available)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: gpus_available)
+    with pytest.raises(sample.common.UsageError) as error:
+        sample.main([f"--out_dir={checkpoint_dir}", f"--device={device}"])
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_gpu_index_past_the_last_is_a_one_line_error(checkpoint_dir):
+    result = run_sample(f"--out_dir={checkpoint_dir}", "--device=cuda:7")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.startswith("error: device ") and len(result.stderr.strip().splitlines()) == 1
 
 
 def samples_of(stdout):

@@ -1,6 +1,7 @@
 """serve.py: the API in-process through TestClient, then serve.py as a process on loopback
 (the official openai client, concurrent requests batched together, a full queue, clients that
 hang up)."""
+import asyncio
 import copy
 import json
 import os
@@ -113,7 +114,8 @@ def test_completion_is_sample_generation(client, model, tokenizer, settings):
     ("max_tokens", -1), ("max_tokens", serve.MAX_TOKENS + 1), ("max_tokens", "ten"),
     ("temperature", -0.5), ("temperature", 2.5), ("top_p", 0), ("top_p", 1.01), ("top_k", -1),
     ("repetition_penalty", 0), ("n", 0), ("n", serve.MAX_CHOICES + 1), ("seed", -1), ("stream", "yes"),
-    ("prompt", "ا" * (serve.MAX_PROMPT_CHARS + 1)), ("prompt", []), ("prompt", [[1, 2, 3]]),
+    ("prompt", "ا" * (serve.MAX_PROMPT_CHARS + 1)), ("prompt", []), ("prompt", [[]]), ("prompt", [[1, -2]]),
+    ("prompt", [1.5]), ("prompt", [[1, "a"]]), ("prompt", [10**6]),
     ("prompt", ["یک"] * (serve.MAX_PROMPTS + 1)), ("stop", ""), ("stop", ["a", "b", "c", "d", "e"]), ("stop", 7),
     ("logprobs", -1), ("logprobs", serve.MAX_LOGPROBS + 1), ("echo", "yes"), ("suffix", "x"), ("temprature", 0.5),
 ])
@@ -232,8 +234,40 @@ def test_generated_logprobs_are_the_models(client, model, tokenizer):
     choice, = client.post("/v1/completions", json=request).json()["choices"]
     _, prompt_ids, new_ids = expected(model, tokenizer, seed=4, max_tokens=10, **SAMPLING)
     check_logprobs(choice, len(prompt_ids) + len(new_ids))
-    scores = [logprob for logprob, _ in serve.score_prompt(model, prompt_ids + new_ids, 0)]
+    scores = [logprob for logprob, _ in sample.score_prompt(model, prompt_ids + new_ids, 0)]
     assert choice["logprobs"]["token_logprobs"][1:] == pytest.approx(scores, abs=1e-4)
+
+
+def test_token_id_prompts_are_read_as_given(client, model, tokenizer):
+    """Token ids go to the model as they are (no normalization, no <|endoftext|> added), alone or
+    as a list, and echo them one record each: a log-likelihood client sums its continuation's
+    log-probs by position."""
+    _, ids = sample.encode_prompt(PROMPT, tokenizer, model.config.block_size)
+    as_text = client.post("/v1/completions", json=dict(prompt=PROMPT, max_tokens=6, seed=2)).json()
+    for prompt in (ids, [ids, ids[1:]]):
+        body = client.post("/v1/completions", json=dict(prompt=prompt, max_tokens=6, seed=2)).json()
+        assert body["choices"][0]["text"] == as_text["choices"][0]["text"]
+    assert body["usage"]["prompt_tokens"] == 2 * len(ids) - 1
+    scored = client.post("/v1/completions", json=dict(prompt=ids[1:], max_tokens=1, echo=True, logprobs=1,
+                                                      temperature=0)).json()["choices"][0]
+    check_logprobs(scored, len(ids))  # the ids, then the one generated token
+    scores = [logprob for logprob, _ in sample.score_prompt(model, ids[1:], 0)]
+    assert scored["logprobs"]["token_logprobs"][1:-1] == pytest.approx(scores, abs=1e-4)
+
+
+def test_the_end_of_the_document_is_a_token_of_no_text(model, tokenizer):
+    """A row that chooses <|endoftext|> lists it in logprobs with the piece "", so the echoed prompt
+    is followed by one token per step, as log-likelihood clients slice it."""
+    ends = copy.deepcopy(model)
+    ends.lm_head.register_forward_hook(lambda module, inputs, logits: logits.index_add(
+        -1, torch.tensor([tokenizer.eot_id]), torch.full(logits.shape[:-1] + (1,), 50.0)))
+    client = TestClient(serve.create_app(ends, tokenizer, "tiny-fa"))
+    body = client.post("/v1/completions", json=dict(prompt=PROMPT, max_tokens=5, echo=True, logprobs=1,
+                                                    temperature=0)).json()
+    choice, prompt_ids = body["choices"][0], sample.encode_prompt(PROMPT, tokenizer, model.config.block_size)[1]
+    assert choice["text"] == PROMPT and choice["finish_reason"] == "stop" and body["usage"]["completion_tokens"] == 1
+    check_logprobs(choice, len(prompt_ids) + 1)
+    assert choice["logprobs"]["tokens"][-1] == "" and choice["logprobs"]["token_logprobs"][-1] > -1e-3
 
 
 def test_generate_route(client, model, tokenizer):
@@ -309,6 +343,7 @@ def checkpoint_dir(tmp_path_factory, tokenizer):
     (("--device=gpu",), "pass", "unknown device 'gpu'"),
     (("--max_batch=0",), "pass", "max_batch"),
     (("--quantize=int4",), "pass", "quantize must be"),
+    (("--threads=-1",), "pass", "threads must be"),
 ])
 def test_startup_problems_are_one_line_errors(checkpoint_dir, args, prelude, expected_text):
     result = run_serve(f"--out_dir={checkpoint_dir}", *args, prelude=prelude)
@@ -483,3 +518,28 @@ def test_client_disconnect_stops_generation(server, stream):
     while (after := health(server))["active_requests"] and time.monotonic() < deadline:
         time.sleep(0.02)
     assert after["active_requests"] == 0 and 20 <= after["generated_tokens"] - before < 400
+
+
+def test_updates_that_wait_together_are_yielded_together(model, tokenizer):
+    """A client that has fallen behind gets all the updates waiting for it at once (one write),
+    in order; the job is dropped when its last choice ends."""
+    batcher = serve.Batcher(model, tokenizer, max_batch=2, max_queue=1)
+    first, second = [dict(index=0, finish_reason=None)], [dict(index=1, finish_reason=None)]
+    last = [dict(index=0, finish_reason="length"), dict(index=1, finish_reason="stop")]
+
+    class Connected:
+        async def is_disconnected(self):
+            return False
+
+    async def receive():
+        job = serve.Job(serve.CompletionRequest(prompt="شهر", n=2, max_tokens=3), [[1]], seed=0)
+        serve.send({job: first})
+        serve.send({job: second})
+        received = []
+        async for items in batcher.updates(job, Connected()):
+            received.append(items)
+            if len(received) == 1:
+                serve.send({job: last})
+        return received, job.cancelled
+
+    assert asyncio.run(receive()) == ([first + second, last], True)
