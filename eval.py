@@ -48,7 +48,7 @@ DEFAULTS = dict(
     **{key: sample.DEFAULTS[key] for key in DECODING},
     repeat_n=4,  # n of the "repeated n-grams" share
     device="auto",  # cpu, cuda, cuda:1, mps ... or auto (CUDA when available)
-    quantize="none",  # "int8": score the model with int8 weights (CPU only), as sample.py --quantize=int8 runs it
+    quantize="none",  # "int8" or "bf16": score the model with those weights (CPU only), as sample.py --quantize runs it
 )
 
 

@@ -15,8 +15,10 @@ dump is parsed page by page and every page is thrown away once read, so memory s
 is normalized, in num_proc processes. Clean documents wait in a temporary file inside out_dir
 (about the size of the clean text, ~1 GB for fawiki): the tokenizer is trained on the training
 split of that file, then each document is encoded and appended to train.bin, val.bin or test.bin,
-followed by <|endoftext|>. Whole documents go to val and test, chosen by a hash of their text and
-the seed. The outputs replace earlier ones only once everything has succeeded.
+followed by <|endoftext|>. With --tokenizer there is nothing to train: each document is encoded in
+the process that cleaned it and written at once, in one pass with no temporary file. Whole documents
+go to val and test, chosen by a hash of their text and the seed. The outputs replace earlier ones
+only once everything has succeeded.
 """
 
 import array
@@ -121,14 +123,20 @@ CHANGED_CHARACTERS = {flag: re.compile("[" + re.escape("".join(map(chr, table)))
 ZWNJ_RUN = regex.compile("\u200c{2,}")
 # ZWNJ (U+200C, the Persian half-space of می‌خواهم) only means something between two letters
 ZWNJ_OUTSIDE_WORD = regex.compile(r"(?<![\p{L}\p{M}])\u200c|\u200c(?!\p{L})")
-SPACES = re.compile(r"[^\S\n ][^\S\n]*| [^\S\n]+")  # any run but a lone space (common, a no-op); re: faster
+# Every run of whitespace within a line becomes one space, in two passes with re: the characters
+# other than space and newline that str.isspace (re's \s) knows, all below U+3001, listed rather than
+# written [^\S\n ] (twice as fast to look for), then runs of spaces ("  +" starts with a literal, which
+# re looks for as fast as str.find, not trying a match at every space between words)
+OTHER_SPACES = "".join(chr(code) for code in range(0x3001) if chr(code).isspace() and chr(code) not in " \n")
+OTHER_SPACE = re.compile(f"[{OTHER_SPACES}]")
+SPACE_RUN = re.compile("  +")
 SPACE_AT_LINE_EDGE = regex.compile(r" ?\n ?")
 BLANK_LINES = regex.compile(r"\n{3,}")
 
 
 def collapse_whitespace(text):
     """One space between words, no spaces at line edges, at most one blank line between paragraphs."""
-    text = SPACE_AT_LINE_EDGE.sub("\n", SPACES.sub(" ", text))
+    text = SPACE_AT_LINE_EDGE.sub("\n", SPACE_RUN.sub(" ", OTHER_SPACE.sub(" ", text)))
     return BLANK_LINES.sub("\n\n", text).strip()
 
 
@@ -787,6 +795,25 @@ def prepare_record(record, normalize_text, remove_diacritics, min_chars):
     return None, f"{prepare_text(title, normalize_text, remove_diacritics)}\n\n{text}"
 
 
+encoder = None  # the tokenizer encode_record uses, set by use_encoder in each process that prepares text
+
+
+def use_encoder(tokenizer_json):
+    """Give this process its own tokenizer; in a pool's worker it lives as long as the pool, so its
+    caches of encoded words stay warm over the whole input."""
+    global encoder
+    encoder = bpe.Tokenizer.from_json(tokenizer_json)
+
+
+def encode_record(record, normalize_text, remove_diacritics, min_chars, seed):
+    """prepare_record, then for a kept document (split key, UTF-8 bytes, token ids as an array of uint16):
+    the text is encoded where it was prepared and never travels further."""
+    dropped, document = prepare_record(record, normalize_text, remove_diacritics, min_chars)
+    if dropped:
+        return dropped, None
+    return None, (split_key(seed, document), len(document.encode()), encoder.encode_array(document))
+
+
 def batches_of_text(items, chars):
     """Lists of consecutive (key, text) items holding about `chars` characters of text each."""
     batch, size = [], 0
@@ -819,10 +846,13 @@ def new_report():
     return {"records": 0, "kept": 0, "dropped": Counter()}
 
 
-def read_documents(source, report, config, pool=None):
-    """Clean, normalized documents of one input, counting what was kept and dropped in report."""
-    work = functools.partial(prepare_record, normalize_text=config["normalize_text"],
-                             remove_diacritics=config["remove_diacritics"], min_chars=config["min_chars"])
+def read_documents(source, report, config, pool=None, encode=False):
+    """Clean, normalized documents of one input, counting what was kept and dropped in report; with
+    encode, each as encode_record's tuple (the text stays in the process that prepared it)."""
+    options = dict(normalize_text=config["normalize_text"], remove_diacritics=config["remove_diacritics"],
+                   min_chars=config["min_chars"])
+    work = (functools.partial(encode_record, seed=config["seed"], **options) if encode
+            else functools.partial(prepare_record, **options))
     records = iter_records(source, report, config)
     results = parallel_map(work, records, pool, config["batch_chars"], config["num_proc"])
     with contextlib.closing(results):
@@ -928,13 +958,13 @@ def read_document_file(path):
 
 def write_tokens(tokenizer, documents_path, split_of, paths, config):
     """Pass 2: encode every document, append it and <|endoftext|> to the .bin of its split (paths:
-    split name -> file; split_of: choose_splits's array); returns counts per split."""
-    counts = {split: {"documents": 0, "tokens": 0, "bytes": 0} for split in paths}
-    sizes = deque()  # UTF-8 bytes of each document read and not yet written
+    split name -> file; split_of: choose_splits's array); returns the tokens and UTF-8 bytes of each."""
+    tokens, sizes = array.array("q"), array.array("q")
+    lengths = deque()  # UTF-8 bytes of each document read and not yet written
 
     def documents():  # the encoder reads ahead, in worker processes whose chunk caches stay warm
         for document in read_document_file(documents_path):
-            sizes.append(len(document.encode()))
+            lengths.append(len(document.encode()))
             yield document
 
     with contextlib.ExitStack() as stack:
@@ -942,14 +972,79 @@ def write_tokens(tokenizer, documents_path, split_of, paths, config):
         bar = stack.enter_context(tqdm(total=len(split_of), unit="doc", desc="encoding", mininterval=1))
         encoded = tokenizer.encode_iter(documents(), num_proc=config["num_proc"])
         for index, ids in enumerate(encoded):  # ids: an array of uint16, as the .bin files hold them
-            split = SPLITS[split_of[index]]
             ids.append(tokenizer.eot_id)
-            ids.tofile(files[split])
-            counts[split]["documents"] += 1
-            counts[split]["tokens"] += len(ids)
-            counts[split]["bytes"] += sizes.popleft()
+            ids.tofile(files[SPLITS[split_of[index]]])
+            tokens.append(len(ids))
+            sizes.append(lengths.popleft())
             bar.update(1)
-    return counts
+    return np.array(tokens), np.array(sizes)
+
+
+def split_by_key(key, val_fraction, test_fraction):
+    """The split of a document by its key alone: choose_splits's choice for all but the few documents
+    it moves so that no split is left empty."""
+    return 1 if key < val_fraction else 2 if key < val_fraction + test_fraction else 0
+
+
+def encode_documents(inputs, reports, config, tokenizer, paths):
+    """The one pass when a tokenizer is given: every kept document is encoded in the process that
+    cleaned it and appended, with <|endoftext|>, to the .bin of split_by_key's split (paths: split
+    name -> file). Returns the split keys, the split each document went to, the tokens and UTF-8
+    bytes of each, and a sample."""
+    keys, written_to, tokens, sizes, sample = (array.array("d"), array.array("b"), array.array("q"),
+                                               array.array("q"), [])
+    with contextlib.ExitStack() as stack:
+        num_proc = config["num_proc"]
+        if num_proc > 1:
+            pool = stack.enter_context(multiprocessing.Pool(num_proc, use_encoder, (tokenizer.to_json(),)))
+        else:
+            pool = None
+            use_encoder(tokenizer.to_json())
+        files = [stack.enter_context(open(paths[split], "wb")) for split in SPLITS[:len(paths)]]
+        for source, report in zip(inputs, reports):
+            for key, size, ids in read_documents(source, report, config, pool, encode=True):
+                if len(sample) < SAMPLE_DOCUMENTS:  # decoding gives back the text, byte for byte
+                    sample.append(tokenizer.decode(ids)[:SAMPLE_CHARS])
+                split = split_by_key(key, config["val_fraction"], config["test_fraction"])
+                ids.append(tokenizer.eot_id)
+                ids.tofile(files[split])
+                keys.append(key)
+                written_to.append(split)
+                tokens.append(len(ids))
+                sizes.append(size)
+    return np.array(keys), np.array(written_to), np.array(tokens), np.array(sizes), sample
+
+
+def move_documents(paths, written_to, split_of, tokens, work_dir):
+    """Rewrite the .bin files (paths: split name -> file) so that each document is in choose_splits's
+    split (split_of), in document order, reading them as encode_documents wrote them (written_to)."""
+    first = {split: os.path.join(work_dir, f"{split}.bin") for split in paths}
+    for split, path in paths.items():
+        os.replace(path, first[split])
+    with contextlib.ExitStack() as stack:
+        readers = [stack.enter_context(open(first[split], "rb")) for split in SPLITS[:len(paths)]]
+        writers = [stack.enter_context(open(paths[split], "wb")) for split in SPLITS[:len(paths)]]
+        for was, now, n in zip(written_to, split_of, tokens):
+            writers[now].write(readers[was].read(2 * int(n)))
+
+
+def split_counts(split_of, tokens, sizes, splits):
+    """Documents, tokens (with <|endoftext|>) and bytes of text of each split."""
+    return {name: {"documents": int((split_of == i).sum()), "tokens": int(tokens[split_of == i].sum()),
+                   "bytes": int(sizes[split_of == i].sum())} for i, name in enumerate(splits)}
+
+
+def choose_document_splits(keys, splits, config, inputs, dropped):
+    """choose_splits's array for the documents' keys, or an error if there are too few documents."""
+    if len(keys) < len(splits):
+        raise common.UsageError(f"{len(keys)} usable documents in {', '.join(inputs)} (dropped: "
+                                f"{dict(dropped) or 'none'}); a {'/'.join(splits)} split needs at least "
+                                f"{len(splits)}")
+    split_of = choose_splits(keys, config["val_fraction"], config["test_fraction"])
+    if len(splits) == 3 and not (split_of == 2).any():  # val left a single document to train on
+        raise common.UsageError(f"{len(keys)} usable documents are too few for a test split beside "
+                                f"{(split_of == 1).sum()} val documents (set --test_fraction=0)")
+    return split_of
 
 
 def check_config(config):
@@ -989,19 +1084,16 @@ def main():
         work_dir = stack.enter_context(tempfile.TemporaryDirectory(dir=out_dir, prefix=".prepare-"))
         outputs = [name for name in OUTPUTS if name != "test.bin" or config["test_fraction"]]
         tmp = {name: stack.enter_context(common.atomic_path(os.path.join(out_dir, name))) for name in outputs}
-        documents_path = os.path.join(work_dir, "documents.jsonl")
-
-        keys, sample = write_documents(inputs, reports, config, documents_path)
-        dropped = sum((report["dropped"] for report in reports), Counter())
         splits = SPLITS if config["test_fraction"] else SPLITS[:2]
-        if len(keys) < len(splits):
-            raise common.UsageError(f"{len(keys)} usable documents in {', '.join(inputs)} (dropped: "
-                                    f"{dict(dropped) or 'none'}); a {'/'.join(splits)} split needs at least "
-                                    f"{len(splits)}")
-        split_of = choose_splits(keys, config["val_fraction"], config["test_fraction"])
-        if len(splits) == 3 and not (split_of == 2).any():  # val left a single document to train on
-            raise common.UsageError(f"{len(keys)} usable documents are too few for a test split beside "
-                                    f"{(split_of == 1).sum()} val documents (set --test_fraction=0)")
+        bins = {split: tmp[f"{split}.bin"] for split in splits}
+        if tokenizer is None:  # pass 1: clean documents wait in a file for the tokenizer to be trained
+            documents_path = os.path.join(work_dir, "documents.jsonl")
+            keys, sample = write_documents(inputs, reports, config, documents_path)
+        else:  # the only pass: documents are cleaned and encoded together
+            shutil.copyfile(config["tokenizer"], tmp["tokenizer.json"])
+            keys, written_to, tokens, sizes, sample = encode_documents(inputs, reports, config, tokenizer, bins)
+        dropped = sum((report["dropped"] for report in reports), Counter())
+        split_of = choose_document_splits(keys, splits, config, inputs, dropped)
         if tokenizer is None:
             print(f"training a tokenizer of {config['vocab_size']:,} tokens on {(split_of == 0).sum():,} "
                   f"documents", file=sys.stderr)
@@ -1009,10 +1101,10 @@ def main():
             tokenizer = bpe.Tokenizer.train(train_texts, config["vocab_size"], special_tokens=(EOT,),
                                             num_proc=config["num_proc"])
             tokenizer.save(tmp["tokenizer.json"])
-        else:
-            shutil.copyfile(config["tokenizer"], tmp["tokenizer.json"])
-        bins = {split: tmp[f"{split}.bin"] for split in splits}
-        counts = write_tokens(tokenizer, documents_path, split_of, bins, config)
+            tokens, sizes = write_tokens(tokenizer, documents_path, split_of, bins, config)
+        elif (written_to != split_of).any():  # choose_splits moved a few documents to fill every split
+            move_documents(bins, written_to, split_of, tokens, work_dir)
+        counts = split_counts(split_of, tokens, sizes, splits)
 
         for file, report in zip(files, reports):
             file.update(records=report["records"], kept=report["kept"], dropped=dict(report["dropped"]))

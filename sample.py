@@ -50,7 +50,7 @@ DEFAULTS = dict(
     length_penalty=1.0,  # beam search: > 1 favours longer continuations, < 1 shorter ones
     device="auto",  # cpu, cuda, cuda:1, mps ... or auto (CUDA when available)
     use_cache=True,  # False re-reads the whole context for every token (slow; for comparison)
-    quantize="none",  # "int8": int8 weights for the CPU, about a quarter of the bytes to read per token
+    quantize="none",  # CPU only: "int8" reads a quarter of the bytes per token, "bf16" half (model.quantize_weights)
 )
 
 
@@ -221,7 +221,7 @@ class Decoder:
         if len(row.tokens) - row.start > 1:
             context = torch.tensor([row.tokens[row.start:-1]], device=self.device)
             with autocast_for(self.device):
-                self.model(context, kv_cache=self.cache, cache_row=slot)
+                self.model(context, kv_cache=self.cache, cache_row=slot, head=False)
 
     def _logits(self):
         """Logits (rows, V) in fp32 for the token after each active row's context (bf16 autocast
@@ -489,13 +489,14 @@ def check_settings(config):
 
 
 def load_out_dir(out_dir, device, quantize="none"):
-    """(model, tokenizer, normalization settings) of the checkpoint in out_dir."""
-    from model import load_checkpoint, quantize_weights
+    """(model, tokenizer, normalization settings) of the checkpoint in out_dir; an fp32 model on
+    the CPU gets oneDNN's linear layers (model.use_onednn_linears), faster for a batch of rows."""
+    from model import load_checkpoint, quantize_weights, use_onednn_linears
     ckpt_path = os.path.join(out_dir, "ckpt.pt")
     if not os.path.isfile(ckpt_path):
         raise common.UsageError(f"no checkpoint at {ckpt_path} (train one with train.py, or set --out_dir)")
     model, tokenizer, ckpt = load_checkpoint(ckpt_path, device)
-    return quantize_weights(model, quantize), tokenizer, ckpt.get("normalization")
+    return use_onednn_linears(quantize_weights(model, quantize)), tokenizer, ckpt.get("normalization")
 
 
 loaded = {}  # generate_text: out_dir -> (checkpoint's modification time, what load_out_dir returned)

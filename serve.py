@@ -57,7 +57,7 @@ DEFAULTS = dict(
     device="auto",  # cpu, cuda, cuda:1, mps ... or auto (CUDA when available)
     max_batch=16,  # rows decoded together; a request takes one row per prompt and choice
     max_queue=64,  # requests waiting for free rows; more are answered 503 at once
-    quantize="none",  # "int8": int8 weights on a CPU, as sample.py --quantize=int8 (model.quantize_weights)
+    quantize="none",  # "int8" or "bf16" weights on a CPU, as sample.py --quantize (model.quantize_weights)
     threads=1,  # PyTorch threads for the model; 0 = PyTorch's default, one per core (see main)
 )
 

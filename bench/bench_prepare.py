@@ -28,9 +28,10 @@ every article is distinct, and is written as .xml.bz2 like the real dump (or .xm
 --compress=False) into a temporary folder outside the repository. prepare.py then runs on it in
 a child process with a tokenizer trained beforehand on the sample pages (or --tokenizer=PATH),
 so the figures are those of the pipeline: decompression, XML parsing, cleaning, normalization
-and encoding; WikiExtractor then runs on the same file with as many processes (it writes text
-and does not tokenize). Peak memory is read two ways: the largest single process (from wait4)
-and the sum over the program and its worker processes, sampled from /proc every 0.2 s (Linux only).
+and encoding, in one pass since there is no tokenizer to train; WikiExtractor then runs on the
+same file with as many processes (it writes text and does not tokenize). Peak memory is read two
+ways: the largest single process (from wait4) and the sum over the program and its worker
+processes, sampled from /proc every 0.2 s (Linux only).
 The sample's three pages are long (19-88 K characters of wikitext); the average fawiki article
 is much shorter, which costs more per-page overhead and lowers MB/s somewhat.
 """

@@ -41,7 +41,7 @@ import torch.nn.functional as F  # noqa: E402
 import common  # noqa: E402
 import sample  # noqa: E402
 import train  # noqa: E402
-from model import GPT, GPTConfig, load_checkpoint, quantize_weights  # noqa: E402
+from model import GPT, GPTConfig, load_checkpoint, quantize_weights, use_onednn_linears  # noqa: E402
 
 DEFAULTS = {
     **train.DEFAULTS,  # so that config/*.py files for train.py give the shape
@@ -164,7 +164,7 @@ def main():
         raise common.UsageError("batch_sizes and max_new_tokens must be at least 1")
     device = config["device"] = str(train.resolve_device(config["device"], None))
     model, tokenizer, prompt_ids = build_model(config)
-    models = {"fp32": model}
+    models = {"fp32": use_onednn_linears(copy.deepcopy(model))}  # as sample.py loads it
     if device == "cpu":
         models["int8"] = quantize_weights(copy.deepcopy(model), "int8")
     block_size, n, seed = model.config.block_size, config["max_new_tokens"], config["seed"]
@@ -176,7 +176,7 @@ def main():
         return torch.Generator(device=device).manual_seed(seed + i)
 
     runs = {"nanoGPT generate (fp32)": lambda k: nanogpt_generate(model, prompt_ids, k or n, generator()),
-            "ours, no KV cache (fp32)": lambda k: ours(model, [prompt_ids], k or n, [generator()], False)[0]}
+            "ours, no KV cache (fp32)": lambda k: ours(models["fp32"], [prompt_ids], k or n, [generator()], False)[0]}
     runs.update({f"ours ({name})": lambda k, m=m: ours(m, [prompt_ids], k or n, [generator()])[0]
                  for name, m in models.items()})
     single = {name: timed(device, run) for name, run in runs.items()}

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from common import UsageError
-from model import GPT, GPTConfig, load_checkpoint, measure_peak_flops, orthogonalize, read_checkpoint
+from model import (GPT, GPTConfig, OneDNNLinear, load_checkpoint, measure_peak_flops, orthogonalize, quantize_weights,
+                   read_checkpoint, use_onednn_linears)
 
 
 def tiny(**kwargs):
@@ -94,17 +95,25 @@ def test_kv_cache_reorder_follows_beams():
     torch.testing.assert_close(logits[:, -1], full[:, -1], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("pos_emb,qk_norm", [("rope", False), ("learned", False), ("rope", True)])
-def test_kv_cache_rows_of_different_lengths_decode_together(pos_emb, qk_norm):
-    """Rows filled one at a time to different lengths, then run together (one new token each,
-    then three), each give the logits of a full forward over their own tokens."""
+@pytest.mark.parametrize("pos_emb,qk_norm,prompt_head", [("rope", False, True), ("learned", False, True),
+                                                          ("rope", True, True), ("rope", False, False),
+                                                          ("learned", False, False)])
+def test_kv_cache_rows_of_different_lengths_decode_together(pos_emb, qk_norm, prompt_head):
+    """Rows filled one at a time to different lengths (with or without the output head), then
+    run together (one new token each, then three), each give the logits of a full forward over
+    their own tokens."""
     model = tiny(pos_emb=pos_emb, qk_norm=qk_norm)
     idx = torch.randint(0, 97, (3, 16))
     full, _ = model(idx)
     lengths = [2, 9, 5]
     cache = model.new_kv_cache(4)
+    head_calls = []
+    hook = model.lm_head.register_forward_hook(lambda module, inputs, output: head_calls.append(output.shape))
     for row, length in enumerate(lengths):  # into cache rows 1, 2, 3
-        model(idx[row:row + 1, :length], kv_cache=cache, cache_row=row + 1)
+        logits, loss = model(idx[row:row + 1, :length], kv_cache=cache, cache_row=row + 1, head=prompt_head)
+        assert (logits is None and loss is None) != prompt_head
+    hook.remove()
+    assert len(head_calls) == (3 if prompt_head else 0)
     assert cache.lengths == [0, 2, 9, 5]
     one, _ = model(torch.stack([idx[row, n:n + 1] for row, n in enumerate(lengths)]), kv_cache=cache, cache_row=1)
     three, _ = model(torch.stack([idx[row, n + 1:n + 4] for row, n in enumerate(lengths)]), kv_cache=cache,
@@ -122,6 +131,37 @@ def test_kv_cache_rows_of_different_lengths_decode_together(pos_emb, qk_norm):
         model(idx[:3, :1], kv_cache=cache, cache_row=2)
     with pytest.raises(ValueError, match="full"):
         model(idx[:2, :4], kv_cache=cache, cache_row=1)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch is built without oneDNN")
+@pytest.mark.parametrize("bias,tie_weights", [(False, True), (True, False)])
+def test_onednn_linears_keep_the_weights_and_the_logits(bias, tie_weights):
+    """Every linear layer changes kernel and nothing else: the same parameters (the tied head
+    still the embedding), the same state dict, and logits equal to nn.Linear's but for rounding,
+    with and without the KV cache."""
+    model = tiny(bias=bias, tie_weights=tie_weights)
+    idx = torch.randint(0, 97, (3, 16))
+    with torch.no_grad():
+        expected, _ = model(idx)
+        state = {name: p.clone() for name, p in model.state_dict().items()}
+        assert use_onednn_linears(model) is model
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        assert len(linears) == 4 * 2 + 1 and all(type(m) is OneDNNLinear for m in linears)
+        assert (model.lm_head.weight is model.wte.weight) == tie_weights
+        assert model.state_dict().keys() == state.keys()
+        assert all(torch.equal(p, state[name]) for name, p in model.state_dict().items())
+        logits, _ = model(idx)
+        cache = model.new_kv_cache(3)
+        model(idx[:, :10], kv_cache=cache, head=False)
+        cached, _ = model(idx[:, 10:], kv_cache=cache)
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cached, expected[:, 10:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scheme", ["int8", "bf16"])
+def test_onednn_linears_leave_quantized_models_alone(scheme):
+    model = use_onednn_linears(quantize_weights(tiny(), scheme))
+    assert not any(type(m) is OneDNNLinear for m in model.modules())
 
 
 @pytest.mark.parametrize("pos_emb", ["rope", "learned"])

@@ -334,11 +334,49 @@ def test_tokenizer_reuse_and_seed_decide_the_split(prepared, tmp_path):
         result = run_prepare(*inputs, f"--out_dir={directory}", f"--tokenizer={out_dir / 'tokenizer.json'}",
                              "--num_proc=1", "--val_fraction=0.05", f"--seed={seed}")
         assert result.returncode == 0, result.stderr
-    for name in ("train.bin", "val.bin", "tokenizer.json"):  # same seed, same tokenizer: same ids
+    # same seed, same tokenizer: the same files, though now encoded in the same pass as cleaned
+    for name in ("train.bin", "val.bin", "test.bin", "tokenizer.json", "sample.txt"):
         assert (again / name).read_bytes() == (out_dir / name).read_bytes()
+    meta, meta_again = (json.loads((d / "meta.json").read_text(encoding="utf-8")) for d in (out_dir, again))
+    assert meta_again["splits"] == meta["splits"]
     tokenizer = Tokenizer.load(out_dir / "tokenizer.json")
     val, val_reseeded = (set(read_split(d, "val", tokenizer)[1]) for d in (out_dir, reseeded))
     assert val != val_reseeded
+
+
+@pytest.mark.parametrize("n, val_fraction, test_fraction, num_proc", [
+    (12, 0.01, 0.01, 1), (12, 0.01, 0.01, 2), (2, 0.98, 0, 2), (40, 0.3, 0.3, 2), (40, 0.05, 0, 1)])
+def test_given_tokenizer_files_hold_choose_splits_documents_in_order(tmp_path, n, val_fraction, test_fraction,
+                                                                      num_proc):
+    # with a tokenizer, documents are encoded as they are cleaned and written where their key alone
+    # sends them; choose_splits's forced picks (a val or test document at least, a train one at
+    # least) must still come out as a run that splits first and encodes afterwards would write
+    rng = random.Random(n)
+    words = ["کتاب", "شهر", "ایران", "تاریخ", "زبان", "دریا", "کوه", "مردم", "سال", "جنگ"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) + f" {i}" for i in range(n)]
+    source = tmp_path / "in.jsonl"
+    lines = (json.dumps({"text": text}, ensure_ascii=False) + "\n" for text in texts)
+    source.write_text("".join(lines), encoding="utf-8")
+    tokenizer = Tokenizer.train(texts, 300)
+    tokenizer.save(tmp_path / "tokenizer.json")
+    out_dir = tmp_path / "out"
+    result = run_prepare(source, f"--out_dir={out_dir}", f"--tokenizer={tmp_path / 'tokenizer.json'}",
+                         f"--num_proc={num_proc}", f"--val_fraction={val_fraction}",
+                         f"--test_fraction={test_fraction}", "--min_chars=1")
+    assert result.returncode == 0, result.stderr
+    documents = list(prepare.iter_documents(str(source), min_chars=1))
+    keys = np.array([prepare.split_key(prepare.DEFAULTS["seed"], d) for d in documents])
+    split_of = prepare.choose_splits(keys, val_fraction, test_fraction)
+    assert (split_of != [prepare.split_by_key(k, val_fraction, test_fraction) for k in keys]).any() == (n < 40)
+    meta = json.loads((out_dir / "meta.json").read_text(encoding="utf-8"))
+    for index, split in enumerate(prepare.SPLITS if test_fraction else prepare.SPLITS[:2]):
+        ids = [i for d, s in zip(documents, split_of) if s == index
+               for i in tokenizer.encode(d) + [tokenizer.eot_id]]
+        assert (out_dir / f"{split}.bin").read_bytes() == np.array(ids, dtype=np.uint16).tobytes()
+        assert meta["splits"][split] == {"documents": int((split_of == index).sum()), "tokens": len(ids),
+                                         "bytes": sum(len(d.encode()) for d, s in zip(documents, split_of)
+                                                      if s == index)}
+    assert [p.name for p in out_dir.iterdir() if p.name.startswith(".")] == []
 
 
 @pytest.mark.parametrize("n, val_fraction, test_fraction", [

@@ -12,7 +12,7 @@ import torch
 import sample
 from bpe import Tokenizer
 from conftest import PERSIAN, ROOT
-from model import GPT, GPTConfig, quantize_weights
+from model import GPT, GPTConfig, quantize_weights, use_onednn_linears
 
 @pytest.fixture(scope="module")
 def tokenizer():
@@ -199,15 +199,18 @@ def tokens_of(emitted):
     return [token for token, _, _ in emitted]
 
 
-@pytest.mark.parametrize("pos_emb", ["rope", "learned"])
+@pytest.mark.parametrize("pos_emb,linears", [("rope", "torch"), ("learned", "torch"), ("rope", "onednn")])
 @pytest.mark.parametrize("settings", [dict(greedy=True), SAMPLING], ids=["greedy", "sampling"])
-def test_each_row_of_a_batch_equals_its_prompt_run_alone(pos_emb, settings):
-    """Token for token, with each row's own seed. The batch computes row i's logits in other
+def test_each_row_of_a_batch_equals_its_prompt_run_alone(pos_emb, linears, settings):
+    """Token for token, with each row's own seed, with torch's linear layers or oneDNN's (which
+    load_out_dir gives an fp32 model on the CPU). The batch computes row i's logits in other
     matrix shapes than a run alone, so they differ in the last bits (about 1e-5 here); a sampled
     token could only change if its uniform draw fell within that of a boundary of the
     cumulative distribution, which these fixed seeds do not. The distributions themselves are
     compared with a tolerance below."""
     model = tiny_model(64, pos_emb, n_layer=3)
+    if linears == "onednn":
+        model = use_onednn_linears(model)
     decoder = sample.Decoder(model, len(PROMPTS))
     rows = {decoder.add(prompt, generator=torch.Generator().manual_seed(i), max_new_tokens=40,
                         top_logprobs=64, **settings): i for i, prompt in enumerate(PROMPTS)}
@@ -506,7 +509,7 @@ def test_temperature_zero_on_the_command_line_is_greedy(checkpoint_dir, capsys):
 
 
 # -----------------------------------------------------------------------------
-# int8 weights
+# int8 and bf16 weights
 
 def test_int8_quantizes_every_linear_but_keeps_the_embedding():
     model = quantize_weights(tiny_model(64), "int8")
@@ -537,16 +540,41 @@ def test_int8_logits_stay_close_to_fp32(pos_emb):
     assert (int8_choices == greedy[0, 3:]).float().mean() >= 0.8
 
 
-def test_int8_refuses_other_devices_and_schemes():
+@pytest.mark.parametrize("pos_emb", ["rope", "learned"])
+def test_bf16_weights_and_cache_with_fp32_rotary_angles(pos_emb):
+    """bf16 turns every weight and the KV cache to bf16 but keeps the rotary frequencies exact;
+    its logits stay within 3% of fp32's, its greedy choices match fp32's at least 85% of the
+    time, and a Decoder runs it with rows of different lengths."""
+    fp32 = tiny_model(64, pos_emb, n_layer=3, scale=3)
+    bf16 = quantize_weights(copy.deepcopy(fp32), "bf16")
+    assert all(p.dtype == torch.bfloat16 for p in bf16.parameters())
+    if pos_emb == "rope":
+        assert bf16.inv_freq.dtype == torch.float32 and torch.equal(bf16.inv_freq, fp32.inv_freq)
+    idx = torch.randint(0, 64, (8, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        exact, approx = fp32(idx)[0], bf16(idx)[0].float()
+    assert (approx - exact).norm() / exact.norm() < 0.03
+    assert (approx.argmax(-1) == exact.argmax(-1)).float().mean() >= 0.85
+    decoder = sample.Decoder(bf16, max_rows=2)
+    for prompt in ([1, 2, 3], [4, 5, 6, 7, 8, 9]):
+        decoder.add(prompt, greedy=True, max_new_tokens=20)
+    tokens = [token for _ in range(20) for _, token, *_ in decoder.step()]
+    assert len(tokens) == 40 and all(token is not None and 0 <= token < 64 for token in tokens)
+    assert decoder.cache.k.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("scheme", ["int8", "bf16"])
+def test_quantize_refuses_other_devices_and_schemes(scheme):
     with pytest.raises(sample.common.UsageError, match="CPU only"):
-        quantize_weights(tiny_model(64).to("meta"), "int8")
+        quantize_weights(tiny_model(64).to("meta"), scheme)
     with pytest.raises(sample.common.UsageError, match="quantize must be"):
         quantize_weights(tiny_model(64), "fp8")
 
 
-def test_int8_on_the_command_line(checkpoint_dir):
+@pytest.mark.parametrize("scheme", ["int8", "bf16"])
+def test_quantized_on_the_command_line(checkpoint_dir, scheme):
     result = run_sample(f"--out_dir={checkpoint_dir}", "--start=زبان فارسی", "--max_new_tokens=10",
-                        "--quantize=int8", "--device=cpu")
+                        f"--quantize={scheme}", "--device=cpu")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("زبان فارسی") and re.fullmatch(SPEED_LINE, result.stderr)
 

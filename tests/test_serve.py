@@ -351,8 +351,8 @@ def test_startup_problems_are_one_line_errors(checkpoint_dir, args, prelude, exp
     assert result.stderr.startswith("error: ") and expected_text in result.stderr
 
 
-@pytest.mark.parametrize("args", [(), ("--quantize=int8",)])
-def test_device_auto_and_int8_weights(checkpoint_dir, args):
+@pytest.mark.parametrize("args", [(), ("--quantize=int8",), ("--quantize=bf16",)])
+def test_device_auto_and_quantized_weights(checkpoint_dir, args):
     """serve.py's own main() up to the server, which here answers one completion in-process."""
     answer_one = ("import uvicorn; from fastapi.testclient import TestClient; uvicorn.run = lambda app, **options: "
                   "print(TestClient(app).post('/v1/completions', json=dict(prompt='شهر', max_tokens=3)).json())")
