@@ -148,11 +148,13 @@ class KVCache:
         self.lengths[row] = 0
 
     def move(self, source, target):
-        """Copy row source into row target (to keep a run of rows without gaps)."""
+        """Copy row source into row target (to keep a run of rows without gaps). Only the
+        positions the row holds are copied: nothing past a row's length is ever read."""
+        held = self.lengths[source]
         if self.k is not None:
-            self.k[:, target] = self.k[:, source]
-            self.v[:, target] = self.v[:, source]
-        self.lengths[target] = self.lengths[source]
+            self.k[:, target, :, :held] = self.k[:, source, :, :held]
+            self.v[:, target, :, :held] = self.v[:, source, :, :held]
+        self.lengths[target] = held
 
     def reorder(self, batch_indices):
         """Keep the rows batch_indices (beam search); a row may be repeated or dropped."""
@@ -394,14 +396,21 @@ def measure_peak_flops(device, dtype=torch.float32):
     return 2 * size**3 * calls / best
 
 
+def native_bf16(device):
+    """Whether `device` computes bf16 in hardware: CUDA GPUs of compute capability 8.0 on (Ampere
+    and newer). Older ones (V100, T4) emulate it, slowly, and torch.cuda.is_bf16_supported()
+    counts emulation as support unless including_emulation=False."""
+    device = torch.device(device)
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def autocast_for(device):
     """The precision to run a model in for inference on `device`: bf16 autocast on a CUDA GPU
     with native bf16 (compute capability 8.0 on, Ampere and newer), with TF32 tensor cores for
     the matmuls autocast keeps in fp32. Elsewhere nothing changes: fp32 on CPUs, and on older
     GPUs, where bf16 is emulated (slow) and fp16 could overflow without a loss scale to watch it.
     Scores computed under it should upcast the logits (logits.float()) before any softmax."""
-    device = torch.device(device)
-    if device.type != "cuda" or torch.cuda.get_device_capability(device) < (8, 0):
+    if not native_bf16(device):
         return contextlib.nullcontext()
     torch.backends.cuda.matmul.allow_tf32 = True
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16)

@@ -906,13 +906,9 @@ def choose_splits(keys, val_fraction, test_fraction):
     was; test takes the keys just above it, [val_fraction, val_fraction + test_fraction), one document
     at least when test_fraction > 0, and train keeps one at least."""
     split = np.where(choose_val(keys, val_fraction), 1, 0)
-    if test_fraction > 0:
-        in_test = (split == 0) & (keys < val_fraction + test_fraction)
-        if not in_test.any():
-            in_test[np.where(split == 0, keys, np.inf).argmin()] = True
-        if in_test.sum() == (split == 0).sum():
-            in_test[np.where(in_test, keys, -np.inf).argmax()] = False
-        split[in_test] = 2
+    if test_fraction > 0:  # among the rest, choose_val's rule again: one at least, not all
+        rest = np.flatnonzero(split == 0)
+        split[rest[choose_val(keys[rest], val_fraction + test_fraction)]] = 2
     return split
 
 

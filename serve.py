@@ -428,14 +428,16 @@ def create_app(model, tokenizer, model_name, normalization=None, max_batch=DEFAU
 
     async def complete(job, request):
         """Wait for a whole job: (choices in the API's shape, completion tokens)."""
-        texts, tokens, finish_reasons, counts = ({} for _ in range(4))
+        texts, tokens = collections.defaultdict(list), collections.defaultdict(list)  # joined once at the end
+        finish_reasons, counts = {}, {}
         async for items in batcher.updates(job, request):
             for item in items:
                 i = item["index"]
-                texts[i], tokens[i] = texts.get(i, "") + item["text"], tokens.get(i, []) + item["tokens"]
+                texts[i].append(item["text"])
+                tokens[i].extend(item["tokens"])
                 finish_reasons[i], counts[i] = item["finish_reason"], item["count"]
-        choices = [dict(text=texts.get(i, ""), index=i, finish_reason=finish_reasons.get(i),
-                        logprobs=logprobs_object(tokens.get(i, []), 0) if job.body.logprobs is not None else None)
+        choices = [dict(text="".join(texts[i]), index=i, finish_reason=finish_reasons.get(i),
+                        logprobs=logprobs_object(tokens[i], 0) if job.body.logprobs is not None else None)
                    for i in range(job.num_choices)]
         return choices, sum(counts.values())
 

@@ -33,8 +33,8 @@ import bpe
 import common
 import sample
 from common import UsageError
-from model import (GPT, GPTConfig, measure_peak_flops, model_from_checkpoint, read_checkpoint,
-                   tokenizer_hash)
+from model import (GPT, GPTConfig, measure_peak_flops, model_from_checkpoint, native_bf16,
+                   read_checkpoint, tokenizer_hash)
 
 # I/O
 out_dir = "out"  # ckpt.pt and log.jsonl go here
@@ -256,8 +256,8 @@ def fail_together(ddp, rank):
     the data or the checkpoint), and only rank 0 logs, evaluates and saves. A process failing
     there alone would leave the others blocked in their next collective (DDP's gradient
     all-reduce) until the process group's timeout, minutes later. So after such a block every
-    process tells the others whether it failed, in one small all-gather (gloo and nccl alike),
-    and all stop at once: the failed one with its own error, the others naming it and its message.
+    process tells the others whether it failed, in one small all-reduce (gloo and nccl alike),
+    and if one did, all gather the messages and stop at once: the failed one with its own error, the others naming it and its message.
 
     Failures inside a training step, where every process runs the same collectives, cannot be
     announced this way. The failed process exits at once (no barrier on the way out), torchrun
@@ -269,6 +269,12 @@ def fail_together(ddp, rank):
     except Exception as e:  # a full disk, CUDA out of memory, a file missing on this node ...
         error = e
     if ddp:
+        # one small all-reduce says whether any process failed; only then are the messages gathered
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        any_failed = torch.tensor([int(error is not None)], device=device)
+        dist.all_reduce(any_failed)
+        if not any_failed.item():
+            return
         report = None
         if error is not None:
             text = str(error) if isinstance(error, UsageError) else f"{type(error).__name__}: {error}"
@@ -404,10 +410,8 @@ def train(config):
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
     ptdtype = DTYPES[cfg.dtype if cfg.dtype != "auto" else "float32" if device.type == "cpu" else "bfloat16"]
-    # auto: bf16 only on GPUs that compute it, compute capability 8.0 on (Ampere), as in
-    # model.autocast_for. Older ones (V100, T4) emulate it, slowly, and torch.cuda.is_bf16_supported()
-    # counts emulation as support unless including_emulation=False; they get fp16 and a GradScaler.
-    if cfg.dtype == "auto" and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 0):
+    # auto: bf16 only on GPUs that compute it (model.native_bf16); older ones get fp16 and a GradScaler
+    if cfg.dtype == "auto" and device.type == "cuda" and not native_bf16(device):
         ptdtype = torch.float16
     if ddp:  # the timeout bounds how long a process waits for one that died (see fail_together)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
