@@ -328,23 +328,17 @@ def resume_loss_scale(scaler, saved_state, source, ptdtype, master):
         print(f"note: {source} was trained {change}", file=sys.stderr, flush=True)
 
 
-def sample_prompt_ids(text, from_prepare, block_size):
-    """(tokenizer, prompt ids) of the training-time sample: a document start, then the text
-    normalised as prepare.py normalised the data, as sample.py reads a prompt."""
-    tokenizer = bpe.Tokenizer.from_json(from_prepare["tokenizer"])
-    _, ids = sample.encode_prompt(text, tokenizer, block_size, from_prepare["normalization"])
-    return tokenizer, ids
-
-
-def training_sample(model, tokenizer, prompt_ids, max_new_tokens, autocast):
-    """The model's greedy continuation of the prompt. Greedy, so it depends on the weights alone:
-    from one evaluation to the next, the text changes only as much as training changed the model."""
+def training_sample(model, tokenizer, cfg, normalization, autocast):
+    """The model's greedy continuation of cfg.sample_prompt, as sample.generate_text writes it (the
+    prompt normalised as prepare.py normalised the data, read as a document start). Greedy, so it
+    depends on the weights alone: from one evaluation to the next, the text changes only as much
+    as training changed the model."""
     model.eval()
     with autocast:
-        new_ids = list(sample.generate(model, prompt_ids, max_new_tokens, greedy=True,
-                                       stop_ids=(tokenizer.eot_id,)))
+        text = sample.generate_text(cfg.sample_prompt, cfg.sample_tokens, temperature=0, model=model,
+                                    tokenizer=tokenizer, normalization=normalization)
     model.train()
-    return "".join(sample.stream_text(tokenizer, new_ids))
+    return text
 
 
 def start_tracking(cfg, config):
@@ -494,18 +488,18 @@ def train(config):
         if tracker is not None:
             tracker.log(tracked(record), step=record["iter"])
 
-    prompt = None  # (tokenizer, ids) of the training-time sample, made at the first evaluation
+    sample_tokenizer = None  # read at the first evaluation that writes a sample
 
     def evaluate_and_save(lr):
-        nonlocal best_val_loss, prompt
+        nonlocal best_val_loss, sample_tokenizer
         losses = estimate_loss(fast_model, {"train": train_data, "val": val_data}, cfg.eval_iters,
                                cfg.batch_size, device, autocast)
         record = {"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
                   "train_s": train_seconds, "elapsed_s": time.time() - start_time}
         text = f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
         if cfg.sample_tokens:
-            prompt = prompt or sample_prompt_ids(cfg.sample_prompt, from_prepare, block)
-            record["sample"] = training_sample(model, *prompt, cfg.sample_tokens, autocast)
+            sample_tokenizer = sample_tokenizer or bpe.Tokenizer.from_json(from_prepare["tokenizer"])
+            record["sample"] = training_sample(model, sample_tokenizer, cfg, from_prepare["normalization"], autocast)
             text += f"\n  sample: {cfg.sample_prompt}{record['sample']}"
         log(record, text)
         if iter_num > 0 and (losses["val"] < best_val_loss or cfg.always_save_checkpoint):
