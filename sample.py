@@ -200,8 +200,9 @@ class Decoder:
             raise ValueError("generation needs at least one prompt token (use the end-of-text id)")
         if not self.free_rows:
             raise ValueError(f"all {self.max_rows} rows are in use")
-        if temperature < 0 or not 0 < top_p <= 1 or top_k < 0 or repetition_penalty <= 0:
-            raise ValueError("need temperature >= 0, 0 < top_p <= 1, top_k >= 0 and repetition_penalty > 0")
+        problem = settings_problem(temperature, top_k, top_p, repetition_penalty)
+        if problem:
+            raise ValueError(problem)
         if max_new_tokens < 1 or top_logprobs < 0:
             raise ValueError("need max_new_tokens >= 1 and top_logprobs >= 0")
         used = {row.id for row in self.rows}
@@ -478,14 +479,22 @@ def encode_prompt(text, tokenizer, block_size, normalization=None):
     return text, ids
 
 
+def settings_problem(temperature, top_k, top_p, repetition_penalty):
+    """What is wrong with these decoding settings, in one line, or None if they have a meaning."""
+    if temperature < 0:
+        return f"temperature must be >= 0 (0 = greedy), got {temperature}"
+    if not 0 < top_p <= 1:
+        return f"top_p must be in (0, 1], got {top_p}"
+    if top_k < 0 or repetition_penalty <= 0:
+        return "top_k must be >= 0 and repetition_penalty > 0"
+    return None
+
+
 def check_settings(config):
     """Refuse decoding settings that have no meaning, before any work is done."""
-    if config["temperature"] < 0:
-        raise common.UsageError(f"temperature must be >= 0 (0 = greedy), got {config['temperature']}")
-    if not 0 < config["top_p"] <= 1:
-        raise common.UsageError(f"top_p must be in (0, 1], got {config['top_p']}")
-    if config["top_k"] < 0 or config["repetition_penalty"] <= 0:
-        raise common.UsageError("top_k must be >= 0 and repetition_penalty > 0")
+    problem = settings_problem(config["temperature"], config["top_k"], config["top_p"], config["repetition_penalty"])
+    if problem:
+        raise common.UsageError(problem)
 
 
 def load_out_dir(out_dir, device, quantize="none"):
