@@ -269,13 +269,11 @@ def main(argv=None):
     if config["stride"] < 0 or min(config["batch_size"], config["prompt_tokens"],
                                    config["reference_tokens"]) < 1:
         raise common.UsageError("stride must be >= 0; batch_size, prompt_tokens and reference_tokens >= 1")
-    from model import load_checkpoint, quantize_weights
+    from model import load_out_dir_checkpoint, quantize_weights
     from train import resolve_device
-    ckpt_path = os.path.join(config["out_dir"], "ckpt.pt")
-    if not os.path.isfile(ckpt_path):
-        raise common.UsageError(f"no checkpoint at {ckpt_path} (train one with train.py, or set --out_dir)")
     device = resolve_device(config["device"], None)
-    model, tokenizer, ckpt = load_checkpoint(ckpt_path, device)
+    model, tokenizer, ckpt = load_out_dir_checkpoint(config["out_dir"], device)
+    ckpt_path = os.path.join(config["out_dir"], "ckpt.pt")  # named in the report
     model = quantize_weights(model, config["quantize"])
     if config["stride"] > model.config.block_size:
         raise common.UsageError(f"stride {config['stride']} is longer than the context "

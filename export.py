@@ -334,11 +334,8 @@ def main(argv=None):
     config, positional = common.configure(DEFAULTS, sys.argv[1:] if argv is None else argv)
     if positional:
         raise common.UsageError(f"unexpected argument {positional[0]!r} (use --key=value)")
-    from model import load_checkpoint
-    ckpt_path = os.path.join(config["out_dir"], "ckpt.pt")
-    if not os.path.isfile(ckpt_path):
-        raise common.UsageError(f"no checkpoint at {ckpt_path} (train one with train.py, or set --out_dir)")
-    model, tokenizer, ckpt = load_checkpoint(ckpt_path, "cpu")
+    from model import load_out_dir_checkpoint
+    model, tokenizer, ckpt = load_out_dir_checkpoint(config["out_dir"], "cpu")
     export_dir = config["export_dir"] or os.path.join("hf", os.path.basename(os.path.abspath(config["out_dir"])))
     export(model, tokenizer, export_dir, config["overwrite"], ckpt, config["out_dir"])
     print(f"wrote {export_dir}: load it with transformers' AutoModelForCausalLM and AutoTokenizer")

@@ -516,6 +516,14 @@ def model_from_checkpoint(ckpt, path="checkpoint", **overrides):
     return model
 
 
+def load_out_dir_checkpoint(out_dir, device):
+    """load_checkpoint of the ckpt.pt that train.py wrote in out_dir, or a one-line error naming it."""
+    path = os.path.join(out_dir, "ckpt.pt")
+    if not os.path.isfile(path):
+        raise UsageError(f"no checkpoint at {path} (train one with train.py, or set --out_dir)")
+    return load_checkpoint(path, device)
+
+
 def load_checkpoint(path, device):
     """Return (model in eval mode on device, its tokenizer, the checkpoint dict)."""
     ckpt = read_checkpoint(path, device)

@@ -500,11 +500,8 @@ def check_settings(config):
 def load_out_dir(out_dir, device, quantize="none"):
     """(model, tokenizer, normalization settings) of the checkpoint in out_dir; an fp32 model on
     the CPU gets oneDNN's linear layers (model.use_onednn_linears), faster for a batch of rows."""
-    from model import load_checkpoint, quantize_weights, use_onednn_linears
-    ckpt_path = os.path.join(out_dir, "ckpt.pt")
-    if not os.path.isfile(ckpt_path):
-        raise common.UsageError(f"no checkpoint at {ckpt_path} (train one with train.py, or set --out_dir)")
-    model, tokenizer, ckpt = load_checkpoint(ckpt_path, device)
+    from model import load_out_dir_checkpoint, quantize_weights, use_onednn_linears
+    model, tokenizer, ckpt = load_out_dir_checkpoint(out_dir, device)
     return use_onednn_linears(quantize_weights(model, quantize)), tokenizer, ckpt.get("normalization")
 
 
