@@ -59,15 +59,16 @@ def check_exportable(config):
                                 "normalisation of queries and keys")
 
 
-def layer_norm(weight, bias):
-    """A LayerNorm's weight and bias; ours has no bias when bias=False, which is a zero bias."""
-    return weight, bias if bias is not None else torch.zeros_like(weight)
-
-
-def linear_bias(state, name):
-    """The bias of our Linear `name`, or zeros where it has none (bias=False)."""
+def bias_or_zeros(state, name):
+    """The bias of our Linear or LayerNorm `name`, or zeros where it has none (bias=False)."""
     bias = state.get(f"{name}.bias")
     return bias if bias is not None else state[f"{name}.weight"].new_zeros(state[f"{name}.weight"].size(0))
+
+
+def copy_norm(tensors, state, ours, theirs):
+    """Our LayerNorm `ours` as their LayerNorm `theirs`, which always has a bias."""
+    tensors[f"{theirs}.weight"] = state[f"{ours}.weight"]
+    tensors[f"{theirs}.bias"] = bias_or_zeros(state, ours)
 
 
 def qkv_by_head(t, n_head):
@@ -82,8 +83,7 @@ def neox_state(model):
     for i in range(c.n_layer):
         ours, theirs = f"blocks.{i}.", f"gpt_neox.layers.{i}."
         for our_norm, their_norm in (("norm1", "input_layernorm"), ("norm2", "post_attention_layernorm")):
-            weight, bias = layer_norm(state[f"{ours}{our_norm}.weight"], state.get(f"{ours}{our_norm}.bias"))
-            tensors.update({f"{theirs}{their_norm}.weight": weight, f"{theirs}{their_norm}.bias": bias})
+            copy_norm(tensors, state, ours + our_norm, theirs + their_norm)
         tensors[f"{theirs}attention.query_key_value.weight"] = qkv_by_head(state[f"{ours}attn.qkv.weight"], c.n_head)
         tensors[f"{theirs}attention.dense.weight"] = state[f"{ours}attn.proj.weight"]
         if c.bias:  # attention_bias=False leaves NeoX's attention without biases, like ours
@@ -91,9 +91,8 @@ def neox_state(model):
             tensors[f"{theirs}attention.dense.bias"] = state[f"{ours}attn.proj.bias"]
         for our_linear, their_linear in (("mlp.fc", "mlp.dense_h_to_4h"), ("mlp.proj", "mlp.dense_4h_to_h")):
             tensors[f"{theirs}{their_linear}.weight"] = state[f"{ours}{our_linear}.weight"]
-            tensors[f"{theirs}{their_linear}.bias"] = linear_bias(state, ours + our_linear)  # NeoX's MLP has biases
-    weight, bias = layer_norm(state["norm_f.weight"], state.get("norm_f.bias"))
-    tensors.update({"gpt_neox.final_layer_norm.weight": weight, "gpt_neox.final_layer_norm.bias": bias})
+            tensors[f"{theirs}{their_linear}.bias"] = bias_or_zeros(state, ours + our_linear)  # NeoX's MLP has biases
+    copy_norm(tensors, state, "norm_f", "gpt_neox.final_layer_norm")
     if not c.tie_weights:
         tensors["embed_out.weight"] = state["lm_head.weight"]  # the name every transformers version reads
     fields = {"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox",
@@ -111,14 +110,12 @@ def gpt2_state(model):
     for i in range(c.n_layer):
         ours, theirs = f"blocks.{i}.", f"transformer.h.{i}."
         for our_norm, their_norm in (("norm1", "ln_1"), ("norm2", "ln_2")):
-            weight, bias = layer_norm(state[f"{ours}{our_norm}.weight"], state.get(f"{ours}{our_norm}.bias"))
-            tensors.update({f"{theirs}{their_norm}.weight": weight, f"{theirs}{their_norm}.bias": bias})
+            copy_norm(tensors, state, ours + our_norm, theirs + their_norm)
         for our_linear, their_linear in (("attn.qkv", "attn.c_attn"), ("attn.proj", "attn.c_proj"),
                                          ("mlp.fc", "mlp.c_fc"), ("mlp.proj", "mlp.c_proj")):
             tensors[f"{theirs}{their_linear}.weight"] = state[f"{ours}{our_linear}.weight"].T  # Conv1D: (in, out)
-            tensors[f"{theirs}{their_linear}.bias"] = linear_bias(state, ours + our_linear)
-    weight, bias = layer_norm(state["norm_f.weight"], state.get("norm_f.bias"))
-    tensors.update({"transformer.ln_f.weight": weight, "transformer.ln_f.bias": bias})
+            tensors[f"{theirs}{their_linear}.bias"] = bias_or_zeros(state, ours + our_linear)
+    copy_norm(tensors, state, "norm_f", "transformer.ln_f")
     if not c.tie_weights:
         tensors["lm_head.weight"] = state["lm_head.weight"]
     fields = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
@@ -312,7 +309,7 @@ def export(model, tokenizer, export_dir, overwrite=False, ckpt=None, out_dir="")
                 json.dump(content, f, ensure_ascii=False, indent=2)
         with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
             f.write(model_card(model, tokenizer, ckpt, out_dir, fields["architectures"][0]))
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes a private directory
+        os.chmod(tmp, 0o777 & ~common.current_umask())  # mkdtemp makes a private directory
         if os.path.isdir(export_dir):  # move the old one aside, put the new one in, then delete the old
             old = tempfile.mkdtemp(dir=parent, prefix=".old-export.")
             os.rename(export_dir, os.path.join(old, "dir"))
@@ -322,12 +319,6 @@ def export(model, tokenizer, export_dir, overwrite=False, ckpt=None, out_dir="")
             os.rename(tmp, export_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def current_umask():
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
 
 
 def main(argv=None):
