@@ -270,7 +270,6 @@ class Batcher:
         self.active = {}  # Decoder row -> (job, choice)
         self.stats = dict(generated_tokens=0, decode_steps=0)
         self.wakeup = threading.Condition()
-        self.device = model.wte.weight.device
         threading.Thread(target=self.run, name="model", daemon=True).start()
 
     def submit(self, job):
@@ -323,7 +322,7 @@ class Batcher:
                 if echo or not body.max_tokens:
                     updates.append(choice.update(echo, None if body.max_tokens else "length"))
                 if body.max_tokens:
-                    generator = torch.Generator(device=self.device).manual_seed(job.seed + index)
+                    generator = torch.Generator(device=self.decoder.device).manual_seed(job.seed + index)
                     row = self.decoder.add(prompt_ids, temperature=body.temperature, top_k=body.top_k,
                                            top_p=body.top_p, repetition_penalty=body.repetition_penalty,
                                            generator=generator, max_new_tokens=body.max_tokens,
@@ -502,7 +501,7 @@ def create_app(model, tokenizer, model_name, normalization=None, max_batch=DEFAU
         """The loaded model and how busy the server is."""
         waiting, active = list(batcher.waiting), list(batcher.active.values())
         return dict(status="ok", model=model_name, parameters=model.num_params(), vocab_size=tokenizer.vocab_size,
-                    block_size=model.config.block_size, device=str(batcher.device), max_batch=max_batch,
+                    block_size=model.config.block_size, device=str(batcher.decoder.device), max_batch=max_batch,
                     max_queue=max_queue, queued_requests=len(waiting), active_requests=len({id(j) for j, _ in active}),
                     queued_rows=sum(job.rows_needed for job in waiting), active_rows=len(active), **batcher.stats)
 
