@@ -279,9 +279,13 @@ class Tokenizer:
                              f"{MAX_VOCAB_SIZE} (ids are stored as uint16), got {vocab_size}")
         if num_proc < 1:
             raise UsageError(f"num_proc must be at least 1, got {num_proc}")
+        start = time.time()
         chunk_counts = count_chunks(texts, num_proc)
+        counted = time.time()
+        print(f"bpe: {len(chunk_counts):,} distinct chunks counted in {counted - start:.0f} s", file=sys.stderr)
         num_merges = vocab_size - 256 - len(special_tokens)
         merges = learn_merges(chunk_counts, num_merges)
+        print(f"bpe: {len(merges):,} merges learned in {time.time() - counted:.0f} s", file=sys.stderr)
         if len(merges) < num_merges:
             print(f"bpe: the corpus ran out of pairs after {len(merges)} merges, so the vocabulary "
                   f"has {256 + len(merges) + len(special_tokens)} ids, not {vocab_size}", file=sys.stderr)

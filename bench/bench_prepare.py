@@ -42,7 +42,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +51,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import common  # noqa: E402
+import measure  # noqa: E402
 import prepare  # noqa: E402
 
 DEFAULTS = dict(
@@ -215,50 +215,13 @@ def write_dump(path, header, pages, footer, size_mb, compress):
     return written, copy
 
 
-def tree_rss(pid):
-    """Resident bytes of a process and all its descendants, from /proc; 0 where /proc is missing."""
-    total, pending = 0, [pid]
-    while pending:
-        pid = pending.pop()
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
-            for task in os.listdir(f"/proc/{pid}/task"):
-                with open(f"/proc/{pid}/task/{task}/children") as f:
-                    pending += map(int, f.read().split())
-        except (OSError, StopIteration, ValueError):
-            continue  # the process ended meanwhile
-    return total
-
-
-def run_measured(command):
-    """Wall seconds, peak RSS of its largest process and peak total RSS of one run of a command."""
-    start, peak_total = time.time(), 0
-    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: progress bars could fill a pipe
-        child = subprocess.Popen(command, cwd=ROOT,
-                                 stdout=log, stderr=subprocess.STDOUT)
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)  # usage: this child and its workers only
-            if pid:
-                break
-            peak_total = max(peak_total, tree_rss(child.pid))
-            time.sleep(0.2)
-        child.returncode = os.waitstatus_to_exitcode(status)
-        if child.returncode != 0:
-            log.seek(0)
-            last_line = log.read().strip().splitlines()[-1:]
-            raise common.UsageError(f"{' '.join(command)} failed: {last_line}")
-    # ru_maxrss is in KiB on Linux
-    return time.time() - start, usage.ru_maxrss * 1024, peak_total
-
-
 def run_prepare(args):
-    return run_measured([sys.executable, PREPARE, *args])
+    return measure.run_measured([sys.executable, PREPARE, *args], cwd=ROOT)
 
 
 def run_wikiextractor(dump, out_dir, num_proc):
-    return run_measured([sys.executable, "-m", "wikiextractor.WikiExtractor", dump,
-                         "--processes", str(num_proc), "--quiet", "--output", out_dir])
+    return measure.run_measured([sys.executable, "-m", "wikiextractor.WikiExtractor", dump, "--processes",
+                                 str(num_proc), "--quiet", "--output", out_dir], cwd=ROOT)
 
 
 def measure_throughput(config, header, pages, footer, sample_path, work):
@@ -273,22 +236,23 @@ def measure_throughput(config, header, pages, footer, sample_path, work):
         xml_bytes, n_pages = write_dump(dump, header, pages, footer, size, config["compress"])
         out_dir = os.path.join(work, f"out-{size:g}mb")
         args = [dump, f"--out_dir={out_dir}", f"--tokenizer={tokenizer}", f"--num_proc={config['num_proc']}"]
-        seconds, peak_process, peak_total = run_prepare(args)
+        run = run_prepare(args)
         with open(os.path.join(out_dir, "meta.json"), encoding="utf-8") as f:
             splits = json.load(f)["splits"]
         result = dict(
-            xml_mb=xml_bytes / 1e6, file_mb=os.path.getsize(dump) / 1e6, pages=n_pages, seconds=seconds,
-            xml_mb_per_s=xml_bytes / 1e6 / seconds,
+            xml_mb=xml_bytes / 1e6, file_mb=os.path.getsize(dump) / 1e6, pages=n_pages, seconds=run["seconds"],
+            xml_mb_per_s=xml_bytes / 1e6 / run["seconds"],
             tokens=sum(s["tokens"] for s in splits.values()),
             text_mb=sum(s["bytes"] for s in splits.values()) / 1e6,
-            peak_rss_largest_process_mb=peak_process / 2**20,
-            peak_rss_all_processes_mb=peak_total / 2**20)
+            peak_rss_largest_process_mb=run["peak_rss_largest_process_mb"],
+            peak_rss_all_processes_mb=run["peak_rss_all_processes_mb"])
         shutil.rmtree(out_dir)
         if config["peer"]:
-            seconds, peak_process, peak_total = run_wikiextractor(dump, out_dir, config["num_proc"])
+            run = run_wikiextractor(dump, out_dir, config["num_proc"])
             result["wikiextractor"] = dict(
-                seconds=seconds, xml_mb_per_s=xml_bytes / 1e6 / seconds,
-                peak_rss_largest_process_mb=peak_process / 2**20, peak_rss_all_processes_mb=peak_total / 2**20)
+                seconds=run["seconds"], xml_mb_per_s=xml_bytes / 1e6 / run["seconds"],
+                peak_rss_largest_process_mb=run["peak_rss_largest_process_mb"],
+                peak_rss_all_processes_mb=run["peak_rss_all_processes_mb"])
             shutil.rmtree(out_dir)
         results.append(result)
         os.remove(dump)

@@ -6,9 +6,10 @@ tokens per word, the table in REPORT.md.
     python bench/tokenizer_sizes.py --vocab_sizes=4096,8192
 
 Every tokenizer learns from the documents that prepare.py puts in the training split of the
-shared pre-training + fawiki corpus (cleaned, normalized, the same seed and val_fraction as
-REPORT.md's prepare commands) and is measured on the held-out documents of each domain apart:
-fawiki (what the fine-tuned model is judged on), news and poetry. Words are whitespace-separated.
+shared pre-training + fawiki corpus (cleaned, normalized, the same seed, val_fraction and
+test_fraction as REPORT.md's prepare commands) and is measured on the test documents of each
+domain apart: fawiki (what the fine-tuned model is judged on), news and poetry. Words are
+whitespace-separated.
 """
 
 import json
@@ -29,6 +30,7 @@ SHARED = os.environ.get("SHARED_DATA", os.path.join(ROOT, "..", "shared", "data"
 DEFAULTS = dict(
     vocab_sizes="2048,4096,8192,16384,32768",  # comma-separated
     val_fraction=0.05,  # as in REPORT.md's prepare commands
+    test_fraction=0.05,  # the documents measured
     seed=1337,
     num_proc=2,  # worker processes for training and encoding
     out=os.path.join(ROOT, "bench", "results", "tokenizer_sizes.json"),  # figures as JSON; "" writes none
@@ -41,15 +43,15 @@ DOMAINS = {  # domain -> its inputs under ../shared/data
 
 
 def split_documents(config):
-    """(training documents of all domains, {domain: held-out documents})."""
+    """(training documents of all domains, {domain: its test documents})."""
     train, heldout = [], {}
     for domain, files in DOMAINS.items():
         documents = [doc for name in files for doc in
                      prepare.iter_documents(os.path.join(SHARED, name), min_chars=prepare.DEFAULTS["min_chars"])]
         keys = np.array([prepare.split_key(config["seed"], doc) for doc in documents])
-        in_val = prepare.choose_val(keys, config["val_fraction"])
-        train += [doc for doc, val in zip(documents, in_val) if not val]
-        heldout[domain] = [doc for doc, val in zip(documents, in_val) if val]
+        split = prepare.choose_splits(keys, config["val_fraction"], config["test_fraction"])
+        train += [doc for doc, where in zip(documents, split) if prepare.SPLITS[where] == "train"]
+        heldout[domain] = [doc for doc, where in zip(documents, split) if prepare.SPLITS[where] == "test"]
     return train, heldout
 
 
@@ -59,7 +61,7 @@ def main():
     if missing:
         raise common.UsageError(f"shared data missing: {', '.join(missing)} (set SHARED_DATA)")
     train, heldout = split_documents(config)
-    print(f"training text: {len(train):,} documents, {sum(len(d.encode()) for d in train) / 1e6:.1f} MB; held out: "
+    print(f"training text: {len(train):,} documents, {sum(len(d.encode()) for d in train) / 1e6:.1f} MB; test: "
           + ", ".join(f"{domain} {len(docs):,} documents" for domain, docs in heldout.items()))
     rows = []
     for vocab_size in map(int, config["vocab_sizes"].split(",")):
