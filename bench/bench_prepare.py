@@ -22,6 +22,9 @@ mwparserfromhell: parse(text).strip_code()), every output normalized the same wa
   running text, found by a scanner here that shares no code with any cleaner: outside templates,
   tables, file and category links, comments and <ref>/<math>/<gallery> elements, and for a link
   only its label. The share kept is how many of them (counted with multiplicity) the output has.
+Then each cleaner renders CONSTRUCTS, paragraphs of our own with one construct each that the
+three pages lack (references and templates between words, block tags, stray braces ...), and
+the benchmark counts those whose text equals what a reader of the rendered article sees.
 
 Throughput: each dump repeats the genuine pages of the fawiki sample with new titles and ids, so
 every article is distinct, and is written as .xml.bz2 like the real dump (or .xml with
@@ -152,6 +155,45 @@ def cleaners():
     return found
 
 
+# Constructs of fawiki articles that the sample's three pages lack or hold once, each in a short
+# paragraph of our own, with the text a reader of the rendered article sees (spacing aside).
+CONSTRUCTS = [
+    ("<ref> between sentences", "این شهر بزرگ است.<ref>کتاب تاریخ، ص ۱۲</ref>جمعیت آن زیاد است.",
+     "این شهر بزرگ است. جمعیت آن زیاد است."),
+    ("self-closing <ref />", 'رود از شهر می‌گذرد<ref name="الف" />و به دریا می‌ریزد.',
+     "رود از شهر می‌گذرد و به دریا می‌ریزد."),
+    ("{{سخ}} between words", "نام نخست{{سخ}}نام دوم", "نام نخست نام دوم"),
+    ("{{-}} between blocks", "پایان بخش{{-}}آغاز بخش", "پایان بخش آغاز بخش"),
+    ("{{فاصله نشکن}}", "فاصله ۱۰{{فاصله نشکن}}کیلومتر است.", "فاصله ۱۰ کیلومتر است."),
+    ("<br /> between lines", "بیت نخست<br />بیت دوم", "بیت نخست بیت دوم"),
+    ("adjacent <div>s", "<div>بخش یک</div><div>بخش دو</div>", "بخش یک بخش دو"),
+    ("<center> before text", "<center>عنوان</center>متن اصلی", "عنوان متن اصلی"),
+    ("{{nowrap|...}}", "شهر {{nowrap|تهران بزرگ}} است.", "شهر تهران بزرگ است."),
+    ("{{نستعلیق|...}}", "بیت {{نستعلیق|دل و جان}} است.", "بیت دل و جان است."),
+    ("a link label with brackets", "او [[جنگ|نبرد [دوم]]] را دید.", "او نبرد [دوم] را دید."),
+    ("a parameter's default", "مقدار {{{1|پیش‌فرض}}} است.", "مقدار پیش‌فرض است."),
+    ("<nowiki>", "نوشتن <nowiki>[[پیوند]]</nowiki> ساده است.", "نوشتن [[پیوند]] ساده است."),
+    ("a stray brace in a template", "فرمول {{math|x ∈ {1, 2}}} را ببینید. جملهٔ بعد می‌ماند.",
+     "فرمول x ∈ {1, 2} را ببینید. جملهٔ بعد می‌ماند."),
+    ("a parser function", "او {{#if: ۱۳۰۰ | در سال ۱۳۰۰ |}} زاده شد.", "او در سال ۱۳۰۰ زاده شد."),
+    ("a table between paragraphs", "بند یک.\n{| class=\"wikitable\"\n|-\n| خانه\n|}\nبند دو.",
+     "بند یک. خانه بند دو."),
+]
+
+
+def compare_constructs():
+    """Per cleaner: how many CONSTRUCTS it renders as the article shows them, and which it misses."""
+    def same(text):
+        return " ".join(prepare.normalize(text).split())
+
+    results = {}
+    for name, clean in cleaners().items():
+        missed = [(construct, same(clean("آزمون", wikitext))) for construct, wikitext, shown in CONSTRUCTS
+                  if same(clean("آزمون", wikitext)) != same(shown)]
+        results[name] = dict(rendered=len(CONSTRUCTS) - len(missed), of=len(CONSTRUCTS), missed=missed)
+    return results
+
+
 def is_glued(token, known):
     """Two words run together: across punctuation, or a word unknown to the list that is two known ones."""
     if PUNCTUATION_GLUE.fullmatch(token):
@@ -271,6 +313,13 @@ def print_quality(quality):
         print(f"glued words, {name}: {' '.join(r['glued_examples']) or '-'}")
 
 
+def print_constructs(constructs):
+    print("constructs of fawiki articles, in paragraphs of our own, rendered as the article shows them:")
+    for name, r in constructs.items():
+        print(f"{name:>28}: {r['rendered']}/{r['of']}; missed: "
+              + ("; ".join(f"{construct} -> {text!r}" for construct, text in r["missed"]) or "-"))
+
+
 def print_throughput(config, results):
     print(f"prepare.py --num_proc={config['num_proc']}, {'bz2' if config['compress'] else 'plain'} XML"
           + (f"; WikiExtractor --processes {config['num_proc']} on the same file" if config["peer"] else ""))
@@ -291,8 +340,10 @@ def main():
     config, _ = common.configure(DEFAULTS, sys.argv[1:], config_files=False)
     header, pages, footer, sample_path = sample_pages(config)
     quality = compare_cleaners(pages, config) if config["quality"] else {}
+    constructs = compare_constructs() if config["quality"] else {}
     if quality:
         print_quality(quality)
+        print_constructs(constructs)
     os.makedirs(config["work_dir"], exist_ok=True)
     work = tempfile.mkdtemp(dir=config["work_dir"], prefix="bench-prepare-")
     try:
@@ -303,7 +354,7 @@ def main():
     if config["out"]:
         with common.atomic_path(config["out"]) as tmp:
             with open(tmp, "w") as f:
-                json.dump(dict(config=config, quality=quality, results=results), f, indent=1,
+                json.dump(dict(config=config, quality=quality, constructs=constructs, results=results), f, indent=1,
                           ensure_ascii=False)
 
 
