@@ -26,7 +26,7 @@ def test_stages_are_cut_at_marker_lines():
     names = [stage["name"] for stage in run["stages"]]
     assert names == ["one", "two", "three"]
     one, two, _ = run["stages"]
-    assert 0.3 < one["seconds"] < 3 and 0.8 < two["seconds"] < 4
+    assert 0.3 < one["seconds"] < 30 and 0.8 < two["seconds"] < 30  # the sleeps bound them from below
     assert two["peak_rss_all_processes_mb"] > 200 > one["peak_rss_all_processes_mb"]
     assert run["peak_rss_largest_process_mb"] > 200
     assert "step two starts" in run["log"]
