@@ -5,11 +5,11 @@
 #   S=../shared/data
 #   python prepare.py $S/persian/news.jsonl $S/persian/poems.jsonl \
 #       $S/fawiki/fawiki-sample-pages-articles.xml.bz2 $S/fawiki/fawiki-bio-paragraphs.jsonl \
-#       --out_dir=data/persian_fawiki --val_fraction=0.05
+#       --out_dir=data/persian_fawiki --val_fraction=0.05 --test_fraction=0.05
 #   python prepare.py $S/persian/news.jsonl $S/persian/poems.jsonl --out_dir=data/persian \
-#       --tokenizer=data/persian_fawiki/tokenizer.json --val_fraction=0.05
+#       --tokenizer=data/persian_fawiki/tokenizer.json --val_fraction=0.05 --test_fraction=0.05
 #   python prepare.py $S/fawiki/fawiki-sample-pages-articles.xml.bz2 $S/fawiki/fawiki-bio-paragraphs.jsonl \
-#       --out_dir=data/fawiki_ft --tokenizer=data/persian_fawiki/tokenizer.json --val_fraction=0.05
+#       --out_dir=data/fawiki_ft --tokenizer=data/persian_fawiki/tokenizer.json --val_fraction=0.05 --test_fraction=0.05
 #   python train.py config/pretrain_persian.py
 # The model has fawiki_small's shape, so config/finetune_fawiki.py can start from it.
 data_dir = "data/persian"

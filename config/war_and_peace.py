@@ -1,8 +1,9 @@
 # Tolstoy's War and Peace (English; Project Gutenberg #2600): a model that writes in the book's
 # style. prepare.py drops the Gutenberg header and footer, cuts the book at blank lines into
-# documents of ~5,000 characters and holds 5% of them out; Persian normalization is switched off.
+# documents of ~5,000 characters and holds 5% out for validation and 5% for test; Persian
+# normalization is switched off.
 #   python prepare.py ../shared/data/books/pg2600.txt --out_dir=data/war_and_peace \
-#       --normalize_text=False --vocab_size=4096 --val_fraction=0.05 --book_chunk_chars=5000
+#       --normalize_text=False --vocab_size=4096 --val_fraction=0.05 --test_fraction=0.05 --book_chunk_chars=5000
 #   python train.py config/war_and_peace.py
 #   python sample.py --out_dir=out-war-and-peace --start="Prince Andrew"
 data_dir = "data/war_and_peace"
