@@ -83,13 +83,24 @@ def measure_ours(config, train, heldout):
     return tok.vocab_size, train_s, encode_s, heldout_tokens
 
 
-def measure_hf(config, train, heldout):
+def hf_bpe(vocab_size):
+    """(tokenizer, trainer): HF tokenizers' byte-level BPE, the peer of bpe.py in every benchmark."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=config["vocab_size"], special_tokens=["<|endoftext|>"],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    return tok, trainer
+
+
+def hf_env(num_proc):
+    """The environment that gives HF tokenizers num_proc threads, as bpe.py gets num_proc processes."""
+    return dict(os.environ, RAYON_NUM_THREADS=str(num_proc), TOKENIZERS_PARALLELISM="true")
+
+
+def measure_hf(config, train, heldout):
+    tok, trainer = hf_bpe(config["vocab_size"])
     start = time.perf_counter()
     tok.train_from_iterator(train, trainer, length=len(train))
     train_s = time.perf_counter() - start
@@ -117,8 +128,7 @@ def child(config):
 def run_child(config, peer):
     argv = [sys.executable, os.path.abspath(__file__), f"--peer={peer}"]
     argv += [f"--{key}={value}" for key, value in config.items() if key not in ("peer", "out")]
-    env = dict(os.environ, RAYON_NUM_THREADS=str(config["num_proc"]), TOKENIZERS_PARALLELISM="true")
-    result = subprocess.run(argv, stdout=subprocess.PIPE, env=env, text=True)
+    result = subprocess.run(argv, stdout=subprocess.PIPE, env=hf_env(config["num_proc"]), text=True)
     if result.returncode != 0:
         raise common.UsageError(f"the {peer} measurement failed (exit code {result.returncode})")
     return json.loads(result.stdout.strip().splitlines()[-1])

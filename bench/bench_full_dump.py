@@ -44,6 +44,7 @@ from collections import Counter
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import bench_bpe  # noqa: E402
 import common  # noqa: E402
 import measure  # noqa: E402
 import prepare  # noqa: E402
@@ -65,8 +66,8 @@ BASE_FILES = ("persian/news.jsonl", "persian/poems.jsonl", "fawiki/fawiki-bio-pa
 PAGE_CHARS = (150, 750)  # a page's text length is drawn uniformly from this range
 KEEP_FREQUENT = 1000  # the most frequent words are never renamed
 LINK_SHARE, PIPED_LINK_SHARE, REF_SHARE, INFOBOX_SHARE = 0.08, 0.02, 0.33, 0.3
-STAGES = [("training a tokenizer", "count chunks"), ("distinct chunks counted", "learn merges"),
-          ("merges learned", "encode")]
+COUNTED = "distinct chunks counted"  # bpe.py's line at the end of counting, which gives their number
+STAGES = [("training a tokenizer", "count chunks"), (COUNTED, "learn merges"), ("merges learned", "encode")]
 PAGE = """  <page>
     <title>{title}</title>
     <ns>0</ns>
@@ -231,18 +232,12 @@ def corpus(config):
 
 def hf_child(config):
     """Train HF tokenizers on a JSONL file, in this process; its figures as one JSON line."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
     def texts():
         with open(config["hf_child"], encoding="utf-8") as f:
             for line in f:
                 yield json.loads(line)["text"]
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=config["vocab_size"], special_tokens=[prepare.EOT],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer, trainer = bench_bpe.hf_bpe(config["vocab_size"])
     start = time.time()
     tokenizer.train_from_iterator(texts(), trainer)
     print(json.dumps(dict(train_s=time.time() - start, vocab_size=tokenizer.get_vocab_size())))
@@ -254,7 +249,7 @@ def run_prepare(config, dump_path):
     run = measure.run_measured([sys.executable, os.path.join(ROOT, "prepare.py"), dump_path, f"--out_dir={out_dir}",
                                 f"--vocab_size={config['vocab_size']}", f"--num_proc={config['num_proc']}"],
                                first_stage="read, clean, normalize", markers=STAGES, cwd=ROOT)
-    distinct = next(line for line in run.pop("log").splitlines() if "distinct chunks counted" in line)
+    distinct = next(line for line in run.pop("log").splitlines() if COUNTED in line)
     run["distinct_chunks"] = int(distinct.split()[1].replace(",", ""))
     with open(os.path.join(out_dir, "meta.json"), encoding="utf-8") as f:
         meta = json.load(f)
@@ -264,9 +259,9 @@ def run_prepare(config, dump_path):
 
 
 def run_hf(config, plain_path):
-    env = dict(os.environ, RAYON_NUM_THREADS=str(config["num_proc"]), TOKENIZERS_PARALLELISM="true")
     run = measure.run_measured([sys.executable, os.path.abspath(__file__), f"--hf_child={plain_path}",
-                                f"--vocab_size={config['vocab_size']}"], first_stage="train", env=env)
+                                f"--vocab_size={config['vocab_size']}"], first_stage="train",
+                               env=bench_bpe.hf_env(config["num_proc"]))
     run.update(json.loads(run.pop("log").strip().splitlines()[-1]))
     return run
 

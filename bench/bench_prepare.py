@@ -33,8 +33,8 @@ a child process with a tokenizer trained beforehand on the sample pages (or --to
 so the figures are those of the pipeline: decompression, XML parsing, cleaning, normalization
 and encoding, in one pass since there is no tokenizer to train; WikiExtractor then runs on the
 same file with as many processes (it writes text and does not tokenize). Peak memory is read two
-ways: the largest single process (from wait4) and the sum over the program and its worker
-processes, sampled from /proc every 0.2 s (Linux only).
+ways, both sampled from /proc every 0.2 s (bench/measure.py, Linux only): the largest single
+process and the sum over the program and its worker processes.
 The sample's three pages are long (19-88 K characters of wikitext); the average fawiki article
 is much shorter, which costs more per-page overhead and lowers MB/s somewhat.
 """
@@ -188,8 +188,8 @@ def compare_constructs():
 
     results = {}
     for name, clean in cleaners().items():
-        missed = [(construct, same(clean("آزمون", wikitext))) for construct, wikitext, shown in CONSTRUCTS
-                  if same(clean("آزمون", wikitext)) != same(shown)]
+        rendered = [(construct, same(clean("آزمون", wikitext)), same(shown)) for construct, wikitext, shown in CONSTRUCTS]
+        missed = [(construct, text) for construct, text, shown in rendered if text != shown]
         results[name] = dict(rendered=len(CONSTRUCTS) - len(missed), of=len(CONSTRUCTS), missed=missed)
     return results
 

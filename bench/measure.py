@@ -1,8 +1,9 @@
 """
-Time and memory of a command run as a child process, for the benchmarks: wall seconds, the peak
-RSS of its largest process (from wait4) and the peak RSS summed over the program and all its
-worker processes, sampled from /proc every 0.2 s (Linux only). The sum counts pages that forked
-workers still share with their parent once per process, so it is an upper bound.
+Time and memory of a command run as a child process, for the benchmarks: wall seconds, and the
+peak RSS of its largest process and summed over the program and all its worker processes, both
+sampled from /proc every 0.2 s (Linux only). wait4's ru_maxrss is not used: it also counts the
+child as it was forked, before exec, with all of the benchmark's own memory. The sum counts pages
+that forked workers still share with their parent once per process, so it is an upper bound.
 
 Optionally the run is cut into stages by lines the program prints (stdout or stderr): a stage
 starts when its marker line appears and ends when the next one does, and each gets its own
@@ -43,21 +44,20 @@ def run_measured(command, first_stage="run", markers=(), cwd=None, env=None):
     program prints them; the run starts in first_stage."""
     stages = [dict(name=first_stage, start=0.0, peak_rss_all_processes_mb=0.0, peak_rss_largest_process_mb=0.0)]
     pending_markers = list(markers)
-    start, text, seen = time.time(), "", 0
+    start, output, unfinished = time.time(), [], ""
     with tempfile.NamedTemporaryFile("w+", encoding="utf-8") as log:  # a pipe could fill up and block
         child = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
         with open(log.name, encoding="utf-8", errors="replace") as reader:
             while True:
-                pid, status, usage = os.wait4(child.pid, os.WNOHANG)  # usage: this child and its workers
+                pid, status = os.waitpid(child.pid, os.WNOHANG)
                 now = time.time() - start
-                text += reader.read()
-                lines = re.split(r"[\r\n]", text)
-                for line in lines[seen:-1]:  # complete lines not looked at yet
+                output.append(reader.read())
+                *lines, unfinished = re.split(r"[\r\n]", unfinished + output[-1])
+                for line in lines:
                     if pending_markers and pending_markers[0][0] in line:
                         stages[-1]["end"] = now
                         stages.append(dict(name=pending_markers.pop(0)[1], start=now,
                                            peak_rss_all_processes_mb=0.0, peak_rss_largest_process_mb=0.0))
-                seen = len(lines) - 1
                 if pid:
                     break
                 total, largest = tree_rss(child.pid)
@@ -69,8 +69,10 @@ def run_measured(command, first_stage="run", markers=(), cwd=None, env=None):
     stages[-1]["end"] = seconds
     for stage in stages:
         stage["seconds"] = stage.pop("end") - stage.pop("start")
+    text = "".join(output)
     if os.waitstatus_to_exitcode(status) != 0:
-        raise common.UsageError(f"{' '.join(map(str, command))} failed: {lines[-2:]}")
-    return dict(seconds=seconds, peak_rss_largest_process_mb=usage.ru_maxrss / 1024,  # KiB on Linux
+        raise common.UsageError(f"{' '.join(map(str, command))} failed: {text.strip().splitlines()[-1:]}")
+    return dict(seconds=seconds,
+                peak_rss_largest_process_mb=max(s["peak_rss_largest_process_mb"] for s in stages),
                 peak_rss_all_processes_mb=max(s["peak_rss_all_processes_mb"] for s in stages),
                 stages=stages, log=text)
