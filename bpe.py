@@ -18,8 +18,10 @@ import heapq
 import json
 import multiprocessing
 import queue
+import re
 import sys
 import time
+import unicodedata
 from array import array
 from collections import Counter, defaultdict, deque
 from functools import partial
@@ -55,7 +57,7 @@ SPLIT_PATTERN = "|".join([  # the first branch that matches wins
 # text never has one) is cut at its spaces by str.split, in C, and each " " + word is encoded once
 # and remembered: one dict lookup per word, not a regex match and a lookup per chunk.
 SPACE_AFTER_WHITESPACE = regex.compile(r"\s ")
-FORMAT_VERSION = 1  # of the JSON file; bump when its meaning changes
+FORMAT_VERSION = 2  # of the JSON file; bump when its meaning changes (2: normalization)
 MAX_VOCAB_SIZE = 65536  # ids must fit in uint16
 BATCH_CHARS = 1 << 20  # characters of text handed to a worker process at a time
 CACHE_CHUNKS = 1 << 17  # chunk encodings encode() remembers (~20 MB); cleared when full
@@ -64,6 +66,80 @@ PROGRESS_SECONDS = 10.0  # how often long training runs report on stderr
 REPLACEMENT = "\ufffd".encode()  # what decode gives for an id outside the vocabulary
 PAIR = 1 << 16  # a pair of ids (a, b) is kept as the single int a * PAIR + b
 NO_MERGE = MAX_VOCAB_SIZE  # rank of a pair that is never merged: above every id
+
+
+# -----------------------------------------------------------------------------
+# Persian normalization: one spelling for what a reader sees as one letter, so the tokenizer
+# does not spend its vocabulary on look-alikes. Applied character by character.
+
+PERSIAN_CHARACTERS = {
+    "\u064a": "\u06cc",  # ي ARABIC YEH -> ی FARSI YEH
+    "\u0649": "\u06cc",  # ى ALEF MAKSURA -> ی
+    "\u0643": "\u06a9",  # ك ARABIC KAF -> ک KEHEH
+    "\u06d5": "\u0647",  # ە AE -> ه HEH
+    "\u06be": "\u0647",  # ھ HEH DOACHASHMEE -> ه
+    "\u06c1": "\u0647",  # ہ HEH GOAL -> ه
+    "\u0640": "",  # ـ TATWEEL (kashida), a stretching stroke
+    "\u200d": "",  # ZERO WIDTH JOINER
+    "\u200e": "",  # LEFT-TO-RIGHT MARK
+    "\u200f": "",  # RIGHT-TO-LEFT MARK
+    "\ufeff": "",  # BYTE ORDER MARK
+    **{chr(0x0660 + d): chr(0x06F0 + d) for d in range(10)},  # ٠..٩ ARABIC-INDIC -> ۰..۹ PERSIAN digits
+}
+# fathatan, dammatan, kasratan, fatha, damma, kasra, shadda, sukun: mostly unwritten in Persian,
+# so a word with and without them should be one word. Hamza above (U+0654, as in خانهٔ) stays.
+DIACRITICS = {chr(code): "" for code in range(0x064B, 0x0653)}
+# Arabic presentation forms, U+FB50..U+FDFF and U+FE70..U+FEFE, are the positional shapes and
+# ligatures that old software stored instead of letters; NFKC gives the letters back.
+PRESENTATION_FORMS = [*range(0xFB50, 0xFE00), *range(0xFE70, 0xFEFF)]
+
+
+def _build_tables():
+    tables = {flag: str.maketrans({**PERSIAN_CHARACTERS, **(DIACRITICS if flag else {})})
+              for flag in (False, True)}
+    for code in PRESENTATION_FORMS:
+        letters = unicodedata.normalize("NFKC", chr(code))
+        if letters != chr(code):
+            for table in tables.values():
+                table[code] = letters.translate(table)
+    return tables
+
+
+TRANSLATION_TABLES = _build_tables()  # remove_diacritics -> str.translate table
+# Runs of the characters a table changes. Most text holds few of them, and finding them with re
+# then translating only those is ~10x faster than str.translate over all of a Persian text.
+CHANGED_CHARACTERS = {flag: re.compile("[" + re.escape("".join(map(chr, table))) + "]+")
+                      for flag, table in TRANSLATION_TABLES.items()}
+ZWNJ_RUN = regex.compile("\u200c{2,}")
+# ZWNJ (U+200C, the Persian half-space of می‌خواهم) only means something between two letters
+ZWNJ_OUTSIDE_WORD = regex.compile(r"(?<![\p{L}\p{M}])\u200c|\u200c(?!\p{L})")
+# Every run of whitespace within a line becomes one space, in two passes with re: the characters
+# other than space and newline that str.isspace (re's \s) knows, all below U+3001, listed rather than
+# written [^\S\n ] (twice as fast to look for), then runs of spaces ("  +" starts with a literal, which
+# re looks for as fast as str.find, not trying a match at every space between words)
+OTHER_SPACES = "".join(chr(code) for code in range(0x3001) if chr(code).isspace() and chr(code) not in " \n")
+OTHER_SPACE = re.compile(f"[{OTHER_SPACES}]")
+SPACE_RUN = re.compile("  +")
+SPACE_AT_LINE_EDGE = regex.compile(r" ?\n ?")
+BLANK_LINES = regex.compile(r"\n{3,}")
+
+
+def collapse_whitespace(text):
+    """One space between words, no spaces at line edges, at most one blank line between paragraphs."""
+    text = SPACE_AT_LINE_EDGE.sub("\n", SPACE_RUN.sub(" ", OTHER_SPACE.sub(" ", text)))
+    return BLANK_LINES.sub("\n\n", text).strip()
+
+
+def normalize(text, normalize_text=True, remove_diacritics=True, tidy_spaces=True):
+    """Text in the form the model is trained on; idempotent. normalize_text: Persian letters (the
+    table above) and the ZWNJ rules; tidy_spaces: collapse_whitespace. A piece of text that is not
+    a whole document (a stop string) keeps its spaces with tidy_spaces=False."""
+    if normalize_text:
+        table = TRANSLATION_TABLES[remove_diacritics]
+        text = CHANGED_CHARACTERS[remove_diacritics].sub(lambda run: run[0].translate(table), text)
+        text = ZWNJ_OUTSIDE_WORD.sub("", ZWNJ_RUN.sub("\u200c", text))
+    return collapse_whitespace(text) if tidy_spaces else text
+
 
 
 def _batches(texts, progress=False):
@@ -239,8 +315,11 @@ class _Cache(dict):
 
 
 class Tokenizer:
-    def __init__(self, merges, special_tokens=("<|endoftext|>",), pattern_text=SPLIT_PATTERN):
+    def __init__(self, merges, special_tokens=("<|endoftext|>",), pattern_text=SPLIT_PATTERN, normalization=None):
+        """normalization: None (text is encoded as it is) or normalize()'s options
+        {"normalize_text": bool, "remove_diacritics": bool}, applied by every encode."""
         self.merges = [tuple(pair) for pair in merges]
+        self.normalization = normalization
         self.special_tokens = {token: 256 + len(self.merges) + i for i, token in enumerate(special_tokens)}
         self.pattern_text = pattern_text
         self.pattern = regex.compile(pattern_text)
@@ -264,8 +343,9 @@ class Tokenizer:
         return self.special_tokens.get("<|endoftext|>")
 
     @classmethod
-    def train(cls, texts, vocab_size, special_tokens=("<|endoftext|>",), num_proc=1):
-        """Learn a tokenizer of vocab_size ids (bytes + merges + special tokens) from texts.
+    def train(cls, texts, vocab_size, special_tokens=("<|endoftext|>",), num_proc=1, normalization=None):
+        """Learn a tokenizer of vocab_size ids (bytes + merges + special tokens) from texts,
+        which must already be in the form `normalization` gives (prepare.py normalizes them once).
 
         texts may be any iterable of str, e.g. a generator over a corpus too big for memory.
         A corpus with too few distinct pairs yields fewer merges (a smaller vocabulary).
@@ -289,9 +369,15 @@ class Tokenizer:
         if len(merges) < num_merges:
             print(f"bpe: the corpus ran out of pairs after {len(merges)} merges, so the vocabulary "
                   f"has {256 + len(merges) + len(special_tokens)} ids, not {vocab_size}", file=sys.stderr)
-        return cls(merges, special_tokens)
+        return cls(merges, special_tokens, normalization=normalization)
 
     # encoding
+
+    def normalize(self, text, tidy_spaces=True):
+        """The text in the form this tokenizer's training text had (see normalize)."""
+        if self.normalization is None:
+            return text
+        return normalize(text, **self.normalization, tidy_spaces=tidy_spaces)
 
     def _encode_chunk(self, chunk):
         """Apply the merges to one chunk, lowest id (earliest merge) first, as training did; uint16 bytes.
@@ -329,10 +415,11 @@ class Tokenizer:
 
     def encode_ordinary(self, text):
         """Encode text with no special tokens at all: "<|endoftext|>" is just characters."""
-        return array("H", self._encode_ordinary_bytes(text)).tolist()
+        return array("H", self._encode_ordinary_bytes(self.normalize(text))).tolist()
 
     def encode_array(self, text, allowed_special=()):
         """encode(), as an array of uint16 ("H"): two bytes an id, as a token file holds them."""
+        text = self.normalize(text)
         if allowed_special == "all":
             allowed_special = self.special_tokens
         unknown = set(allowed_special) - set(self.special_tokens)
@@ -350,7 +437,8 @@ class Tokenizer:
         return ids
 
     def encode(self, text, allowed_special=()):
-        """Encode text; special tokens are recognised only if named in allowed_special (or "all")."""
+        """Encode text, normalized first; special tokens are recognised only if named in
+        allowed_special (or "all")."""
         return self.encode_array(text, allowed_special).tolist()
 
     def encode_iter(self, texts, num_proc=1, allowed_special=()):
@@ -394,6 +482,7 @@ class Tokenizer:
 
     def to_json(self):
         header = json.dumps({"version": FORMAT_VERSION, "type": "byte-level BPE",
+                             "normalization": self.normalization,
                              "pattern": self.pattern_text, "special_tokens": self.special_tokens},
                             ensure_ascii=False, indent=1)
         merges = ",\n".join(f"  [{a}, {b}]" for a, b in self.merges)
@@ -407,9 +496,14 @@ class Tokenizer:
             raise UsageError(f"tokenizer is not valid JSON: {e}") from e
         if not isinstance(data, dict) or "version" not in data:
             raise UsageError("not a tokenizer file: no version field")
-        if data["version"] != FORMAT_VERSION:
+        if data["version"] not in (1, FORMAT_VERSION):  # version 1 had no normalization
             raise UsageError(f"tokenizer format version {data['version']!r} is not supported "
-                             f"(this code reads version {FORMAT_VERSION})")
+                             f"(this code reads versions 1 and {FORMAT_VERSION})")
+        normalization = data.get("normalization")
+        if normalization is not None and (not isinstance(normalization, dict) or sorted(normalization) != [
+                "normalize_text", "remove_diacritics"] or not all(isinstance(v, bool) for v in normalization.values())):
+            raise UsageError("corrupt tokenizer: normalization must be null or "
+                             '{"normalize_text": bool, "remove_diacritics": bool}')
         merges, special_tokens = data.get("merges"), data.get("special_tokens")
         pattern_text = data.get("pattern")
         if not isinstance(merges, list) or not all(
@@ -426,7 +520,7 @@ class Tokenizer:
             regex.compile(pattern_text)
         except (regex.error, TypeError) as e:
             raise UsageError(f"corrupt tokenizer: bad split pattern: {e}") from e
-        return cls(merges, list(special_tokens), pattern_text)
+        return cls(merges, list(special_tokens), pattern_text, normalization)
 
     def save(self, path):
         with atomic_path(path) as tmp:

@@ -177,7 +177,6 @@ def diversity(texts, repeat_n):
 def load_token_file(path, tokenizer, ckpt):
     """Tokens of a prepare.py .bin file, refusing files made with a different tokenizer."""
     from model import tokenizer_hash
-    from train import load_tokens
     tokenizer_path = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer.json")
     if os.path.isfile(tokenizer_path):
         with open(tokenizer_path, encoding="utf-8") as f:
@@ -188,7 +187,7 @@ def load_token_file(path, tokenizer, ckpt):
     else:
         print(f"note: no tokenizer.json beside {path}; cannot check that it matches the checkpoint",
               file=sys.stderr)
-    tokens = load_tokens(path)
+    tokens = common.load_tokens(path)
     if len(tokens) and int(tokens.max()) >= tokenizer.vocab_size:
         raise common.UsageError(f"{path} holds token id {int(tokens.max())}, beyond the checkpoint's "
                                 f"vocabulary of {tokenizer.vocab_size}: wrong tokenizer or corrupt file")
@@ -270,8 +269,7 @@ def main(argv=None):
                                    config["reference_tokens"]) < 1:
         raise common.UsageError("stride must be >= 0; batch_size, prompt_tokens and reference_tokens >= 1")
     from model import load_out_dir_checkpoint, quantize_weights
-    from train import resolve_device
-    device = resolve_device(config["device"], None)
+    device = common.resolve_device(config["device"], None)
     model, tokenizer, ckpt = load_out_dir_checkpoint(config["out_dir"], device)
     ckpt_path = os.path.join(config["out_dir"], "ckpt.pt")  # named in the report
     model = quantize_weights(model, config["quantize"])
@@ -291,7 +289,7 @@ def main(argv=None):
     if kind in ("data_dir", "data"):
         stream = load_token_file(source, tokenizer, ckpt)
     else:
-        stream = encode_documents(source, tokenizer, config["max_tokens"], ckpt.get("normalization"))
+        stream = encode_documents(source, tokenizer, config["max_tokens"], tokenizer.normalization)
     if config["max_tokens"]:
         stream = stream[:config["max_tokens"]]
     if len(stream) == 0:

@@ -529,4 +529,6 @@ def load_checkpoint(path, device):
     ckpt = read_checkpoint(path, device)
     model = model_from_checkpoint(ckpt, path).to(device).eval()
     tokenizer = bpe.Tokenizer.from_json(ckpt["tokenizer"])
+    if tokenizer.normalization is None:  # checkpoints before version 2 tokenizers kept it beside them
+        tokenizer.normalization = ckpt.get("normalization")
     return model, tokenizer, ckpt

@@ -40,7 +40,6 @@ import sys
 import tempfile
 import threading
 import time
-import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -77,76 +76,6 @@ DEFAULTS = dict(
     user_agent=USER_AGENT,  # sent with every download request: "name/version (your URL or e-mail)"
     save_dump="",  # a path: also keep the downloaded dump there, to read it locally next time
 )
-
-# -----------------------------------------------------------------------------
-# Persian normalization: one spelling for what a reader sees as one letter, so the tokenizer
-# does not spend its vocabulary on look-alikes. Applied character by character.
-
-PERSIAN_CHARACTERS = {
-    "\u064a": "\u06cc",  # ي ARABIC YEH -> ی FARSI YEH
-    "\u0649": "\u06cc",  # ى ALEF MAKSURA -> ی
-    "\u0643": "\u06a9",  # ك ARABIC KAF -> ک KEHEH
-    "\u06d5": "\u0647",  # ە AE -> ه HEH
-    "\u06be": "\u0647",  # ھ HEH DOACHASHMEE -> ه
-    "\u06c1": "\u0647",  # ہ HEH GOAL -> ه
-    "\u0640": "",  # ـ TATWEEL (kashida), a stretching stroke
-    "\u200d": "",  # ZERO WIDTH JOINER
-    "\u200e": "",  # LEFT-TO-RIGHT MARK
-    "\u200f": "",  # RIGHT-TO-LEFT MARK
-    "\ufeff": "",  # BYTE ORDER MARK
-    **{chr(0x0660 + d): chr(0x06F0 + d) for d in range(10)},  # ٠..٩ ARABIC-INDIC -> ۰..۹ PERSIAN digits
-}
-# fathatan, dammatan, kasratan, fatha, damma, kasra, shadda, sukun: mostly unwritten in Persian,
-# so a word with and without them should be one word. Hamza above (U+0654, as in خانهٔ) stays.
-DIACRITICS = {chr(code): "" for code in range(0x064B, 0x0653)}
-# Arabic presentation forms, U+FB50..U+FDFF and U+FE70..U+FEFE, are the positional shapes and
-# ligatures that old software stored instead of letters; NFKC gives the letters back.
-PRESENTATION_FORMS = [*range(0xFB50, 0xFE00), *range(0xFE70, 0xFEFF)]
-
-
-def _build_tables():
-    tables = {flag: str.maketrans({**PERSIAN_CHARACTERS, **(DIACRITICS if flag else {})})
-              for flag in (False, True)}
-    for code in PRESENTATION_FORMS:
-        letters = unicodedata.normalize("NFKC", chr(code))
-        if letters != chr(code):
-            for table in tables.values():
-                table[code] = letters.translate(table)
-    return tables
-
-
-TRANSLATION_TABLES = _build_tables()  # remove_diacritics -> str.translate table
-# Runs of the characters a table changes. Most text holds few of them, and finding them with re
-# then translating only those is ~10x faster than str.translate over all of a Persian text.
-CHANGED_CHARACTERS = {flag: re.compile("[" + re.escape("".join(map(chr, table))) + "]+")
-                      for flag, table in TRANSLATION_TABLES.items()}
-ZWNJ_RUN = regex.compile("\u200c{2,}")
-# ZWNJ (U+200C, the Persian half-space of می‌خواهم) only means something between two letters
-ZWNJ_OUTSIDE_WORD = regex.compile(r"(?<![\p{L}\p{M}])\u200c|\u200c(?!\p{L})")
-# Every run of whitespace within a line becomes one space, in two passes with re: the characters
-# other than space and newline that str.isspace (re's \s) knows, all below U+3001, listed rather than
-# written [^\S\n ] (twice as fast to look for), then runs of spaces ("  +" starts with a literal, which
-# re looks for as fast as str.find, not trying a match at every space between words)
-OTHER_SPACES = "".join(chr(code) for code in range(0x3001) if chr(code).isspace() and chr(code) not in " \n")
-OTHER_SPACE = re.compile(f"[{OTHER_SPACES}]")
-SPACE_RUN = re.compile("  +")
-SPACE_AT_LINE_EDGE = regex.compile(r" ?\n ?")
-BLANK_LINES = regex.compile(r"\n{3,}")
-
-
-def collapse_whitespace(text):
-    """One space between words, no spaces at line edges, at most one blank line between paragraphs."""
-    text = SPACE_AT_LINE_EDGE.sub("\n", SPACE_RUN.sub(" ", OTHER_SPACE.sub(" ", text)))
-    return BLANK_LINES.sub("\n\n", text).strip()
-
-
-def normalize(text, remove_diacritics=True):
-    """Persian normalization (the table above, then ZWNJ and whitespace rules); idempotent."""
-    table = TRANSLATION_TABLES[remove_diacritics]
-    text = CHANGED_CHARACTERS[remove_diacritics].sub(lambda run: run[0].translate(table), text)
-    text = ZWNJ_OUTSIDE_WORD.sub("", ZWNJ_RUN.sub("\u200c", text))
-    return collapse_whitespace(text)
-
 
 # -----------------------------------------------------------------------------
 # Cleaning wikitext with regular expressions: markup that renders as text becomes that text,
@@ -371,7 +300,7 @@ def clean_wikitext(wikitext):
     text = text.replace("[[", "").replace("]]", "")
     text = MAGIC_WORD.sub("", BOLD_ITALIC.sub("", text))
     text = HTML_TAG.sub("", BLOCK_TAG.sub("\n", text))
-    text = collapse_whitespace(clean_lines(EMPTY_PARENTHESES.sub("", html.unescape(text))))
+    text = bpe.collapse_whitespace(clean_lines(EMPTY_PARENTHESES.sub("", html.unescape(text))))
     # the gaps removed references and templates left before punctuation and after an opening bracket
     return SPACE_AFTER_OPENING.sub(r"\1", SPACE_BEFORE_PUNCTUATION.sub("", text))
 
@@ -776,23 +705,17 @@ def iter_records(source, report, config):
 # -----------------------------------------------------------------------------
 # From records to documents, in num_proc processes
 
-def prepare_text(text, normalize_text=True, remove_diacritics=True):
-    """Text in the form the model is trained on: normalized, or with normalize_text=False only
-    its whitespace tidied. sample.py and eval.py prepare prompts and held-out text the same way."""
-    return normalize(text, remove_diacritics) if normalize_text else collapse_whitespace(text)
-
-
 def prepare_record(record, normalize_text, remove_diacritics, min_chars):
     """(None, document) for a record worth keeping, else (why it was dropped, None)."""
     title, text = record
     if title is not None:
         text = clean_wikitext(text)
-    text = prepare_text(text, normalize_text, remove_diacritics)
+    text = bpe.normalize(text, normalize_text, remove_diacritics)
     if len(text) < max(1, min_chars):
         return "too_short", None
     if title is None:
         return None, text
-    return None, f"{prepare_text(title, normalize_text, remove_diacritics)}\n\n{text}"
+    return None, f"{bpe.normalize(title, normalize_text, remove_diacritics)}\n\n{text}"
 
 
 encoder = None  # the tokenizer encode_record uses, set by use_encoder in each process that prepares text
@@ -1095,7 +1018,9 @@ def main():
                   f"documents", file=sys.stderr)
             train_texts = (doc for doc, split in zip(read_document_file(documents_path), split_of) if split == 0)
             tokenizer = bpe.Tokenizer.train(train_texts, config["vocab_size"], special_tokens=(EOT,),
-                                            num_proc=config["num_proc"])
+                                            num_proc=config["num_proc"], normalization=dict(
+                                                normalize_text=config["normalize_text"],
+                                                remove_diacritics=config["remove_diacritics"]))
             tokenizer.save(tmp["tokenizer.json"])
             tokens, sizes = write_tokens(tokenizer, documents_path, split_of, bins, config)
         elif (written_to != split_of).any():  # choose_splits moved a few documents to fill every split

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 import common
-from model import autocast_for
+from model import autocast_for, load_out_dir_checkpoint, quantize_weights, use_onednn_linears
 
 DEFAULTS = dict(
     out_dir="out-fawiki-small",  # folder holding ckpt.pt
@@ -464,13 +464,12 @@ def read_prompt(start):
         raise common.UsageError(f"prompt file {path} is not UTF-8 text") from e
 
 
-def encode_prompt(text, tokenizer, block_size, normalization=None):
+def encode_prompt(text, tokenizer, block_size):
     """(normalised text, ids): a document start, <|endoftext|> then the text, cropped to the context.
 
-    The text is normalised as the training text was (normalization: prepare.py's options, kept
-    in the checkpoint), so Arabic yeh/kaf, digits and spacing reach the model in the form it learned."""
-    from prepare import prepare_text  # imported here so the decoding functions need only torch
-    text = prepare_text(text, **(normalization or {}))
+    The tokenizer normalises the text as the training text was, so Arabic yeh/kaf, digits and
+    spacing reach the model in the form it learned."""
+    text = tokenizer.normalize(text)
     ids = [tokenizer.eot_id] + tokenizer.encode(text)
     if len(ids) > block_size:
         print(f"note: the prompt is {len(ids)} tokens but the model reads {block_size}; "
@@ -498,18 +497,17 @@ def check_settings(config):
 
 
 def load_out_dir(out_dir, device, quantize="none"):
-    """(model, tokenizer, normalization settings) of the checkpoint in out_dir; an fp32 model on
-    the CPU gets oneDNN's linear layers (model.use_onednn_linears), faster for a batch of rows."""
-    from model import load_out_dir_checkpoint, quantize_weights, use_onednn_linears
-    model, tokenizer, ckpt = load_out_dir_checkpoint(out_dir, device)
-    return use_onednn_linears(quantize_weights(model, quantize)), tokenizer, ckpt.get("normalization")
+    """(model, tokenizer) of the checkpoint in out_dir; an fp32 model on the CPU gets oneDNN's
+    linear layers (model.use_onednn_linears), faster for a batch of rows."""
+    model, tokenizer, _ = load_out_dir_checkpoint(out_dir, device)
+    return use_onednn_linears(quantize_weights(model, quantize)), tokenizer
 
 
 loaded = {}  # generate_text: out_dir -> (checkpoint's modification time, what load_out_dir returned)
 
 
 def generate_text(prompt, max_new_tokens=200, temperature=0.8, top_k=200, top_p=0.95, seed=None,
-                  out_dir=None, model=None, tokenizer=None, normalization=None):
+                  out_dir=None, model=None, tokenizer=None):
     """Return the text the model writes after `prompt`: the continuation only, without the prompt.
 
         from sample import generate_text
@@ -520,17 +518,15 @@ def generate_text(prompt, max_new_tokens=200, temperature=0.8, top_k=200, top_p=
     normalised as the training text was. Generation stops at the end of the document or
     after max_new_tokens; seed=None draws from torch's global random state."""
     if model is None:
-        from train import resolve_device
         out_dir = os.path.abspath(out_dir or DEFAULTS["out_dir"])
         ckpt_path = os.path.join(out_dir, "ckpt.pt")
         mtime = os.path.getmtime(ckpt_path) if os.path.isfile(ckpt_path) else None
         if out_dir not in loaded or loaded[out_dir][0] != mtime:
-            loaded[out_dir] = mtime, load_out_dir(out_dir, resolve_device("auto", None))
-        model, tokenizer, saved_normalization = loaded[out_dir][1]
-        normalization = saved_normalization if normalization is None else normalization
+            loaded[out_dir] = mtime, load_out_dir(out_dir, common.resolve_device("auto", None))
+        model, tokenizer = loaded[out_dir][1]
     elif tokenizer is None:
         raise ValueError("generate_text needs the model's tokenizer as well as the model")
-    _, prompt_ids = encode_prompt(prompt, tokenizer, model.config.block_size, normalization)
+    _, prompt_ids = encode_prompt(prompt, tokenizer, model.config.block_size)
     generator = None if seed is None else torch.Generator(model.wte.weight.device).manual_seed(seed)
     new_ids = generate(model, prompt_ids, max_new_tokens, temperature, top_k, top_p, generator=generator,
                        stop_ids=(tokenizer.eot_id,))
@@ -547,11 +543,9 @@ def main(argv=None):
     if config["beams"] > 1 and config["num_samples"] > 1:
         raise common.UsageError("beam search has no randomness: every sample would be the same "
                                 "(use num_samples=1)")
-    from train import resolve_device
-    device = resolve_device(config["device"], None)
-    model, tokenizer, normalization = load_out_dir(config["out_dir"], device, config["quantize"])
-    prompt_text, prompt_ids = encode_prompt(read_prompt(config["start"]), tokenizer,
-                                            model.config.block_size, normalization)
+    device = common.resolve_device(config["device"], None)
+    model, tokenizer = load_out_dir(config["out_dir"], device, config["quantize"])
+    prompt_text, prompt_ids = encode_prompt(read_prompt(config["start"]), tokenizer, model.config.block_size)
     sys.stdout.reconfigure(encoding="utf-8")  # Persian text even where the console says otherwise
     started = time.perf_counter()
     if config["beams"] > 1:

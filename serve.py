@@ -378,10 +378,10 @@ class Batcher:
 # -----------------------------------------------------------------------------
 # the app
 
-def create_app(model, tokenizer, model_name, normalization=None, max_batch=DEFAULTS["max_batch"],
+def create_app(model, tokenizer, model_name, max_batch=DEFAULTS["max_batch"],
                max_queue=DEFAULTS["max_queue"]):
     """A FastAPI app serving `model` (a GPT in eval mode) with its `tokenizer` under `model_name`;
-    prompts are normalized with `normalization`, the checkpoint's record of prepare.py's options."""
+    the tokenizer normalizes prompts as prepare.py normalized the training text."""
     batcher = Batcher(model, tokenizer, max_batch, max_queue)
     created = int(time.time())
     app = FastAPI(title="Persian GPT",
@@ -409,7 +409,7 @@ def create_app(model, tokenizer, model_name, normalization=None, max_batch=DEFAU
         """A text as sample.py reads it (normalized, after <|endoftext|>), token ids as they are; both
         cropped to the context's last block_size tokens."""
         if isinstance(prompt, str):
-            return encode_prompt(prompt, tokenizer, model.config.block_size, normalization)[1]
+            return encode_prompt(prompt, tokenizer, model.config.block_size)[1]
         if max(prompt) >= tokenizer.vocab_size:
             raise APIError(400, f"prompt: token id {max(prompt)} is past the vocabulary's last, "
                                 f"{tokenizer.vocab_size - 1}", param="prompt")
@@ -524,11 +524,10 @@ def main(argv=None):
         # A small model's step is a chain of small operations: a second thread saves little of
         # it, and its waiting workers take CPU from the event loop that streams the tokens.
         torch.set_num_threads(config["threads"])
-    from train import resolve_device
-    device = resolve_device(config["device"], None)
-    model, tokenizer, normalization = load_out_dir(config["out_dir"], device, config["quantize"])  # in eval mode
+    device = common.resolve_device(config["device"], None)
+    model, tokenizer = load_out_dir(config["out_dir"], device, config["quantize"])  # in eval mode
     model_name = os.path.basename(os.path.normpath(config["out_dir"]))
-    app = create_app(model, tokenizer, model_name, normalization, config["max_batch"], config["max_queue"])
+    app = create_app(model, tokenizer, model_name, config["max_batch"], config["max_queue"])
     print(f"serving {model_name} on {device} at http://{config['host']}:{config['port']}/ (API docs at /docs)",
           flush=True)
     uvicorn.run(app, host=config["host"], port=config["port"], log_level="warning")

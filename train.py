@@ -90,16 +90,6 @@ DEFAULTS = {k: v for k, v in globals().items()
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def load_tokens(path):
-    """A token file as a read-only uint16 array that stays on disk (np.memmap)."""
-    if not os.path.isfile(path):
-        raise UsageError(f"token file not found: {path} (run prepare.py first)")
-    try:
-        return np.memmap(path, dtype=np.uint16, mode="r")
-    except ValueError as e:  # empty file, or an odd number of bytes
-        raise UsageError(f"{path} is not a uint16 token file: {e}") from e
-
-
 class TokenWindows(torch.utils.data.Dataset):
     """Windows of block_size + 1 consecutive tokens: item i is (tokens[i:i+T], tokens[i+1:i+T+1]).
 
@@ -167,8 +157,7 @@ def check_config(cfg):
 
 def read_data_dir(data_dir):
     """Check prepare.py's outputs are there; return (vocab_size, what every checkpoint carries
-    from them: the tokenizer JSON text, its sha256, and the normalization options prepare.py
-    used, for sample.py and eval.py to apply to new text)."""
+    from them: the tokenizer JSON text and its sha256)."""
     if not os.path.isdir(data_dir):
         raise UsageError(f"data directory not found: {data_dir} (run prepare.py, or set --data_dir)")
     for name in ("train.bin", "val.bin", "meta.json", "tokenizer.json"):
@@ -178,14 +167,11 @@ def read_data_dir(data_dir):
         with open(os.path.join(data_dir, "meta.json"), encoding="utf-8") as f:
             meta = json.load(f)
         vocab_size = int(meta["vocab_size"])
-        options = meta.get("config", {})
-        normalization = {key: bool(options.get(key, True)) for key in ("normalize_text", "remove_diacritics")}
         with open(os.path.join(data_dir, "tokenizer.json"), encoding="utf-8") as f:
             tokenizer_text = f.read()
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"cannot read {data_dir}/meta.json or tokenizer.json: {e}") from e
-    return vocab_size, {"tokenizer": tokenizer_text, "tokenizer_sha256": tokenizer_hash(tokenizer_text),
-                        "normalization": normalization}
+    return vocab_size, {"tokenizer": tokenizer_text, "tokenizer_sha256": tokenizer_hash(tokenizer_text)}
 
 
 def keep_freed_memory():
@@ -201,28 +187,6 @@ def keep_freed_memory():
             libc = ctypes.CDLL("libc.so.6")
             libc.mallopt(-4, 0)  # M_MMAP_MAX = 0: big blocks come from the heap, not fresh mappings
             libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap for reuse
-
-
-def resolve_device(name, local_rank):
-    """The torch.device that --device names (auto: CUDA when there is one), checked by putting a
-    tensor on it, so that every script refuses an unusable device with the same one-line error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and local_rank is not None:
-        name = f"cuda:{local_rank}"  # one GPU per process under torchrun
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise UsageError(f"unknown device {name!r}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device is cuda but no CUDA GPU is available (use --device=cpu)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("device is mps but no Apple GPU is available (use --device=cpu)")
-    try:  # a GPU index past the last one, or a backend this torch lacks, fails here, not as a bad checkpoint
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError) as e:
-        raise UsageError(f"device {name!r} cannot be used: {str(e).strip().splitlines()[0]}") from e
-    return device
 
 
 # Datasheet peaks of dense 16-bit (bf16 = fp16) tensor-core matmuls with fp32 accumulation,
@@ -328,7 +292,7 @@ def resume_loss_scale(scaler, saved_state, source, ptdtype, master):
         print(f"note: {source} was trained {change}", file=sys.stderr, flush=True)
 
 
-def training_sample(model, tokenizer, cfg, normalization, autocast):
+def training_sample(model, tokenizer, cfg, autocast):
     """The model's greedy continuation of cfg.sample_prompt, as sample.generate_text writes it (the
     prompt normalised as prepare.py normalised the data, read as a document start). Greedy, so it
     depends on the weights alone: from one evaluation to the next, the text changes only as much
@@ -336,7 +300,7 @@ def training_sample(model, tokenizer, cfg, normalization, autocast):
     model.eval()
     with autocast:
         text = sample.generate_text(cfg.sample_prompt, cfg.sample_tokens, temperature=0, model=model,
-                                    tokenizer=tokenizer, normalization=normalization)
+                                    tokenizer=tokenizer)
     model.train()
     return text
 
@@ -397,7 +361,7 @@ def train(config):
         raise UsageError(f"gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be "
                          f"divisible by the number of processes ({world_size})")
     accum = cfg.gradient_accumulation_steps // world_size  # micro-batches in this process
-    device = resolve_device(cfg.device, int(os.environ["LOCAL_RANK"]) if ddp else None)
+    device = common.resolve_device(cfg.device, int(os.environ["LOCAL_RANK"]) if ddp else None)
     if device.type == "cpu":
         keep_freed_memory()
     if device.type == "cuda":
@@ -452,8 +416,8 @@ def train(config):
         ckpt = None  # free its memory
 
         block = model.config.block_size
-        train_data = TokenWindows(load_tokens(os.path.join(cfg.data_dir, "train.bin")), block, cfg.seed)
-        val_data = TokenWindows(load_tokens(os.path.join(cfg.data_dir, "val.bin")), block, cfg.seed)
+        train_data = TokenWindows(common.load_tokens(os.path.join(cfg.data_dir, "train.bin")), block, cfg.seed)
+        val_data = TokenWindows(common.load_tokens(os.path.join(cfg.data_dir, "val.bin")), block, cfg.seed)
     use_compile = device.type == "cuda" if cfg.compile is None else cfg.compile
     fast_model = torch.compile(model) if use_compile else model
     # Compile, then wrap, as PyTorch's guide to where to apply torch.compile does: DDP's forward
@@ -499,7 +463,7 @@ def train(config):
         text = f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
         if cfg.sample_tokens:
             sample_tokenizer = sample_tokenizer or bpe.Tokenizer.from_json(from_prepare["tokenizer"])
-            record["sample"] = training_sample(model, sample_tokenizer, cfg, from_prepare["normalization"], autocast)
+            record["sample"] = training_sample(model, sample_tokenizer, cfg, autocast)
             text += f"\n  sample: {cfg.sample_prompt}{record['sample']}"
         log(record, text)
         if iter_num > 0 and (losses["val"] < best_val_loss or cfg.always_save_checkpoint):

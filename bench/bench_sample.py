@@ -61,9 +61,8 @@ TEMPERATURE, TOP_K = 0.8, 200
 def build_model(config):
     """(model, tokenizer or None, prompt ids)."""
     if config["checkpoint"]:
-        model, tokenizer, ckpt = load_checkpoint(os.path.join(config["checkpoint"], "ckpt.pt"), config["device"])
-        _, prompt_ids = sample.encode_prompt(config["prompt"], tokenizer, model.config.block_size,
-                                             ckpt.get("normalization"))
+        model, tokenizer, _ = load_checkpoint(os.path.join(config["checkpoint"], "ckpt.pt"), config["device"])
+        _, prompt_ids = sample.encode_prompt(config["prompt"], tokenizer, model.config.block_size)
         return model, tokenizer, prompt_ids
     torch.manual_seed(config["seed"])
     shape = {key: config[key] for key in SHAPE_KEYS}
@@ -162,7 +161,7 @@ def main():
     batch_sizes = config["batch_sizes"]
     if not all(isinstance(rows, int) and rows >= 1 for rows in batch_sizes) or config["max_new_tokens"] < 1:
         raise common.UsageError("batch_sizes and max_new_tokens must be at least 1")
-    device = config["device"] = str(train.resolve_device(config["device"], None))
+    device = config["device"] = str(common.resolve_device(config["device"], None))
     model, tokenizer, prompt_ids = build_model(config)
     models = {"fp32": use_onednn_linears(copy.deepcopy(model))}  # as sample.py loads it
     if device == "cpu":

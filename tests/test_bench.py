@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import bench_full_dump  # noqa: E402
 import common  # noqa: E402
 import measure  # noqa: E402
+import bpe  # noqa: E402
 import prepare  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="measure.py reads memory from /proc")
@@ -58,4 +59,4 @@ def test_the_cleaner_takes_the_synthetic_markup_off_again(seed):
     lines = PERSIAN + ["جمله‌ای کوتاه. جمله‌ای دیگر."]
     text = bench_full_dump.wikitext(random.Random(seed), lines)
     assert "<ref>" in text or "[[" in text
-    assert prepare.prepare_text(prepare.clean_wikitext(text)) == prepare.prepare_text("\n\n".join(lines))
+    assert bpe.normalize(prepare.clean_wikitext(text)) == bpe.normalize("\n\n".join(lines))

@@ -238,6 +238,7 @@ CORRUPTIONS = {  # each turns a good tokenizer JSON text (and its parsed dict) i
     "bad pair": lambda text, data: json.dumps(dict(data, merges=[[1, 2, 3]])),
     "special id": lambda text, data: json.dumps(dict(data, special_tokens={"<|endoftext|>": 7})),
     "bad pattern": lambda text, data: json.dumps(dict(data, pattern="(unclosed")),
+    "bad normalization": lambda text, data: json.dumps(dict(data, normalization={"normalize_text": 1})),
 }
 
 
@@ -250,6 +251,29 @@ def test_corrupt_file_is_a_usage_error(tok, tmp_path, corrupt):
         bpe.Tokenizer.load(path)
     with pytest.raises(UsageError):
         bpe.Tokenizer.from_json(text)
+
+
+@pytest.mark.parametrize("normalization, text, expected", [
+    (None, "\u0643\u062a\u0627\u0628  \u0661", "\u0643\u062a\u0627\u0628  \u0661"),  # as it is
+    ({"normalize_text": True, "remove_diacritics": True}, "\u0643\u0650\u062a\u0627\u0628  \u0661",
+     "\u06a9\u062a\u0627\u0628 \u06f1"),  # Arabic kaf, kasra and digit: Persian kaf, no mark, ۱
+    ({"normalize_text": True, "remove_diacritics": False}, "\u0643\u0650\u062a\u0627\u0628",
+     "\u06a9\u0650\u062a\u0627\u0628"),
+    ({"normalize_text": False, "remove_diacritics": True}, "\u0643  \u0661 ", "\u0643 \u0661"),
+])
+def test_normalization_is_the_first_stage_of_encoding(tok, tmp_path, normalization, text, expected):
+    normalizing = bpe.Tokenizer(tok.merges, normalization=normalization)
+    assert normalizing.normalize(text) == expected
+    assert normalizing.encode(text) == tok.encode(expected) == normalizing.encode(expected)
+    normalizing.save(tmp_path / "tokenizer.json")  # the settings travel with the tokenizer
+    assert bpe.Tokenizer.load(tmp_path / "tokenizer.json").encode(text) == tok.encode(expected)
+
+
+def test_version_1_files_read_without_normalization(tok):
+    data = json.loads(tok.to_json())
+    del data["normalization"]
+    old = bpe.Tokenizer.from_json(json.dumps(dict(data, version=1)))
+    assert old.normalization is None and old.encode("\u0643") == tok.encode("\u0643")
 
 
 def test_missing_file_is_a_usage_error(tmp_path):

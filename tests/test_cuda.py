@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import eval as evaluate
+import common
 import train
 from model import GPT, GPTConfig, autocast_for
 from test_train import make_data, read_log, run_train
@@ -99,7 +100,7 @@ def test_eval_token_nll_on_cuda_matches_cpu(trained, stride):
 
 def test_batches_through_pinned_memory_match_the_cpu(tmp_path):
     data = make_data(tmp_path / "data")
-    windows = train.TokenWindows(train.load_tokens(os.path.join(data, "train.bin")), block_size=16, seed=3)
+    windows = train.TokenWindows(common.load_tokens(os.path.join(data, "train.bin")), block_size=16, seed=3)
     cpu_x, cpu_y = windows.batch(8, 0, 5, 1)
     gpu_x, gpu_y = windows.batch(8, 0, 5, 1, device=CUDA)
     assert gpu_x.device.type == "cuda" and gpu_x.dtype == torch.int64

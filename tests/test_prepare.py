@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 
+import bpe
 import prepare
 from bpe import Tokenizer
 from common import UsageError
@@ -109,24 +110,24 @@ def test_real_dump_is_clean():
     ("क्\u200cष", "क्\u200cष"),  # ZWNJ after a mark in another script stays
 ])
 def test_normalize_rule(text, expected):
-    assert prepare.normalize(text) == expected
+    assert bpe.normalize(text) == expected
 
 
 def test_normalize_keeps_diacritics_when_asked():
-    assert prepare.normalize("کِتابُ ـ", remove_diacritics=False) == "کِتابُ"
+    assert bpe.normalize("کِتابُ ـ", remove_diacritics=False) == "کِتابُ"
 
 
 def test_normalize_is_idempotent():
     text = f"  {ZWNJ}كتابِ{ZWNJ}{ZWNJ}هاي \ufeb3\ufee0\ufe8e\ufee1 ٣\u200d ـ \n\n\n{ZWNJ} x "
-    once = prepare.normalize(text)
-    assert prepare.normalize(once) == once
+    once = bpe.normalize(text)
+    assert bpe.normalize(once) == once
 
 
 def test_normalize_leaves_english_alone_apart_from_whitespace():
     with open(shared_file("books", "pg2600.txt"), encoding="utf-8-sig") as f:
         book = f.read(300_000)
-    assert prepare.normalize(book) == prepare.collapse_whitespace(book)
-    assert prepare.collapse_whitespace(book) != book  # the book does have whitespace to collapse
+    assert bpe.normalize(book) == bpe.collapse_whitespace(book)
+    assert bpe.collapse_whitespace(book) != book  # the book does have whitespace to collapse
 
 
 # -----------------------------------------------------------------------------
@@ -218,7 +219,7 @@ def test_gutenberg_book_is_stripped_and_cut(tmp_path):
     assert documents[0].startswith("Paragraph 0 of the story.\nIt goes on.\n\nParagraph 1")
     assert documents[-1].endswith("Paragraph 299 of the story.\nIt goes on.")
     assert all(1900 < len(d) < 2200 for d in documents[:-1]) and len(documents) > 5
-    assert "\n\n".join(documents) == prepare.collapse_whitespace(body)
+    assert "\n\n".join(documents) == bpe.collapse_whitespace(body)
 
 
 def test_real_book_loses_only_the_gutenberg_wrapping():

@@ -219,7 +219,7 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path, data_dir):
 
 
 def test_token_windows_are_reproducible_views_of_the_file(tmp_path, data_dir):
-    tokens = train.load_tokens(os.path.join(data_dir, "train.bin"))
+    tokens = common.load_tokens(os.path.join(data_dir, "train.bin"))
     assert isinstance(tokens, np.memmap) and tokens.dtype == np.uint16
     windows = train.TokenWindows(tokens, block_size=16, seed=3)
     assert len(windows) == len(tokens) - 16
@@ -235,7 +235,7 @@ def test_token_windows_are_reproducible_views_of_the_file(tmp_path, data_dir):
         train.TokenWindows(tokens[:16], block_size=16)
     (tmp_path / "odd.bin").write_bytes(b"\x01\x02\x03")
     with pytest.raises(UsageError, match="not a uint16 token file"):
-        train.load_tokens(str(tmp_path / "odd.bin"))
+        common.load_tokens(str(tmp_path / "odd.bin"))
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
@@ -255,17 +255,6 @@ def test_learning_rate_schedule(schedule):
     # a time budget ends the decay when it runs out, whatever the step count
     config["max_minutes"] = 1.0
     assert train.get_lr(train.SimpleNamespace(**config), 20, 60.0) == pytest.approx(0.1 if schedule != "constant" else 1.0)
-
-
-@pytest.mark.parametrize("options", [{"normalize_text": False, "remove_diacritics": True},
-                                     {"normalize_text": True, "remove_diacritics": False}])
-def test_checkpoint_records_how_prepare_normalized_the_text(tmp_path, options):
-    """sample.py and eval.py read these to treat new text as the training text was treated."""
-    data_dir = make_data(tmp_path / "data")
-    with open(os.path.join(data_dir, "meta.json"), "w") as f:
-        json.dump({"vocab_size": 32, "config": options}, f)
-    run_train(f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}", "--max_iters=2", "--eval_interval=2")
-    assert torch.load(tmp_path / "out" / "ckpt.pt", weights_only=True)["normalization"] == options
 
 
 @pytest.mark.parametrize("saved,resumed", [("bfloat16", "float16"), ("float16", "bfloat16"), ("float16", "float16")])
@@ -344,12 +333,13 @@ def make_persian_data(directory):
     from bpe import Tokenizer
     from conftest import PERSIAN
     os.makedirs(directory, exist_ok=True)
-    tokenizer = Tokenizer.train(PERSIAN * 3, vocab_size=300)
+    tokenizer = Tokenizer.train(PERSIAN * 3, vocab_size=300,
+                                normalization={"normalize_text": True, "remove_diacritics": True})
     ids = [i for text in PERSIAN * 10 for i in [tokenizer.eot_id] + tokenizer.encode(text)]
     np.array(ids, dtype=np.uint16).tofile(os.path.join(directory, "train.bin"))
     np.array(ids[:200], dtype=np.uint16).tofile(os.path.join(directory, "val.bin"))
     with open(os.path.join(directory, "meta.json"), "w") as f:
-        json.dump({"vocab_size": tokenizer.vocab_size, "config": {"normalize_text": True}}, f)
+        json.dump({"vocab_size": tokenizer.vocab_size}, f)
     tokenizer.save(os.path.join(directory, "tokenizer.json"))
     return str(directory), tokenizer
 
