@@ -12,7 +12,6 @@ Every token of the input is scored exactly once, each with at least block_size -
 of context, by sliding a window over the whole token stream.
 """
 
-import codecs
 import json
 import math
 import os
@@ -28,7 +27,10 @@ from sacrebleu.metrics import BLEU, CHRF
 
 import common
 import sample
+from model import autocast_for, load_out_dir_checkpoint, quantize_weights, tokenizer_hash
+from prepare import iter_documents
 
+GIVE_ONE_INPUT = "give one of --data_dir=DIR, --data=FILE.bin, --text=FILE.txt, --jsonl=FILE.jsonl"
 DECODING = ("temperature", "top_k", "top_p", "repetition_penalty", "greedy", "seed")
 DEFAULTS = dict(
     out_dir="out-fawiki-small",  # folder holding ckpt.pt; the report is written there too
@@ -70,28 +72,23 @@ def sliding_windows(num_tokens, context, stride):
 
 
 @torch.no_grad()
-def token_nll(model, tokens, stride=0, batch_size=8):
-    """Negative log-likelihood in nats of tokens[1:], each given the tokens before it (float64 array)."""
-    from model import autocast_for
+def token_nll(model, tokens, stride, batch_size=8):
+    """Negative log-likelihood in nats of tokens[1:], each given the tokens before it (float64 array),
+    read in windows of the model's context that move by stride tokens."""
     context = model.config.block_size
-    stride = stride or max(1, context // 2)
     device = next(model.parameters()).device
     nll = np.full(len(tokens) - 1, np.nan)
     windows = sliding_windows(len(tokens), context, stride)
     for i in range(0, len(windows), batch_size):
         batch = windows[i:i + batch_size]
-        rows = np.stack([np.asarray(tokens[begin:end + 1], dtype=np.int64) for begin, _, end in batch])
-        inputs = torch.from_numpy(rows[:, :-1]).to(device)
-        targets = torch.from_numpy(rows[:, 1:].copy()).to(device)  # a copy: the inputs overlap it
-        for row, (begin, first_scored, _) in zip(targets, batch):
-            row[:first_scored - begin - 1] = -1  # already scored by an earlier window
+        rows = torch.from_numpy(np.stack([np.asarray(tokens[begin:end + 1], dtype=np.int64)
+                                          for begin, _, end in batch])).to(device)
         with autocast_for(device):  # bf16 on GPUs that have it natively, else fp32
-            logits, _ = model(inputs)
+            logits, _ = model(rows[:, :-1])
         # the log-softmax runs in fp32 whatever the model ran in, so figures stay comparable
-        losses = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1,
-                                 reduction="none").view_as(targets).double().cpu().numpy()
-        for row_losses, (begin, first_scored, end) in zip(losses, batch):
-            nll[first_scored - 1:end] = row_losses[first_scored - begin - 1:]
+        losses = F.cross_entropy(logits.float().transpose(1, 2), rows[:, 1:], reduction="none")
+        for row_losses, (begin, first_scored, end) in zip(losses.double().cpu().numpy(), batch):
+            nll[first_scored - 1:end] = row_losses[first_scored - begin - 1:]  # the rest: an earlier window's
     return nll
 
 
@@ -119,11 +116,9 @@ ROUGE = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"],
 
 def rouge(references, predictions):
     """Mean ROUGE-1/2/L F1 of each prediction against its reference."""
-    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
-    for reference, prediction in zip(references, predictions):
-        for name, score in ROUGE.score(reference, prediction).items():
-            totals[name] += score.fmeasure
-    return {name: total / max(len(references), 1) for name, total in totals.items()}
+    scores = [ROUGE.score(reference, prediction) for reference, prediction in zip(references, predictions)]
+    return {name: float(np.mean([score[name].fmeasure for score in scores])) if scores else 0.0
+            for name in ("rouge1", "rouge2", "rougeL")}
 
 
 # BLEU's tokenizer. What sacrebleu's tokenizers do to Persian (sacrebleu 2.6): "13a" and "none"
@@ -139,34 +134,32 @@ BLEU_TOKENIZE = "intl"
 def bleu_chrf(references, predictions):
     """Corpus BLEU and chrF of the predictions against their references, 0-100 as sacrebleu and
     papers report them, and sacrebleu's signature of each, which pins down how they were computed."""
-    scores, signatures = {}, {}
-    for name, metric in (("bleu", BLEU(tokenize=BLEU_TOKENIZE)), ("chrf", CHRF())):
-        scores[name] = metric.corpus_score(predictions, [references]).score
-        signatures[name] = str(metric.get_signature())
-    return scores, signatures
+    metrics = {"bleu": BLEU(tokenize=BLEU_TOKENIZE), "chrf": CHRF()}
+    return ({name: metric.corpus_score(predictions, [references]).score for name, metric in metrics.items()},
+            {name: str(metric.get_signature()) for name, metric in metrics.items()})
 
 
-def ngrams(seq, n):
+def ngrams(text, n):
+    """The word n-grams of a text, in order."""
+    seq = words(text)
     return [tuple(seq[i:i + n]) for i in range(len(seq) - n + 1)]
 
 
 def distinct(texts, n):
     """Distinct-n: unique word n-grams / all word n-grams, over all the texts together."""
-    grams = [g for text in texts for g in ngrams(words(text), n)]
+    grams = [gram for text in texts for gram in ngrams(text, n)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
 def repeated_share(texts, n):
     """Share of word n-grams that repeat an earlier n-gram of the same text (loops score high)."""
-    repeats = total = 0
-    for text in texts:
-        grams = ngrams(words(text), n)
-        repeats += len(grams) - len(set(grams))
-        total += len(grams)
-    return repeats / total if total else 0.0
+    per_text = [ngrams(text, n) for text in texts]
+    total = sum(map(len, per_text))
+    return sum(len(grams) - len(set(grams)) for grams in per_text) / total if total else 0.0
 
 
 def diversity(texts, repeat_n):
+    """Distinct-1, distinct-2 and the repeated repeat_n-gram share of the texts."""
     return {"distinct_1": distinct(texts, 1), "distinct_2": distinct(texts, 2),
             f"repeated_{repeat_n}gram_share": repeated_share(texts, repeat_n)}
 
@@ -174,19 +167,45 @@ def diversity(texts, repeat_n):
 # -----------------------------------------------------------------------------
 # inputs
 
-def load_token_file(path, tokenizer, ckpt):
+def check_options(config):
+    """Refuse options without a meaning before any work is done."""
+    sample.check_settings(config)
+    if config["stride"] < 0 or min(config["batch_size"], config["prompt_tokens"],
+                                   config["reference_tokens"]) < 1:
+        raise common.UsageError("stride must be >= 0; batch_size, prompt_tokens and reference_tokens >= 1")
+    named = [key for key in ("data_dir", "data", "text", "jsonl") if config[key]]
+    if len(named) > 1:
+        raise common.UsageError(GIVE_ONE_INPUT)
+    if named and named[0] != "data_dir" and not os.path.isfile(config[named[0]]):
+        raise common.UsageError(f"no such file: {config[named[0]]}")
+
+
+def input_file(config, ckpt):
+    """(data, text or jsonl; path) of the file to score: the file an option names, else the held-out
+    split of --data_dir, or of the checkpoint's data_dir: test.bin, or val.bin without it."""
+    for kind in ("data", "text", "jsonl"):
+        if config[kind]:
+            return kind, config[kind]
+    data_dir = config["data_dir"] or (ckpt.get("config") or {}).get("data_dir")
+    if not data_dir:
+        raise common.UsageError(f"the checkpoint records no data_dir: {GIVE_ONE_INPUT}")
+    for split in ("test", "val"):
+        if os.path.isfile(os.path.join(data_dir, f"{split}.bin")):
+            return "data", os.path.join(data_dir, f"{split}.bin")
+    raise common.UsageError(f"no test.bin or val.bin in {data_dir} (run prepare.py, or give --data=FILE.bin)")
+
+
+def load_token_file(path, tokenizer, tokenizer_sha256):
     """Tokens of a prepare.py .bin file, refusing files made with a different tokenizer."""
-    from model import tokenizer_hash
     tokenizer_path = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer.json")
-    if os.path.isfile(tokenizer_path):
-        with open(tokenizer_path, encoding="utf-8") as f:
-            sha256 = tokenizer_hash(f.read())
-        if sha256 != ckpt["tokenizer_sha256"]:
-            raise common.UsageError(f"{path} was encoded with {tokenizer_path}, which is not the "
-                                    f"checkpoint's tokenizer: evaluate on data prepared for this model")
-    else:
+    if not os.path.isfile(tokenizer_path):
         print(f"note: no tokenizer.json beside {path}; cannot check that it matches the checkpoint",
               file=sys.stderr)
+    else:
+        with open(tokenizer_path, encoding="utf-8") as f:
+            if tokenizer_hash(f.read()) != tokenizer_sha256:
+                raise common.UsageError(f"{path} was encoded with {tokenizer_path}, which is not the "
+                                        f"checkpoint's tokenizer: evaluate on data prepared for this model")
     tokens = common.load_tokens(path)
     if len(tokens) and int(tokens.max()) >= tokenizer.vocab_size:
         raise common.UsageError(f"{path} holds token id {int(tokens.max())}, beyond the checkpoint's "
@@ -194,14 +213,13 @@ def load_token_file(path, tokenizer, ckpt):
     return tokens
 
 
-def encode_documents(path, tokenizer, max_tokens, normalization=None):
-    """Documents of a .txt or .jsonl file, normalised as prepare.py normalised the training text
-    (normalization: its options, kept in the checkpoint) and laid out as in its .bin files: each
-    document followed by <|endoftext|>."""
-    from prepare import iter_documents
+def encode_text_file(path, tokenizer, max_tokens):
+    """Tokens of a .txt or .jsonl file laid out as prepare.py lays out its .bin files: each document
+    followed by <|endoftext|>. The documents are read and normalized as prepare.py read the training
+    text, with the settings the tokenizer records (prepare.py's defaults where it records none)."""
     parts, num_tokens = [], 0
-    for document in iter_documents(path, **(normalization or {})):
-        parts.append(np.array(tokenizer.encode(document) + [tokenizer.eot_id], dtype=np.int64))
+    for document in iter_documents(path, **(tokenizer.normalization or {})):
+        parts.append(tokenizer.encode(document) + [tokenizer.eot_id])
         num_tokens += len(parts[-1])
         if max_tokens and num_tokens >= max_tokens:
             break
@@ -210,13 +228,17 @@ def encode_documents(path, tokenizer, max_tokens, normalization=None):
     return np.concatenate(parts)
 
 
-def held_out_file(data_dir):
-    """(split, path) of the held-out tokens of a prepare.py folder: test.bin, or val.bin without it."""
-    for split in ("test", "val"):
-        path = os.path.join(data_dir, f"{split}.bin")
-        if os.path.isfile(path):
-            return split, path
-    raise common.UsageError(f"no test.bin or val.bin in {data_dir} (run prepare.py, or give --data=FILE.bin)")
+def read_tokens(kind, path, config, tokenizer, ckpt):
+    """The tokens to score, at most max_tokens, starting with <|endoftext|> as every document the
+    model read did."""
+    if kind == "data":
+        tokens = load_token_file(path, tokenizer, ckpt["tokenizer_sha256"])
+    else:
+        tokens = encode_text_file(path, tokenizer, config["max_tokens"])
+    tokens = np.asarray(tokens[:config["max_tokens"] or None], dtype=np.int64)
+    if len(tokens) == 0:
+        raise common.UsageError(f"{path} holds no tokens to evaluate")
+    return tokens if tokens[0] == tokenizer.eot_id else np.concatenate([[tokenizer.eot_id], tokens])
 
 
 def documents(stream, eot_id):
@@ -226,10 +248,28 @@ def documents(stream, eot_id):
 
 
 # -----------------------------------------------------------------------------
+# the evaluation
+
+def likelihood(model, tokenizer, stream, stride, batch_size):
+    """Cross-entropy, perplexity, bits per byte and word perplexity of the stream."""
+    # <|endoftext|> tokens are scored (the model must predict where a document ends) but
+    # are no bytes or words of the text
+    texts = [tokenizer.decode_bytes(stream[begin:end].tolist()) for begin, end in documents(stream, tokenizer.eot_id)]
+    num_bytes = sum(map(len, texts))
+    num_words = sum(len(text.decode("utf-8", errors="replace").split()) for text in texts)
+    total = float(token_nll(model, stream, stride, batch_size).sum())
+    num_tokens = len(stream) - 1
+    return {
+        "tokens": num_tokens, "bytes": num_bytes, "words": num_words,
+        "cross_entropy": total / num_tokens, "perplexity": math.exp(total / num_tokens),
+        "bits_per_byte": bits_per_byte(total, num_bytes) if num_bytes else None,
+        "word_perplexity": math.exp(total / num_words) if num_words else None,
+    }
+
 
 def continuation_text(tokenizer, prompt_ids, new_ids):
     """Text of new_ids read after prompt_ids: a character whose bytes the two share belongs to it."""
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    decoder = sample.utf8_decoder()
     decoder.decode(tokenizer.decode_bytes(prompt_ids))
     return decoder.decode(tokenizer.decode_bytes(new_ids), final=True)
 
@@ -238,6 +278,9 @@ def continue_documents(model, tokenizer, stream, config):
     """(prompts, true continuations, generated ones) of up to rouge_docs documents spread over the stream."""
     k, n = config["prompt_tokens"], config["reference_tokens"]
     long_enough = [(a, b) for a, b in documents(stream, tokenizer.eot_id) if b - a >= k + n]
+    if config["rouge_docs"] and not long_enough:
+        print(f"note: no document of {k + n} tokens or more to continue; ROUGE, BLEU and chrF skipped",
+              file=sys.stderr)
     if not config["rouge_docs"] or not long_enough:
         return [], [], []
     picks = np.unique(np.linspace(0, len(long_enough) - 1, config["rouge_docs"]).round().astype(int))
@@ -258,82 +301,31 @@ def main(argv=None):
     config, positional = common.configure(DEFAULTS, sys.argv[1:] if argv is None else argv)
     if positional:
         raise common.UsageError(f"unexpected argument {positional[0]!r} (use --key=value)")
-    sources = [key for key in ("data_dir", "data", "text", "jsonl") if config[key]]
-    if len(sources) > 1:
-        raise common.UsageError("give one of --data_dir=DIR, --data=FILE.bin, --text=FILE.txt, --jsonl=FILE.jsonl")
-    kind = sources[0] if sources else "data_dir"
-    if kind != "data_dir" and not os.path.isfile(config[kind]):
-        raise common.UsageError(f"no such file: {config[kind]}")
-    sample.check_settings(config)
-    if config["stride"] < 0 or min(config["batch_size"], config["prompt_tokens"],
-                                   config["reference_tokens"]) < 1:
-        raise common.UsageError("stride must be >= 0; batch_size, prompt_tokens and reference_tokens >= 1")
-    from model import load_out_dir_checkpoint, quantize_weights
-    device = common.resolve_device(config["device"], None)
-    model, tokenizer, ckpt = load_out_dir_checkpoint(config["out_dir"], device)
-    ckpt_path = os.path.join(config["out_dir"], "ckpt.pt")  # named in the report
+    check_options(config)
+    ckpt_path = os.path.join(config["out_dir"], "ckpt.pt")
+    model, tokenizer, ckpt = load_out_dir_checkpoint(config["out_dir"], common.resolve_device(config["device"], None))
     model = quantize_weights(model, config["quantize"])
-    if config["stride"] > model.config.block_size:
-        raise common.UsageError(f"stride {config['stride']} is longer than the context "
+    stride = config["stride"] or max(1, model.config.block_size // 2)
+    if stride > model.config.block_size:
+        raise common.UsageError(f"stride {stride} is longer than the context "
                                 f"({model.config.block_size}): tokens would be skipped")
+    kind, source = input_file(config, ckpt)
+    name = os.path.splitext(os.path.basename(source))[0]
+    split = name if kind == "data" else None  # a token file is named after its split; a text is scored whole
+    stream = read_tokens(kind, source, config, tokenizer, ckpt)
 
-    if kind == "data_dir":
-        data_dir = config["data_dir"] or (ckpt.get("config") or {}).get("data_dir")
-        if not data_dir:
-            raise common.UsageError("the checkpoint records no data_dir: give one of --data_dir=DIR, "
-                                    "--data=FILE.bin, --text=FILE.txt, --jsonl=FILE.jsonl")
-        split, source = held_out_file(data_dir)
-    else:  # a token file is named after its split; a text is scored whole
-        source = config[kind]
-        split = os.path.splitext(os.path.basename(source))[0] if kind == "data" else None
-    if kind in ("data_dir", "data"):
-        stream = load_token_file(source, tokenizer, ckpt)
-    else:
-        stream = encode_documents(source, tokenizer, config["max_tokens"], tokenizer.normalization)
-    if config["max_tokens"]:
-        stream = stream[:config["max_tokens"]]
-    if len(stream) == 0:
-        raise common.UsageError(f"{source} holds no tokens to evaluate")
-    stream = np.asarray(stream, dtype=np.int64)
-    if stream[0] != tokenizer.eot_id:  # the model reads every document after an <|endoftext|>
-        stream = np.concatenate([[tokenizer.eot_id], stream])
-
-    # <|endoftext|> tokens are scored (the model must predict where a document ends) but
-    # are no bytes or words of the text
-    num_bytes = num_words = 0
-    for begin, end in documents(stream, tokenizer.eot_id):
-        text_bytes = tokenizer.decode_bytes(stream[begin:end].tolist())
-        num_bytes += len(text_bytes)
-        num_words += len(text_bytes.decode("utf-8", errors="replace").split())
-    nll = token_nll(model, stream, config["stride"], config["batch_size"])
-    total = float(nll.sum())
-    results = {
-        "tokens": len(nll), "bytes": num_bytes, "words": num_words,
-        "cross_entropy": total / len(nll), "perplexity": math.exp(total / len(nll)),
-        "bits_per_byte": bits_per_byte(total, num_bytes) if num_bytes else None,
-        "word_perplexity": math.exp(total / num_words) if num_words else None,
-    }
-
+    results = likelihood(model, tokenizer, stream, stride, config["batch_size"])
     prompts, references, generations = continue_documents(model, tokenizer, stream, config)
+    signatures = {}
     if generations:
-        results.update(rouge(references, generations))
         scores, signatures = bleu_chrf(references, generations)
-        results.update(scores)
-        results.update(diversity(generations, config["repeat_n"]))
+        results.update({**rouge(references, generations), **scores, **diversity(generations, config["repeat_n"])})
         # the same measures on the true continuations: what natural text scores
-        results.update({f"reference_{key}": value
-                        for key, value in diversity(references, config["repeat_n"]).items()})
-    else:
-        print(f"note: no document of {config['prompt_tokens'] + config['reference_tokens']} tokens "
-              f"or more to continue; ROUGE, BLEU and chrF skipped", file=sys.stderr)
-        signatures = {}
-
+        results.update({f"reference_{key}": value for key, value in diversity(references, config["repeat_n"]).items()})
     report = {
         "checkpoint": os.path.abspath(ckpt_path), "iter_num": ckpt.get("iter_num"),
-        "input": {"data" if kind == "data_dir" else kind: os.path.abspath(source)}, "split": split,
-        "context": model.config.block_size, "quantize": config["quantize"],
-        "stride": config["stride"] or max(1, model.config.block_size // 2),
-        "max_tokens": config["max_tokens"],
+        "input": {kind: os.path.abspath(source)}, "split": split, "context": model.config.block_size,
+        "quantize": config["quantize"], "stride": stride, "max_tokens": config["max_tokens"],
         "results": results,
         "generation": {
             "documents": len(generations), "prompt_tokens": config["prompt_tokens"],
@@ -344,19 +336,17 @@ def main(argv=None):
                          for p, r, g in zip(prompts[:3], references[:3], generations[:3])],
         },
     }
-    name = os.path.splitext(os.path.basename(source))[0]
     report_path = config["report"] or os.path.join(config["out_dir"], f"eval_{name}.json")
-    with common.atomic_path(report_path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(report, f, ensure_ascii=False, indent=2)
+    with common.atomic_path(report_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(report, f, ensure_ascii=False, indent=2)
 
     scored = f"the {split} split, {source}" if split else source
-    print(f"{ckpt_path} (step {ckpt.get('iter_num')}) on {scored}: context {report['context']}, "
-          f"stride {report['stride']}, {len(generations)} documents continued")
+    print(f"{ckpt_path} (step {ckpt.get('iter_num')}) on {scored}: context {model.config.block_size}, "
+          f"stride {stride}, {len(generations)} documents continued")
     for key, value in results.items():
         print(f"{key:<34}{value:>14.4f}" if isinstance(value, float) else f"{key:<34}{value!s:>14}")
-    for name, signature in signatures.items():
-        print(f"{name} signature: {signature}")
+    for metric, signature in signatures.items():
+        print(f"{metric} signature: {signature}")
     print(f"report written to {report_path}")
 
 

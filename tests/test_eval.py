@@ -206,14 +206,17 @@ def test_report_from_token_file(prepared):
 
 
 @pytest.mark.parametrize("normalization, expected", [
-    (None, "\u06cc\u06a9 \u06f1\u06f2"),  # the default: Persian ی ک and digits, as prepare.py writes
+    (None, "\u06cc\u06a9 \u06f1\u06f2"),  # none recorded: prepare.py's default, Persian ی ک and digits
+    ({"normalize_text": True, "remove_diacritics": True}, "\u06cc\u06a9 \u06f1\u06f2"),
     ({"normalize_text": False, "remove_diacritics": True}, "\u064a\u0643 \u0661\u0662"),
 ])
 def test_text_is_normalized_as_the_training_text_was(prepared, tmp_path, normalization, expected):
-    _, tokenizer, _ = prepared
+    _, trained, _ = prepared
+    tokenizer = Tokenizer.from_json(trained.to_json())
+    tokenizer.normalization = normalization  # the settings the training text was prepared with
     path = tmp_path / "arabic.jsonl"
     path.write_text(json.dumps({"text": "\u064a\u0643   \u0661\u0662"}) + "\n", encoding="utf-8")
-    stream = evaluate.encode_documents(str(path), tokenizer, 0, normalization)
+    stream = evaluate.encode_text_file(str(path), tokenizer, 0)
     assert stream.tolist() == tokenizer.encode(expected) + [tokenizer.eot_id]
 
 
