@@ -1,8 +1,10 @@
 """
 What every script shares: nanoGPT-style configuration (config files and --key=value
-overrides), one-line errors for bad input, atomic file writes, and the --device option.
+overrides), one-line errors for bad input, atomic file writes, the --device option and
+prepare.py's token files.
 
-    config, positional = configure(DEFAULTS, sys.argv[1:])
+    config = parse_config(DEFAULTS)  # config files and --key=value only
+    config, inputs = configure(DEFAULTS, sys.argv[1:], config_files=False)  # and positional inputs
 
 Each script keeps its defaults at module level with a short comment each and passes
 them here as a dict. Python config files given on the command line are executed in
@@ -85,6 +87,15 @@ def configure(defaults, argv, config_files=True):
     return config, positional
 
 
+def parse_config(defaults, argv=None):
+    """configure() for a script that reads only config files and --key=value (argv: sys.argv[1:] by
+    default): any other argument is an error."""
+    config, positional = configure(defaults, sys.argv[1:] if argv is None else argv)
+    if positional:
+        raise UsageError(f"unexpected argument {positional[0]!r}: give config files (*.py) and --key=value")
+    return config
+
+
 def run(main):
     """Call main(); turn a UsageError into one line on stderr and exit code 1."""
     try:
@@ -120,7 +131,7 @@ def atomic_path(path):
             os.remove(tmp)
 
 
-def resolve_device(name, local_rank):
+def resolve_device(name, local_rank=None):
     """The torch.device that --device names (auto: CUDA when there is one), checked by putting a
     tensor on it, so that every script refuses an unusable device with the same one-line error."""
     if name == "auto":

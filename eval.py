@@ -180,21 +180,6 @@ def check_options(config):
         raise common.UsageError(f"no such file: {config[named[0]]}")
 
 
-def input_file(config, ckpt):
-    """(data, text or jsonl; path) of the file to score: the file an option names, else the held-out
-    split of --data_dir, or of the checkpoint's data_dir: test.bin, or val.bin without it."""
-    for kind in ("data", "text", "jsonl"):
-        if config[kind]:
-            return kind, config[kind]
-    data_dir = config["data_dir"] or (ckpt.get("config") or {}).get("data_dir")
-    if not data_dir:
-        raise common.UsageError(f"the checkpoint records no data_dir: {GIVE_ONE_INPUT}")
-    for split in ("test", "val"):
-        if os.path.isfile(os.path.join(data_dir, f"{split}.bin")):
-            return "data", os.path.join(data_dir, f"{split}.bin")
-    raise common.UsageError(f"no test.bin or val.bin in {data_dir} (run prepare.py, or give --data=FILE.bin)")
-
-
 def load_token_file(path, tokenizer, tokenizer_sha256):
     """Tokens of a prepare.py .bin file, refusing files made with a different tokenizer."""
     tokenizer_path = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer.json")
@@ -228,9 +213,21 @@ def encode_text_file(path, tokenizer, max_tokens):
     return np.concatenate(parts)
 
 
-def read_tokens(kind, path, config, tokenizer, ckpt):
-    """The tokens to score, at most max_tokens, starting with <|endoftext|> as every document the
-    model read did."""
+def read_input(config, tokenizer, ckpt):
+    """(data, text or jsonl; its path; the tokens to score) of the input: the file an option names,
+    else the held-out split of --data_dir, or of the checkpoint's data_dir (test.bin, or val.bin
+    without it). At most max_tokens tokens, starting with <|endoftext|> as every document the model
+    read did."""
+    kind = next((key for key in ("data", "text", "jsonl") if config[key]), "data")
+    path = config[kind]
+    if not path:
+        data_dir = config["data_dir"] or (ckpt.get("config") or {}).get("data_dir")
+        if not data_dir:
+            raise common.UsageError(f"the checkpoint records no data_dir: {GIVE_ONE_INPUT}")
+        path = next((os.path.join(data_dir, f"{split}.bin") for split in ("test", "val")
+                     if os.path.isfile(os.path.join(data_dir, f"{split}.bin"))), None)
+        if path is None:
+            raise common.UsageError(f"no test.bin or val.bin in {data_dir} (run prepare.py, or give --data=FILE.bin)")
     if kind == "data":
         tokens = load_token_file(path, tokenizer, ckpt["tokenizer_sha256"])
     else:
@@ -238,7 +235,9 @@ def read_tokens(kind, path, config, tokenizer, ckpt):
     tokens = np.asarray(tokens[:config["max_tokens"] or None], dtype=np.int64)
     if len(tokens) == 0:
         raise common.UsageError(f"{path} holds no tokens to evaluate")
-    return tokens if tokens[0] == tokenizer.eot_id else np.concatenate([[tokenizer.eot_id], tokens])
+    if tokens[0] != tokenizer.eot_id:
+        tokens = np.concatenate([[tokenizer.eot_id], tokens])
+    return kind, path, tokens
 
 
 def documents(stream, eot_id):
@@ -298,21 +297,18 @@ def continue_documents(model, tokenizer, stream, config):
 
 
 def main(argv=None):
-    config, positional = common.configure(DEFAULTS, sys.argv[1:] if argv is None else argv)
-    if positional:
-        raise common.UsageError(f"unexpected argument {positional[0]!r} (use --key=value)")
+    config = common.parse_config(DEFAULTS, argv)
     check_options(config)
     ckpt_path = os.path.join(config["out_dir"], "ckpt.pt")
-    model, tokenizer, ckpt = load_out_dir_checkpoint(config["out_dir"], common.resolve_device(config["device"], None))
+    model, tokenizer, ckpt = load_out_dir_checkpoint(config["out_dir"], common.resolve_device(config["device"]))
     model = quantize_weights(model, config["quantize"])
     stride = config["stride"] or max(1, model.config.block_size // 2)
     if stride > model.config.block_size:
         raise common.UsageError(f"stride {stride} is longer than the context "
                                 f"({model.config.block_size}): tokens would be skipped")
-    kind, source = input_file(config, ckpt)
+    kind, source, stream = read_input(config, tokenizer, ckpt)
     name = os.path.splitext(os.path.basename(source))[0]
     split = name if kind == "data" else None  # a token file is named after its split; a text is scored whole
-    stream = read_tokens(kind, source, config, tokenizer, ckpt)
 
     results = likelihood(model, tokenizer, stream, stride, config["batch_size"])
     prompts, references, generations = continue_documents(model, tokenizer, stream, config)
@@ -328,9 +324,8 @@ def main(argv=None):
         "quantize": config["quantize"], "stride": stride, "max_tokens": config["max_tokens"],
         "results": results,
         "generation": {
-            "documents": len(generations), "prompt_tokens": config["prompt_tokens"],
-            "reference_tokens": config["reference_tokens"],
-            **{key: config[key] for key in DECODING},
+            "documents": len(generations),
+            **{key: config[key] for key in ("prompt_tokens", "reference_tokens", *DECODING)},
             "sacrebleu_signatures": signatures,
             "examples": [{"prompt": p, "reference": r, "generated": g}
                          for p, r, g in zip(prompts[:3], references[:3], generations[:3])],
