@@ -20,7 +20,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -80,7 +80,7 @@ grad_clip = 1.0  # clip the global gradient norm to this (0 = no clipping)
 # system
 device = "auto"  # "cpu", "cuda", "cuda:1", ... or "auto" (CUDA when available)
 dtype = "auto"  # "float32", "bfloat16" or "float16"; auto = bf16 on CUDA (fp16 if missing), fp32 on CPU
-compile = None  # torch.compile the model; None = on CUDA only (on a CPU it gains ~3% after ~40 s)
+compile = None  # torch.compile the model; None = on CUDA only (on a CPU it gains little and slows the first step)
 peak_flops = 0.0  # device peak FLOP/s for MFU (0 = measure large matmuls at start)
 ddp_timeout_minutes = 5.0  # under torchrun: a collective waiting longer stops the run (a process died)
 seed = 1337
@@ -146,11 +146,11 @@ def check_config(cfg):
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
             raise UsageError(f"{key} must be one of {allowed}, got {getattr(cfg, key)!r}")
-    for key in ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval"):
-        if getattr(cfg, key) < 1:
-            raise UsageError(f"{key} must be at least 1, got {getattr(cfg, key)}")
-    if cfg.sample_tokens < 0:
-        raise UsageError(f"sample_tokens must be 0 (no samples) or more, got {cfg.sample_tokens}")
+    minimums = {"batch_size": 1, "gradient_accumulation_steps": 1, "eval_interval": 1, "eval_iters": 1,
+                "log_interval": 1, "sample_tokens": 0}  # sample_tokens 0: no samples
+    for key, minimum in minimums.items():
+        if getattr(cfg, key) < minimum:
+            raise UsageError(f"{key} must be at least {minimum}, got {getattr(cfg, key)}")
     if cfg.ddp_timeout_minutes <= 0:
         raise UsageError(f"ddp_timeout_minutes must be positive, got {cfg.ddp_timeout_minutes}")
 
@@ -178,9 +178,9 @@ def keep_freed_memory():
     """On Linux, make glibc reuse freed memory instead of handing big blocks back to the OS.
 
     Every CPU step allocates and frees the logits and their gradient (batch x context x vocab
-    floats, hundreds of MB). By default glibc maps each such block fresh from the OS and every
-    page faults on first touch: a quarter of the CPU time of a step at vocab 16,384. Kept on the
-    heap, the blocks are reused step after step (measured: +15% tokens/s, +5% peak memory).
+    floats, large at a big vocabulary). By default glibc maps each such block fresh from the OS,
+    and every page of it faults on first touch, step after step. Kept on the heap, the blocks
+    are reused: faster steps, for a somewhat higher peak of memory.
     """
     if sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):  # not glibc: leave the allocator alone
@@ -213,7 +213,7 @@ def node_label(rank):
 
 
 @contextlib.contextmanager
-def fail_together(ddp, rank):
+def fail_together(run):
     """Run the block in every process; if it fails in any of them, raise in all of them.
 
     Processes sometimes do different work: each reads its own disk at start-up (a node may lack
@@ -221,7 +221,8 @@ def fail_together(ddp, rank):
     there alone would leave the others blocked in their next collective (DDP's gradient
     all-reduce) until the process group's timeout, minutes later. So after such a block every
     process tells the others whether it failed, in one small all-reduce (gloo and nccl alike),
-    and if one did, all gather the messages and stop at once: the failed one with its own error, the others naming it and its message.
+    and if one did, all gather the messages and stop at once: the failed one with its own error,
+    the others naming it and its message.
 
     Failures inside a training step, where every process runs the same collectives, cannot be
     announced this way. The failed process exits at once (no barrier on the way out), torchrun
@@ -232,24 +233,21 @@ def fail_together(ddp, rank):
         yield
     except Exception as e:  # a full disk, CUDA out of memory, a file missing on this node ...
         error = e
-    if ddp:
+    if run.ddp:
         # one small all-reduce says whether any process failed; only then are the messages gathered
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-        any_failed = torch.tensor([int(error is not None)], device=device)
+        any_failed = torch.tensor([int(error is not None)], device=run.device)  # nccl needs the GPU
         dist.all_reduce(any_failed)
-        if not any_failed.item():
-            return
-        report = None
-        if error is not None:
-            text = str(error) if isinstance(error, UsageError) else f"{type(error).__name__}: {error}"
-            report = f"{node_label(rank)}: {(text.strip().splitlines() or [type(error).__name__])[0]}"
-        reports = [None] * dist.get_world_size()
-        dist.all_gather_object(reports, report)
-        if isinstance(error, UsageError):
-            raise UsageError(reports[rank]) from error
-        failed = [report for report in reports if report is not None]
-        if failed and error is None:
-            raise UsageError(f"stopping because {failed[0]}")
+        if any_failed.item():
+            report = None
+            if error is not None:
+                text = str(error) if isinstance(error, UsageError) else f"{type(error).__name__}: {error}"
+                report = f"{node_label(run.rank)}: {(text.strip().splitlines() or [type(error).__name__])[0]}"
+            reports = [None] * run.world_size
+            dist.all_gather_object(reports, report)
+            if error is None:
+                raise UsageError(f"stopping because {next(report for report in reports if report)}")
+            if isinstance(error, UsageError):
+                raise UsageError(reports[run.rank]) from error
     if error is not None:
         raise error
 
@@ -261,70 +259,265 @@ def inject_failure(rank, where, iter_num):
         raise RuntimeError(f"failure injected by TRAIN_FAIL_AT={rank}:{where}:{iter_num}")
 
 
-@torch.no_grad()
-def estimate_loss(model, splits, eval_iters, batch_size, device, autocast):
-    """Mean loss of each split over the same eval_iters fixed batches every time."""
-    model.eval()
-    losses = {}
-    for name, data in splits.items():
-        total = 0.0
-        for k in range(eval_iters):
-            x, y = data.batch(batch_size, 1, k, device=device)
-            with autocast:
-                _, loss = model(x, y)
-            total += loss.item()
-        losses[name] = total / eval_iters
-    model.train()
-    return losses
+def setup(cfg):
+    """Which process of how many this is, on which device, in which precision. Under torchrun
+    (which sets RANK, LOCAL_RANK and WORLD_SIZE) the processes join one group: nccl on GPUs,
+    gloo on CPUs."""
+    ddp = "RANK" in os.environ
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if cfg.gradient_accumulation_steps % world_size:
+        raise UsageError(f"gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be "
+                         f"divisible by the number of processes ({world_size})")
+    device = common.resolve_device(cfg.device, int(os.environ["LOCAL_RANK"]) if ddp else None)
+    if device.type == "cpu":
+        keep_freed_memory()
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
+    dtype = DTYPES[cfg.dtype if cfg.dtype != "auto" else "float32" if device.type == "cpu" else "bfloat16"]
+    # auto: bf16 only on GPUs that compute it (model.native_bf16); older ones get fp16 and a GradScaler
+    if cfg.dtype == "auto" and device.type == "cuda" and not native_bf16(device):
+        dtype = torch.float16
+    if ddp:  # the timeout bounds how long a process waits for one that died (see fail_together)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                timeout=timedelta(minutes=cfg.ddp_timeout_minutes),
+                                device_id=device if device.type == "cuda" else None)
+    return SimpleNamespace(
+        ddp=ddp, rank=rank, world_size=world_size, master=rank == 0, device=device, dtype=dtype,
+        autocast=torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext(),
+        accum=cfg.gradient_accumulation_steps // world_size,  # micro-batches per step in this process
+        compile=device.type == "cuda" if cfg.compile is None else cfg.compile)
 
 
-def resume_loss_scale(scaler, saved_state, source, ptdtype, master):
-    """Load the fp16 loss scale of a resumed run, or start one afresh when the precision changed.
-
-    A GradScaler is on only under fp16 and saves an empty state otherwise; a run saved under
-    bf16 or fp32 and resumed under fp16 (or the reverse) has no scale to carry over."""
-    if bool(saved_state) == scaler.is_enabled():
-        scaler.load_state_dict(saved_state)
-    elif master:
-        change = ("without fp16 loss scaling; this run is float16, so the loss scale starts afresh"
-                  if scaler.is_enabled() else
-                  f"in float16 with loss scaling; this run is {str(ptdtype)[6:]} and needs none")
+def init_model(cfg, run, vocab_size, from_prepare, ckpt_path):
+    """The model on its device, its optimizers and loss scaler, and where training stands
+    (iter_num, best_val_loss, train_seconds). init_from="scratch" builds a new model from the
+    model keys above (GPTConfig's fields); "resume" continues ckpt_path where it stopped; a
+    checkpoint path fine-tunes that run's weights on a fresh schedule, with a new dropout and
+    perhaps a shorter context."""
+    torch.manual_seed(cfg.seed)
+    if cfg.init_from == "scratch":
+        model_args = {key.name: getattr(cfg, key.name) for key in fields(GPTConfig) if key.name != "vocab_size"}
+        model = GPT(GPTConfig(vocab_size=vocab_size, **model_args))
+    else:
+        source = ckpt_path if cfg.init_from == "resume" else cfg.init_from
+        ckpt = read_checkpoint(source, run.device)
+        if ckpt["tokenizer_sha256"] != from_prepare["tokenizer_sha256"]:
+            raise UsageError(f"{source} was trained with another tokenizer than {cfg.data_dir}/tokenizer.json")
+        if cfg.init_from == "resume":
+            model = model_from_checkpoint(ckpt, source)
+        else:
+            model = model_from_checkpoint(ckpt, source, dropout=cfg.dropout)
+            if cfg.block_size < model.config.block_size:
+                model.crop_block_size(cfg.block_size)
+    model.to(run.device)
+    optimizers = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
+                                            run.device.type, cfg.optimizer)
+    scaler = torch.amp.GradScaler(run.device.type, enabled=run.dtype == torch.float16)  # fp16 needs loss scaling
+    if cfg.init_from != "resume":
+        return model, optimizers, scaler, (0, math.inf, 0.0)
+    if len(ckpt["optimizers"]) != len(optimizers):
+        raise UsageError(f"{source} was trained with another optimizer (set --optimizer as it was)")
+    for optimizer, state in zip(optimizers, ckpt["optimizers"]):
+        optimizer.load_state_dict(state)
+    # A GradScaler is on only under fp16 and saves an empty state otherwise: a run saved under
+    # bf16 or fp32 and resumed under fp16 (or the reverse) has no loss scale to carry over.
+    if bool(ckpt["scaler"]) == scaler.is_enabled():
+        scaler.load_state_dict(ckpt["scaler"])
+    elif run.master:
+        change = ("without loss scaling; this run is float16, so the loss scale starts afresh" if scaler.is_enabled()
+                  else f"in float16 with loss scaling; this run is {str(run.dtype)[6:]} and needs none")
         print(f"note: {source} was trained {change}", file=sys.stderr, flush=True)
+    return model, optimizers, scaler, (ckpt["iter_num"], ckpt["best_val_loss"], ckpt["train_seconds"])
 
 
-def training_sample(model, tokenizer, cfg, autocast):
-    """The model's greedy continuation of cfg.sample_prompt, as sample.generate_text writes it (the
-    prompt normalised as prepare.py normalised the data, read as a document start). Greedy, so it
-    depends on the weights alone: from one evaluation to the next, the text changes only as much
-    as training changed the model."""
-    model.eval()
-    with autocast:
-        text = sample.generate_text(cfg.sample_prompt, cfg.sample_tokens, temperature=0, model=model,
-                                    tokenizer=tokenizer)
-    model.train()
-    return text
+def wrap_model(model, run):
+    """(the model to evaluate: compiled if asked for, the model a training step runs: that in DDP
+    under torchrun). Compile, then wrap, as PyTorch's guide to where to apply torch.compile does:
+    DDP's forward runs the compiled module with DDP marked active, so TorchDynamo's DDPOptimizer
+    cuts the graph at DDP's gradient buckets and each bucket's all-reduce overlaps the rest of the
+    backward pass."""
+    fast_model = torch.compile(model) if run.compile else model
+    if not run.ddp:
+        return fast_model, fast_model
+    train_model = DDP(fast_model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
+    # The only buffer, the rotary frequencies, is a constant that every process computes alike:
+    # DDP need not resend it from rank 0 before every forward. (Set as an attribute: torch 2.13
+    # renamed the keyword, and the attribute works before and after.)
+    train_model.broadcast_buffers = False
+    return fast_model, train_model
 
 
-def start_tracking(cfg, config):
-    """A wandb run if wandb_log is set, else None. wandb is imported only here: nothing else needs it."""
-    if not cfg.wandb_log:
-        return None
+@torch.no_grad()
+def evaluate(cfg, fast_model, model, splits, run, tokenizer):
+    """{"train_loss": ..., "val_loss": ...}: each split's mean loss over the same eval_iters
+    batches every time. With sample_tokens, also "sample": the model's greedy continuation of
+    sample_prompt as sample.generate_text writes it (the prompt normalised as the data was, read
+    as a document start). Greedy, so it depends on the weights alone: from one evaluation to the
+    next, the text changes only as much as training changed the model."""
+    fast_model.eval()
+    record = {}
+    for name, data in splits.items():
+        with run.autocast:
+            losses = [fast_model(*data.batch(cfg.batch_size, 1, k, device=run.device))[1].item()
+                      for k in range(cfg.eval_iters)]
+        record[f"{name}_loss"] = sum(losses) / cfg.eval_iters
+    if cfg.sample_tokens:
+        with run.autocast:  # the model itself, not the compiled one: generation's shapes change every token
+            record["sample"] = sample.generate_text(cfg.sample_prompt, cfg.sample_tokens, temperature=0,
+                                                    model=model, tokenizer=tokenizer)
+    fast_model.train()
+    return record
+
+
+class Throughput:
+    """Tokens/s, step time and MFU since the last log line, by the training clock (rank 0's).
+
+    MFU divides the model's FLOP/s in one process by the device's peak: peak_flops if set, else
+    the best rate of large matmuls measured at start-up. Measured while other work shares the
+    device, that peak comes out low, and MFU would pass 100%. So whenever the model runs faster
+    than the peak allows, the peak is measured again and raised to the best of all measurements
+    and of the model's own rate, which the device has evidently reached: MFU never passes 100%.
+    On a GPU of DATASHEET_PEAK_FLOPS, MFU against the datasheet's peak comes too."""
+
+    def __init__(self, model, cfg, run, iter_num, train_seconds):
+        self.model, self.run = model, run
+        self.tokens_per_step = cfg.gradient_accumulation_steps * cfg.batch_size * model.config.block_size
+        self.peak = cfg.peak_flops or measure_peak_flops(run.device, run.dtype)
+        self.datasheet_peak = (datasheet_peak_flops(torch.cuda.get_device_name(run.device))
+                               if run.device.type == "cuda" and run.dtype != torch.float32 else None)
+        self.since = iter_num, train_seconds
+
+    def take(self, iter_num, train_seconds):
+        """The speed and memory figures of a log record, over the steps since the last call."""
+        steps, seconds = iter_num - self.since[0], train_seconds - self.since[1]
+        self.since = iter_num, train_seconds
+        tokens_per_s = steps * self.tokens_per_step / seconds
+        flops = tokens_per_s / self.run.world_size * self.model.flops_per_token()  # in one process
+        if flops > self.peak:
+            self.peak = max(self.peak, measure_peak_flops(self.run.device, self.run.dtype), flops)
+        record = {"tokens_per_s": tokens_per_s, "step_ms": 1000 * seconds / steps, "mfu": flops / self.peak,
+                  "mfu_datasheet": self.datasheet_peak and flops / self.datasheet_peak, "peak_flops": self.peak}
+        if self.run.device.type == "cuda":
+            record["gpu_mem_mb"] = torch.cuda.max_memory_allocated(self.run.device) / 2**20
+        return record
+
+
+def describe_run(model, run, throughput, iter_num):
+    """The first log record of a run (what trains, where, how fast it could), and its console line."""
+    record = {"iter": iter_num, "params": model.num_params(), "flops_per_token": model.flops_per_token(),
+              "peak_flops": throughput.peak, "datasheet_peak_flops": throughput.datasheet_peak,
+              "tokens_per_step": throughput.tokens_per_step, "processes": run.world_size,
+              "device": str(run.device), "dtype": str(run.dtype)[6:], "compile": run.compile}
+    sheet = f", datasheet {throughput.datasheet_peak / 1e12:,.0f} TFLOP/s" if throughput.datasheet_peak else ""
+    return record, (f"{model.num_params() / 1e6:.2f}M parameters, {throughput.tokens_per_step:,} tokens per step, "
+                    f"{run.world_size} process(es) on {run.device}, {record['dtype']}, compile={run.compile}, "
+                    f"peak {throughput.peak / 1e9:,.0f} GFLOP/s measured{sheet}")
+
+
+def describe_step(iter_num, loss, lr, grad_norm, train_seconds, throughput):
+    """A training step's log record and console line."""
+    record = {"iter": iter_num, "loss": loss, "lr": lr, "grad_norm": grad_norm,
+              **throughput.take(iter_num, train_seconds), "train_s": train_seconds}
+    sheet = f" ({100 * record['mfu_datasheet']:.1f}% of the datasheet peak)" if record["mfu_datasheet"] else ""
+    return record, (f"iter {iter_num}: loss {loss:.4f}, lr {lr:.2e}, {record['tokens_per_s']:,.0f} tokens/s, "
+                    f"{record['step_ms']:.0f} ms/step, mfu {100 * record['mfu']:.1f}%{sheet}")
+
+
+class TrainingLog:
+    """Where rank 0 reports: the console, out_dir/log.jsonl (a JSON record a line) and, with
+    wandb_log, a Weights & Biases run. A fresh run starts log.jsonl empty; a resumed one keeps
+    the records up to its checkpoint's step and drops the rest, so the log reads as one
+    uninterrupted run."""
+
+    def __init__(self, cfg, config, resumed_at):
+        path = os.path.join(cfg.out_dir, "log.jsonl")
+        kept = []
+        if resumed_at is not None and os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):  # a line cut off by a crash
+                        if json.loads(line)["iter"] <= resumed_at:
+                            kept.append(line)
+        with common.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        self.file = open(path, "a", encoding="utf-8")
+        self.start_time = time.time()
+        self.tracker = None
+        if cfg.wandb_log:  # wandb is imported only here: nothing else needs it
+            try:
+                import wandb
+            except ImportError as e:
+                raise UsageError("wandb_log=True needs wandb: pip install wandb") from e
+            name = cfg.wandb_run_name or os.path.basename(os.path.abspath(cfg.out_dir))
+            self.tracker = wandb.init(project=cfg.wandb_project, name=name, config=config)
+
+    def write(self, record, text):
+        """Print text; record, with the seconds since the log opened, to log.jsonl and the tracker."""
+        record = {**record, "elapsed_s": time.time() - self.start_time}
+        print(text, flush=True)
+        self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.file.flush()
+        if self.tracker is not None:  # the record's numbers and sample, and the perplexity of each loss
+            values = {key: value for key, value in record.items()
+                      if key != "iter" and (key == "sample" or type(value) in (int, float))}
+            values.update({key.replace("loss", "perplexity"): math.exp(min(record[key], 700))  # no overflow
+                           for key in ("loss", "train_loss", "val_loss") if key in record})
+            self.tracker.log(values, step=record["iter"])
+
+    def close(self):
+        self.file.close()
+        if self.tracker is not None:
+            self.tracker.finish()
+
+
+@contextlib.contextmanager
+def stop_requests():
+    """Within the block, SIGINT and SIGTERM ask the loop to stop: it finishes its step, saves and
+    exits cleanly. A second signal acts at once. Yields the list of the signals received."""
+    received = []
+
+    def request_stop(signum, frame):
+        received.append(signum)
+        signal.signal(signum, previous[signum])
+        print(f"{signal.Signals(signum).name}: saving after this step (send it again to quit now)",
+              file=sys.stderr, flush=True)
+
+    previous = {signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        import wandb
-    except ImportError as e:
-        raise UsageError("wandb_log=True needs wandb: pip install wandb") from e
-    name = cfg.wandb_run_name or os.path.basename(os.path.abspath(cfg.out_dir))
-    return wandb.init(project=cfg.wandb_project, name=name, config=config)
+        yield received
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def tracked(record):
-    """What a log.jsonl record gives the tracker: its numbers and sample, and the perplexity of each loss."""
-    values = {key: value for key, value in record.items() if key != "iter" and (key == "sample" or (
-        isinstance(value, (int, float)) and not isinstance(value, bool)))}
-    for key in ("loss", "train_loss", "val_loss"):
-        if key in record:
-            values[key.replace("loss", "perplexity")] = math.exp(min(record[key], 700))  # no overflow
-    return values
+def share_step(run, loss, stop, seconds):
+    """One small exchange per step: (the loss averaged over processes, whether any process was
+    asked to stop, rank 0's step time). The LR schedule and the time budget must agree across
+    processes, so all of them go by rank 0's clock."""
+    stats = torch.stack([loss, torch.tensor(float(bool(stop)), device=run.device),
+                         torch.tensor(seconds if run.master else 0.0, device=run.device)])
+    if run.ddp:
+        dist.all_reduce(stats)
+        stats[0] /= run.world_size
+    return stats.tolist()
+
+
+def optimizer_step(model, optimizers, scaler, lr, grad_clip):
+    """Update every parameter at learning rate lr after clipping the gradients' global norm to
+    grad_clip (0: no clipping), and zero the gradients. Under fp16 the scaler unscales the
+    gradients first and skips a step whose gradients overflowed. Returns the norm before
+    clipping, as a tensor: reading it waits for the device, so only a log line does."""
+    for optimizer in optimizers:
+        scaler.unscale_(optimizer)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or math.inf)
+    for optimizer in optimizers:
+        scaler.step(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+    scaler.update()
+    return grad_norm
 
 
 def save_checkpoint(path, model, optimizers, scaler, config, iter_num, best_val_loss,
@@ -337,259 +530,101 @@ def save_checkpoint(path, model, optimizers, scaler, config, iter_num, best_val_
         torch.save(ckpt, tmp)
 
 
-def open_log(path, resume_iter):
-    """Open log.jsonl for appending: a fresh run starts it empty, a resumed one drops records
-    past its checkpoint so the log reads as one uninterrupted run."""
-    kept = []
-    if resume_iter is not None and os.path.isfile(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                with contextlib.suppress(ValueError, KeyError, TypeError):  # a line cut off by a crash
-                    if json.loads(line)["iter"] <= resume_iter:
-                        kept.append(line)
-    with common.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(kept)
-    return open(path, "a", encoding="utf-8")
-
-
 def train(config):
     cfg = SimpleNamespace(**config)
     check_config(cfg)
-    ddp = "RANK" in os.environ  # set by torchrun
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    if cfg.gradient_accumulation_steps % world_size:
-        raise UsageError(f"gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be "
-                         f"divisible by the number of processes ({world_size})")
-    accum = cfg.gradient_accumulation_steps // world_size  # micro-batches in this process
-    device = common.resolve_device(cfg.device, int(os.environ["LOCAL_RANK"]) if ddp else None)
-    if device.type == "cpu":
-        keep_freed_memory()
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
-    ptdtype = DTYPES[cfg.dtype if cfg.dtype != "auto" else "float32" if device.type == "cpu" else "bfloat16"]
-    # auto: bf16 only on GPUs that compute it (model.native_bf16); older ones get fp16 and a GradScaler
-    if cfg.dtype == "auto" and device.type == "cuda" and not native_bf16(device):
-        ptdtype = torch.float16
-    if ddp:  # the timeout bounds how long a process waits for one that died (see fail_together)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
-                                timeout=timedelta(minutes=cfg.ddp_timeout_minutes),
-                                device_id=device if device.type == "cuda" else None)
-    master = rank == 0
+    run = setup(cfg)
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
-
-    # the model: new, resumed, or another run's weights to fine-tune. Every process reads the data
-    # and the checkpoint from its own node's disk, so every process checks that they are there.
-    with fail_together(ddp, rank):
-        inject_failure(rank, "start", 0)
+    # Every process reads the data and the checkpoint from its own node's disk, so every process
+    # checks that they are there; rank 0 alone measures the peak, reads the tokenizer and opens the log.
+    with fail_together(run):
+        inject_failure(run.rank, "start", 0)
         vocab_size, from_prepare = read_data_dir(cfg.data_dir)
-        torch.manual_seed(cfg.seed)
-        ckpt = None
-        if cfg.init_from == "scratch":
-            model = GPT(GPTConfig(block_size=cfg.block_size, vocab_size=vocab_size, n_layer=cfg.n_layer,
-                                  n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias,
-                                  pos_emb=cfg.pos_emb, norm=cfg.norm, mlp=cfg.mlp,
-                                  qk_norm=cfg.qk_norm, tie_weights=cfg.tie_weights))
-        else:
-            source = ckpt_path if cfg.init_from == "resume" else cfg.init_from
-            ckpt = read_checkpoint(source, device)
-            if ckpt["tokenizer_sha256"] != from_prepare["tokenizer_sha256"]:
-                raise UsageError(f"{source} was trained with another tokenizer than {cfg.data_dir}/tokenizer.json")
-            if cfg.init_from == "resume":
-                model = model_from_checkpoint(ckpt, source)
-            else:  # fine-tuning may use a new dropout and a shorter context
-                model = model_from_checkpoint(ckpt, source, dropout=cfg.dropout)
-                if cfg.block_size < model.config.block_size:
-                    model.crop_block_size(cfg.block_size)
-        model.to(device)
-        optimizers = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
-                                                device.type, cfg.optimizer)
-        scaler = torch.amp.GradScaler(device.type, enabled=ptdtype == torch.float16)  # fp16 needs loss scaling
-        iter_num, best_val_loss, train_seconds = 0, math.inf, 0.0
-        if cfg.init_from == "resume":
-            if len(ckpt["optimizers"]) != len(optimizers):
-                raise UsageError(f"{source} was trained with another optimizer (set --optimizer as it was)")
-            for optimizer, state in zip(optimizers, ckpt["optimizers"]):
-                optimizer.load_state_dict(state)
-            resume_loss_scale(scaler, ckpt["scaler"], source, ptdtype, master)
-            iter_num, best_val_loss, train_seconds = ckpt["iter_num"], ckpt["best_val_loss"], ckpt["train_seconds"]
-        ckpt = None  # free its memory
+        model, optimizers, scaler, (iter_num, best_val_loss, train_seconds) = init_model(
+            cfg, run, vocab_size, from_prepare, ckpt_path)
+        train_data, val_data = (TokenWindows(common.load_tokens(os.path.join(cfg.data_dir, f"{split}.bin")),
+                                             model.config.block_size, cfg.seed) for split in ("train", "val"))
+        throughput = Throughput(model, cfg, run, iter_num, train_seconds) if run.master else None
+        tokenizer = bpe.Tokenizer.from_json(from_prepare["tokenizer"]) if run.master and cfg.sample_tokens else None
+        log = TrainingLog(cfg, config, iter_num if cfg.init_from == "resume" else None) if run.master else None
 
-        block = model.config.block_size
-        train_data = TokenWindows(common.load_tokens(os.path.join(cfg.data_dir, "train.bin")), block, cfg.seed)
-        val_data = TokenWindows(common.load_tokens(os.path.join(cfg.data_dir, "val.bin")), block, cfg.seed)
-    use_compile = device.type == "cuda" if cfg.compile is None else cfg.compile
-    fast_model = torch.compile(model) if use_compile else model
-    # Compile, then wrap, as PyTorch's guide to where to apply torch.compile does: DDP's forward
-    # runs the compiled module with DDP marked active, so TorchDynamo's DDPOptimizer cuts the
-    # graph at DDP's gradient buckets and each bucket's all-reduce overlaps the rest of the
-    # backward pass.
-    train_model = fast_model
-    if ddp:
-        train_model = DDP(fast_model, device_ids=[device.index] if device.type == "cuda" else None)
-        # The only buffer, the rotary frequencies, is a constant that every process computes
-        # alike: DDP need not resend it from rank 0 before every forward. (Set as an attribute:
-        # torch 2.13 renamed the keyword, and the attribute works before and after.)
-        train_model.broadcast_buffers = False
-    autocast = torch.autocast(device.type, dtype=ptdtype) if ptdtype != torch.float32 else contextlib.nullcontext()
-    tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * block
-    datasheet_peak = (datasheet_peak_flops(torch.cuda.get_device_name(device))
-                      if device.type == "cuda" and ptdtype != torch.float32 else None)
+    def fetch(step, micro):  # this process's micro-batch `micro` of optimizer step `step`
+        return train_data.batch(cfg.batch_size, 0, step, run.rank * run.accum + micro, device=run.device)
 
-    def fetch(step, micro):
-        return train_data.batch(cfg.batch_size, 0, step, rank * accum + micro, device=device)
+    def save(message):
+        save_checkpoint(ckpt_path, model, optimizers, scaler, config, iter_num, best_val_loss, train_seconds,
+                        from_prepare)
+        print(message, flush=True)
 
-    with fail_together(ddp, rank):  # rank 0 alone measures the peak and opens the log
-        peak = cfg.peak_flops or (measure_peak_flops(device, ptdtype) if master else 1.0)
-        resumed_at = iter_num if cfg.init_from == "resume" else None
-        log_file = open_log(os.path.join(cfg.out_dir, "log.jsonl"), resumed_at) if master else None
-        tracker = start_tracking(cfg, config) if master else None
+    def evaluate_and_save():  # rank 0 only
+        nonlocal best_val_loss
+        record = evaluate(cfg, fast_model, model, {"train": train_data, "val": val_data}, run, tokenizer)
+        text = f"step {iter_num}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}"
+        text += f"\n  sample: {cfg.sample_prompt}{record['sample']}" if cfg.sample_tokens else ""
+        log.write({"iter": iter_num, **record, "lr": get_lr(cfg, iter_num, train_seconds), "train_s": train_seconds},
+                  text)
+        if iter_num > 0 and (record["val_loss"] < best_val_loss or cfg.always_save_checkpoint):
+            best_val_loss = min(best_val_loss, record["val_loss"])
+            save(f"saved {ckpt_path}")
 
-    def log(record, text):
-        print(text, flush=True)
-        log_file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        log_file.flush()
-        if tracker is not None:
-            tracker.log(tracked(record), step=record["iter"])
-
-    sample_tokenizer = None  # read at the first evaluation that writes a sample
-
-    def evaluate_and_save(lr):
-        nonlocal best_val_loss, sample_tokenizer
-        losses = estimate_loss(fast_model, {"train": train_data, "val": val_data}, cfg.eval_iters,
-                               cfg.batch_size, device, autocast)
-        record = {"iter": iter_num, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr,
-                  "train_s": train_seconds, "elapsed_s": time.time() - start_time}
-        text = f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}"
-        if cfg.sample_tokens:
-            sample_tokenizer = sample_tokenizer or bpe.Tokenizer.from_json(from_prepare["tokenizer"])
-            record["sample"] = training_sample(model, sample_tokenizer, cfg, autocast)
-            text += f"\n  sample: {cfg.sample_prompt}{record['sample']}"
-        log(record, text)
-        if iter_num > 0 and (losses["val"] < best_val_loss or cfg.always_save_checkpoint):
-            best_val_loss = min(best_val_loss, losses["val"])
-            save_checkpoint(ckpt_path, model, optimizers, scaler, config, iter_num, best_val_loss,
-                            train_seconds, from_prepare)
-            print(f"saved {ckpt_path}", flush=True)
-
-    # SIGINT/SIGTERM: finish the current step, save, exit cleanly; a second signal acts at once
-    stop_requested = []
-
-    def request_stop(signum, frame):
-        stop_requested.append(signum)
-        signal.signal(signum, previous_handlers[signum])
-        print(f"{signal.Signals(signum).name}: saving after this step (send it again to quit now)",
-              file=sys.stderr, flush=True)
-
-    previous_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    start_time = time.time()
-    completed = False
+    budget = 60 * cfg.max_minutes or math.inf  # seconds of training, evaluation excluded
     try:
-        with fail_together(ddp, rank):
-            if master:
-                sheet = f", datasheet {datasheet_peak / 1e12:,.0f} TFLOP/s" if datasheet_peak else ""
-                log({"iter": iter_num, "params": model.num_params(), "flops_per_token": model.flops_per_token(),
-                     "peak_flops": peak, "datasheet_peak_flops": datasheet_peak, "tokens_per_step": tokens_per_iter,
-                     "processes": world_size, "device": str(device), "dtype": str(ptdtype)[6:],
-                     "compile": use_compile},
-                    f"{model.num_params() / 1e6:.2f}M parameters, {tokens_per_iter:,} tokens per step, "
-                    f"{world_size} process(es) on {device}, {str(ptdtype)[6:]}, compile={use_compile}, "
-                    f"peak {peak / 1e9:,.0f} GFLOP/s measured{sheet}")
-                if iter_num == 0:
-                    evaluate_and_save(get_lr(cfg, 0, 0.0))
-        x, y = fetch(iter_num, 0)
-        budget_seconds = 60 * cfg.max_minutes
-        interval_seconds, interval_steps = 0.0, 0
-        t_last = time.perf_counter()
-        while iter_num < cfg.max_iters and not (budget_seconds and train_seconds >= budget_seconds):
-            inject_failure(rank, "step", iter_num)
-            lr = get_lr(cfg, iter_num, train_seconds)
-            for optimizer in optimizers:
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-            # dropout masks depend only on (seed, step, rank), like the batches
-            torch.manual_seed(int(np.random.SeedSequence((cfg.seed, iter_num, rank)).generate_state(1)[0]))
-            loss_sum = torch.zeros((), device=device)
-            for micro in range(accum):
-                if ddp:  # average gradients across processes only once, after the last micro-batch
-                    train_model.require_backward_grad_sync = micro == accum - 1
-                with autocast:
-                    _, loss = train_model(x, y)
-                x, y = fetch(iter_num, micro + 1) if micro + 1 < accum else fetch(iter_num + 1, 0)
-                scaler.scale(loss / accum).backward()
-                loss_sum += loss.detach()
-            # one small exchange per step: mean loss, any stop request, rank 0's clock (the LR
-            # schedule and the time budget must agree across processes)
-            now = time.perf_counter()
-            stats = torch.stack([loss_sum / accum, torch.tensor(float(bool(stop_requested)), device=device),
-                                 torch.tensor(now - t_last if master else 0.0, device=device)])
-            t_last = now
-            if ddp:
-                dist.all_reduce(stats)
-                stats[0] /= world_size
-            lossf, stop, step_seconds = stats.tolist()
-            if not math.isfinite(lossf):
-                kept = f"; the last good checkpoint is {ckpt_path}" if os.path.isfile(ckpt_path) else ""
-                raise UsageError(f"loss is {lossf} at step {iter_num}: training diverged, stopping "
-                                 f"(try a lower learning_rate){kept}")
-            for optimizer in optimizers:
-                scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
-            for optimizer in optimizers:
-                scaler.step(optimizer)
-                optimizer.zero_grad(set_to_none=True)
-            scaler.update()
-            iter_num += 1
-            train_seconds += step_seconds
-            interval_seconds += step_seconds
-            interval_steps += 1
+        fast_model, train_model = wrap_model(model, run)
+        with stop_requests() as stop_requested:
+            with fail_together(run):
+                if run.master:
+                    log.write(*describe_run(model, run, throughput, iter_num))
+                    if iter_num == 0:
+                        evaluate_and_save()
+            x, y = fetch(iter_num, 0)
+            t_last = time.perf_counter()
+            while iter_num < cfg.max_iters and train_seconds < budget:
+                inject_failure(run.rank, "step", iter_num)
+                lr = get_lr(cfg, iter_num, train_seconds)
+                # dropout masks depend only on (seed, step, rank), like the batches
+                torch.manual_seed(int(np.random.SeedSequence((cfg.seed, iter_num, run.rank)).generate_state(1)[0]))
+                loss_sum = torch.zeros((), device=run.device)
+                for micro in range(run.accum):
+                    if run.ddp:  # average gradients across processes only once, after the last micro-batch
+                        train_model.require_backward_grad_sync = micro == run.accum - 1
+                    with run.autocast:
+                        _, loss = train_model(x, y)
+                    x, y = fetch(iter_num, micro + 1) if micro + 1 < run.accum else fetch(iter_num + 1, 0)
+                    scaler.scale(loss / run.accum).backward()
+                    loss_sum += loss.detach()
+                now = time.perf_counter()
+                lossf, stop, step_seconds = share_step(run, loss_sum / run.accum, stop_requested, now - t_last)
+                if not math.isfinite(lossf):
+                    kept = f"; the last good checkpoint is {ckpt_path}" if os.path.isfile(ckpt_path) else ""
+                    raise UsageError(f"loss is {lossf} at step {iter_num}: training diverged, stopping "
+                                     f"(try a lower learning_rate){kept}")
+                grad_norm = optimizer_step(model, optimizers, scaler, lr, cfg.grad_clip)
+                iter_num += 1
+                train_seconds += step_seconds
+                t_last = now
 
-            finished = iter_num >= cfg.max_iters or (budget_seconds and train_seconds >= budget_seconds)
-            log_now = iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters
-            eval_now = iter_num % cfg.eval_interval == 0 or finished
-            if not (log_now or eval_now or stop):
-                continue
-            with fail_together(ddp, rank):  # rank 0 logs, evaluates and saves; the others wait to hear
-                inject_failure(rank, "eval", iter_num)
-                if master and log_now:
-                    tokens_per_s = interval_steps * tokens_per_iter / interval_seconds
-                    mfu = model.estimate_mfu(tokens_per_s / world_size, peak)
-                    mfu_sheet = datasheet_peak and model.estimate_mfu(tokens_per_s / world_size, datasheet_peak)
-                    log({"iter": iter_num, "loss": lossf, "lr": lr, "grad_norm": grad_norm.item(),
-                         "tokens_per_s": tokens_per_s, "mfu": mfu, "mfu_datasheet": mfu_sheet,
-                         "step_ms": 1000 * interval_seconds / interval_steps,
-                         "train_s": train_seconds, "elapsed_s": time.time() - start_time,
-                         **({"gpu_mem_mb": torch.cuda.max_memory_allocated(device) / 2**20} if device.type == "cuda" else {})},
-                        f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, {tokens_per_s:,.0f} tokens/s, "
-                        f"{1000 * interval_seconds / interval_steps:.0f} ms/step, mfu {100 * mfu:.1f}%"
-                        + (f" ({100 * mfu_sheet:.1f}% of the datasheet peak)" if mfu_sheet else ""))
-                    interval_seconds, interval_steps = 0.0, 0
-                if master and stop:
-                    save_checkpoint(ckpt_path, model, optimizers, scaler, config, iter_num, best_val_loss,
-                                    train_seconds, from_prepare)
-                    print(f"stopped at step {iter_num}; saved {ckpt_path} (continue with --init_from=resume)",
-                          flush=True)
-                elif master and eval_now:
-                    evaluate_and_save(get_lr(cfg, iter_num, train_seconds))
-            if stop:
-                break
-            if eval_now:
-                t_last = time.perf_counter()  # evaluation is not training time
-        completed = True
+                finished = iter_num >= cfg.max_iters or train_seconds >= budget
+                log_now = iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters
+                eval_now = iter_num % cfg.eval_interval == 0 or finished
+                if not (log_now or eval_now or stop):
+                    continue
+                with fail_together(run):  # rank 0 logs, evaluates and saves; the others wait to hear
+                    inject_failure(run.rank, "eval", iter_num)
+                    if run.master and log_now:
+                        log.write(*describe_step(iter_num, lossf, lr, grad_norm.item(), train_seconds, throughput))
+                    if run.master and stop:
+                        save(f"stopped at step {iter_num}; saved {ckpt_path} (continue with --init_from=resume)")
+                    elif run.master and eval_now:
+                        evaluate_and_save()
+                if stop:
+                    break
+                t_last = time.perf_counter()  # logging, evaluating and measuring the peak are not training time
     finally:
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
-        if log_file:
-            log_file.close()
-        if tracker is not None:
-            tracker.finish()
-        if ddp:
-            # Free DDP's reducer while its process group still exists: torn down in the other
-            # order, gloo can hang. After a failure the processes may be out of step, so the
-            # group is left for the process exit to close instead of waiting on the others.
-            del train_model
-            if completed:
-                dist.destroy_process_group()
+        if log:
+            log.close()
+        train_model = None  # free DDP's reducer while its process group exists: in the other order gloo can hang
+    if run.ddp:  # not after a failure: the processes may be out of step, and the exit closes the group
+        dist.destroy_process_group()
 
 
 def main():
