@@ -10,19 +10,23 @@ BPE tokenizer into uint16 token files.
 Inputs: MediaWiki XML dumps (.xml or .xml.bz2, a local file or the official URL, decompressed as
 it downloads, resumed where a dropped connection stopped, checked against the SHA-1 Wikimedia
 publishes and kept with --save_dump=PATH), .jsonl files with a "text" field, and .txt books. A
-dump is parsed page by page and every page is thrown away once read, so memory stays flat on the
-1.5 GB compressed fawiki dump. Wikitext is cleaned with regular expressions and every document
-is normalized, in num_proc processes. Clean documents wait in a temporary file inside out_dir
-(about the size of the clean text, ~1 GB for fawiki): the tokenizer is trained on the training
-split of that file, then each document is encoded and appended to train.bin, val.bin or test.bin,
-followed by <|endoftext|>. With --tokenizer there is nothing to train: each document is encoded in
-the process that cleaned it and written at once, in one pass with no temporary file. Whole documents
-go to val and test, chosen by a hash of their text and the seed. The outputs replace earlier ones
-only once everything has succeeded.
+dump is parsed page by page and every page is let go once read, so memory stays flat however
+large the dump. Wikitext is cleaned by the pure functions of the next section (regular
+expressions), and every document is normalized as the tokenizer normalizes (bpe.normalize).
+
+One pass encodes: in num_proc worker processes, each document is cleaned, normalized and encoded
+by the same worker, which sends back only its token ids; they are appended, with <|endoftext|>,
+to train.bin, val.bin or test.bin. Whole documents go to val and test, chosen by a hash of their
+text and the seed. With --tokenizer that is the only pass, and the tokenizer's own normalization
+is used. Otherwise a tokenizer is trained first: the clean documents go to a temporary .jsonl in
+out_dir (about the size of the clean text), the tokenizer learns from its training split, and that
+file is then the encoding pass's input. The outputs replace earlier ones only once everything has
+succeeded.
 """
 
 import array
 import bz2
+import concurrent.futures
 import contextlib
 import functools
 import hashlib
@@ -33,12 +37,10 @@ import itertools
 import json
 import multiprocessing
 import os
-import queue
 import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -69,7 +71,9 @@ DEFAULTS = dict(
     test_fraction=0.01,  # share held out for the final test (test.bin, read only by eval.py); 0 = none
     seed=1337,  # with the text of a document, decides whether it goes to validation or test
     min_chars=100,  # documents with fewer characters of text are dropped as near-empty stubs
-    normalize_text=True,  # Persian normalization (table below); False keeps every character
+    # the normalization a tokenizer trained here records (bpe.normalize); with --tokenizer, that
+    # tokenizer's own is used, and giving one of these two that contradicts it is an error
+    normalize_text=True,  # Persian normalization (the table in bpe.py); False keeps every character
     remove_diacritics=True,  # with normalize_text: also drop the short-vowel marks U+064B..U+0652
     book_chunk_chars=20_000,  # a .txt book is cut at blank lines into documents of about this size
     batch_chars=1_000_000,  # text handed to each process at once: with two rounds in flight, bounds memory
@@ -314,81 +318,8 @@ GUTENBERG_END = regex.compile(
     r"\*{3}\s*END OF (?:THE|THIS) PROJECT GUTENBERG|End of (?:the )?Project Gutenberg", regex.I)
 GUTENBERG_HEADER_LINES = 1000  # the START line is looked for this far into a .txt file
 INPUT_KINDS = (".xml.bz2", ".xml", ".jsonl", ".txt")
-READ_AHEAD_BYTES = 1 << 20  # decompressed bytes of a dump read at a time, ahead of the XML parser
-READ_AHEAD_BLOCKS = 4  # such blocks waiting for the parser at most: memory stays flat
-
-
-class ProgressReader(io.RawIOBase):
-    """A binary stream that shows the (compressed) bytes read from `raw` and the records parsed so far
-    on a progress bar: MB read, MB/s, pages/s, and the time left when the size is known."""
-
-    def __init__(self, raw, bar, report, unit):
-        self.raw, self.bar, self.report, self.unit, self.bytes_read = raw, bar, report, unit, 0
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        n = self.raw.readinto(buffer)
-        self.bytes_read += n
-        if self.bar.update(n):  # the bar was redrawn: time to update the count shown after it
-            records, seconds = self.report["records"], self.bar.format_dict["elapsed"]
-            self.bar.set_postfix_str(f"{records:,} {self.unit}, {records / seconds:,.0f}/s", refresh=False)
-        return n
-
-    def close(self):
-        self.raw.close()
-        self.bar.close()
-        super().close()
-
-
-class ReadAhead(io.RawIOBase):
-    """The bytes of a binary file object, read READ_AHEAD_BYTES at a time in a thread. bz2 lets go of
-    the GIL while it decompresses, so a dump is decompressed on one core while this process parses
-    the XML and hands pages to the workers on another. An error in reading is raised to the reader."""
-
-    def __init__(self, source):
-        super().__init__()
-        self.source, self.blocks, self.block = source, queue.Queue(READ_AHEAD_BLOCKS), memoryview(b"")
-        self.stopping, self.at_end = threading.Event(), False
-        self.thread = threading.Thread(target=self.read_source, daemon=True)
-        self.thread.start()
-
-    def read_source(self):
-        try:
-            while self.put(self.source.read(READ_AHEAD_BYTES) or None):
-                pass
-        except BaseException as e:
-            self.put(e)
-
-    def put(self, item):
-        """Queue a block (None at the end) unless reading has stopped; whether to go on reading."""
-        while not self.stopping.is_set():
-            try:
-                self.blocks.put(item, timeout=0.1)
-                return isinstance(item, bytes)
-            except queue.Full:
-                continue
-        return False
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        if not self.block and not self.at_end:
-            item = self.blocks.get()
-            if isinstance(item, BaseException):
-                raise item
-            self.block, self.at_end = memoryview(item or b""), item is None
-        n = min(len(buffer), len(self.block))
-        buffer[:n], self.block = self.block[:n], self.block[n:]
-        return n
-
-    def close(self):
-        self.stopping.set()
-        self.thread.join()
-        self.source.close()
-        super().close()
+BLOCK_BYTES = 1 << 20  # bytes read at a time: of a file, of a download, and of a dump decompressed ahead
+READ_AHEAD_BLOCKS = 4  # decompressed blocks waiting for the XML parser at most: memory stays flat
 
 
 def is_url(source):
@@ -402,25 +333,74 @@ def input_kind(source):
     return kind
 
 
-# Downloading: Wikimedia asks for a descriptive User-Agent, and a 1.5 GB download over hours will
-# see dropped connections, so a dropped or stalled one is resumed where it stopped.
+class BlockReader(io.RawIOBase):
+    """A binary stream of the blocks of bytes a generator yields; closing the stream closes it. Input
+    files, downloads and decompressed dumps all come as blocks, and bz2, the XML parser and the text
+    readers read this stream."""
+
+    def __init__(self, blocks):
+        super().__init__()
+        self.blocks, self.block = blocks, memoryview(b"")
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        if not self.block:
+            self.block = memoryview(next(self.blocks, b""))
+        n = min(len(buffer), len(self.block))
+        buffer[:n], self.block = self.block[:n], self.block[n:]
+        return n
+
+    def close(self):
+        self.blocks.close()
+        super().close()
+
+
+def file_blocks(file):
+    with file:
+        yield from iter(functools.partial(file.read, BLOCK_BYTES), b"")
+
+
+def read_ahead(stream):
+    """The blocks of a binary stream, READ_AHEAD_BLOCKS of them read ahead in a thread. bz2 lets go of
+    the GIL while it decompresses, so a dump is decompressed on one core while this process parses
+    the XML and hands pages to the workers on another. An error in reading is raised here."""
+    reader = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="read-ahead")
+    try:
+        blocks = deque(reader.submit(stream.read, BLOCK_BYTES) for _ in range(READ_AHEAD_BLOCKS))
+        while block := blocks.popleft().result():
+            blocks.append(reader.submit(stream.read, BLOCK_BYTES))
+            yield block
+    finally:
+        reader.shutdown(cancel_futures=True)
+
+
+def counted(blocks, report, bar, unit):
+    """The blocks, counted in report["bytes_read"] and shown on a progress bar with the records parsed so
+    far: MB read, MB/s, records/s, and the time left when the size is known."""
+    with contextlib.closing(blocks):
+        for block in blocks:
+            report["bytes_read"] += len(block)
+            if bar.update(len(block)):  # the bar was redrawn: time to update the count shown after it
+                records, seconds = report["records"], bar.format_dict["elapsed"]
+                bar.set_postfix_str(f"{records:,} {unit}, {records / seconds:,.0f}/s", refresh=False)
+            yield block
+
+
+# Downloading: Wikimedia refuses requests without a descriptive User-Agent, and a download that lasts
+# hours will see dropped connections, so a dropped or stalled one is resumed where it stopped.
 DOWNLOAD_TIMEOUT = 60  # seconds without a byte before a connection counts as stalled
 DOWNLOAD_RETRIES = 6  # reconnections in a row without a byte received before the download gives up
 DOWNLOAD_BACKOFF = 2.0  # seconds before the first reconnection, doubled before each further one
 # fawiki-latest-pages-articles.xml.bz2 or fawiki-20240601-pages-articles.xml.bz2: the wiki and the date
 # (or "latest") name the sha1sums.txt published in the same directory
-DUMP_NAME = regex.compile(r"(?P<wiki>[^-/]+)-(?P<date>latest|\d{8})-.+")
+DUMP_NAME = regex.compile(r"(?P<wiki>[^-/]+)-(?P<date>latest|\d{8})-(?P<file>.+)")
 
 
-def http_open(url, user_agent, start=0, validator=None):
-    """A response for url from byte `start` on; with a validator (ETag or Last-Modified), a server whose
-    file has changed since answers with the whole new file (200) instead of the range (206)."""
-    headers = {"User-Agent": user_agent}
-    if start:
-        headers["Range"] = f"bytes={start}-"
-        if validator:
-            headers["If-Range"] = validator
-    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=DOWNLOAD_TIMEOUT)
+def http_get(url, user_agent, headers=None):
+    request = urllib.request.Request(url, headers={"User-Agent": user_agent, **(headers or {})})
+    return urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT)
 
 
 def http_problem(url, error):
@@ -436,135 +416,110 @@ def http_problem(url, error):
     return f"HTTP {error.code} {error.reason} from {host}: {advice}"
 
 
-def connect(url, user_agent):
-    """The first response for url, or one line saying why there is none."""
-    try:
-        return http_open(url, user_agent)
-    except urllib.error.HTTPError as e:
-        raise common.UsageError(http_problem(url, e)) from e
-    except OSError as e:  # URLError (no route, no name, refused) and timeouts
-        raise common.UsageError(
-            f"cannot download {url}: cannot connect to {urllib.parse.urlsplit(url).netloc} "
-            f"({getattr(e, 'reason', e)}); check the network, or fetch the dump elsewhere and pass the "
-            f"file: python prepare.py fawiki-latest-pages-articles.xml.bz2") from e
-
-
 def published_sha1(url, user_agent):
     """(sha1 that Wikimedia lists for the file at url in the sha1sums.txt beside it, or None; a note).
     The list names dated files, so fawiki-latest-x matches fawiki-<8 digits>-x."""
     directory, _, name = url.rpartition("/")
-    parts = DUMP_NAME.fullmatch(name)
-    if not parts:
+    wanted = DUMP_NAME.fullmatch(name)
+    if not wanted:
         return None, f"not checked: no checksum list is known for {name}"
-    sums_url = f"{directory}/{parts['wiki']}-{parts['date']}-sha1sums.txt"
-    date_start, date_end = parts.span("date")
-    listed_name = regex.compile(
-        regex.escape(name[:date_start]) + r"(?:latest|\d{8})" + regex.escape(name[date_end:]))
+    sums_url = f"{directory}/{wanted['wiki']}-{wanted['date']}-sha1sums.txt"
     try:
-        with http_open(sums_url, user_agent) as response:
+        with http_get(sums_url, user_agent) as response:
             listing = response.read(1 << 20).decode("utf-8", "replace")
     except urllib.error.HTTPError as e:
-        if e.code == 404:
-            return None, f"not checked: {sums_url} does not exist"
-        raise common.UsageError(http_problem(sums_url, e)) from e
+        if e.code != 404:
+            raise common.UsageError(http_problem(sums_url, e)) from e
+        return None, f"not checked: {sums_url} does not exist"
     except OSError:
         return None, f"not checked: {sums_url} could not be read"
-    for line in listing.splitlines():
-        digest, _, listed = line.strip().partition(" ")
-        if listed_name.fullmatch(listed.strip().lstrip("*")):
+    for digest, _, listed in (line.strip().partition(" ") for line in listing.splitlines()):
+        listed = DUMP_NAME.fullmatch(listed.strip().lstrip("*"))
+        if listed and (listed["wiki"], listed["file"]) == (wanted["wiki"], wanted["file"]):
             return digest.lower(), sums_url
     return None, f"not checked: {sums_url} does not list {name}"
 
 
-class Download(io.RawIOBase):
-    """The bytes of a URL from first to last, as one stream. A connection that drops or stalls is
-    reopened with `Range: bytes=N-` from the first byte not yet received, so whatever reads from
-    this stream (the bz2 decompressor, whose state spans bz2 streams and blocks, and the XML parser)
-    never sees the gap. The bytes are hashed, checked against `sha1` when the last one arrives, and
-    copied to `copy_to` if given."""
+class Download:
+    """The bytes of a URL from first to last, in blocks: iterate over it. A connection that drops or
+    stalls is reopened with `Range: bytes=N-` from the first byte not yet received, so whatever reads
+    the blocks (the bz2 decompressor, whose state spans bz2 streams and blocks, and the XML parser)
+    never sees the gap. The bytes are written to `copy` if given, and checked against the sha1
+    Wikimedia publishes once the last has arrived."""
 
-    def __init__(self, url, user_agent, sha1=None, sha1_source="", copy_to=None):
-        super().__init__()
-        self.url, self.user_agent, self.expected_sha1, self.sha1_source = url, user_agent, sha1, sha1_source
-        self.response = connect(url, user_agent)
-        length = self.response.headers["Content-Length"]
-        self.size = int(length) if length else None
-        self.validator = self.response.headers["ETag"] or self.response.headers["Last-Modified"]
-        self.last_modified = self.response.headers["Last-Modified"]
-        self.received, self.failures, self.complete = 0, 0, False
-        self.sha1 = hashlib.sha1()
-        self.copy = open(copy_to, "wb") if copy_to else None
+    def __init__(self, url, user_agent, copy=None):
+        self.url, self.user_agent, self.copy, self.received, self.complete = url, user_agent, copy, 0, False
+        self.expected_sha1, self.sha1_source = published_sha1(url, user_agent)
+        try:
+            self.response = http_get(url, user_agent)
+        except urllib.error.HTTPError as e:
+            raise common.UsageError(http_problem(url, e)) from e
+        except OSError as e:  # URLError (no route, no name, refused) and timeouts
+            raise common.UsageError(
+                f"cannot download {url}: cannot connect to {urllib.parse.urlsplit(url).netloc} "
+                f"({getattr(e, 'reason', e)}); check the network, or fetch the dump elsewhere and pass the "
+                f"file: python prepare.py fawiki-latest-pages-articles.xml.bz2") from e
+        headers = self.response.headers
+        self.size = int(headers["Content-Length"]) if headers["Content-Length"] else None
+        etag, self.last_modified = headers["ETag"], headers["Last-Modified"]
+        # If-Range asks for the rest only if the file is unchanged; a server must ignore it with a weak
+        # ETag (W/"..."), so that every resume would get the whole file again
+        self.validator = etag if etag and not etag.startswith("W/") else self.last_modified
 
-    def readable(self):
-        return True
+    def resume(self):
+        """A response with the bytes from the first one not received on, which must be the rest of
+        the same file: a 206 whose Content-Range ends where the first response did. Two versions of a
+        changed file are never spliced together."""
+        headers = {"Range": f"bytes={self.received}-"} if self.received else {}
+        if self.received and self.validator:
+            headers["If-Range"] = self.validator
+        response = http_get(self.url, self.user_agent, headers)
+        expected = f"bytes {self.received}-" + (f"{self.size - 1}/{self.size}" if self.size else "")
+        if self.received and (response.status != 206 or not response.headers["Content-Range"].startswith(expected)):
+            response.close()
+            sent = "the whole file again" if response.status != 206 else f"'{response.headers['Content-Range']}'"
+            raise common.UsageError(
+                f"{self.url}: after a dropped connection the server sent {sent} instead of the rest from byte "
+                f"{self.received:,}" + (f" of {self.size:,}" if self.size else "") + " (it ignores Range "
+                f"requests, or the dump changed meanwhile); run again")
+        return response
 
-    def readinto(self, buffer):
+    def __iter__(self):
+        sha1, failures = hashlib.sha1(), 0
         while True:
             try:
-                data = self.response.read1(len(buffer))  # what has arrived: a stall loses nothing received
-                if data or self.size is None or self.received == self.size:
+                self.response = self.response or self.resume()
+                while data := self.response.read1(BLOCK_BYTES):  # what has arrived: a stall loses nothing
+                    sha1.update(data)
+                    if self.copy:
+                        self.copy.write(data)
+                    self.received += len(data)
+                    failures = 0
+                    yield data
+                if self.size in (None, self.received):
                     break
                 problem = "the connection closed early"
-            except (OSError, http.client.HTTPException) as e:  # a timeout, a reset, a broken chunk
-                problem = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
-            self.reconnect(problem)
-        if not data:
-            self.finish()
-            return 0
-        n = len(data)
-        buffer[:n] = data
-        self.sha1.update(data)
-        if self.copy:
-            self.copy.write(data)
-        self.received += n
-        self.failures = 0
-        return n
-
-    def reconnect(self, problem):
-        """Open a new connection at the first byte not received, after a pause that doubles each time."""
-        self.response.close()
-        while True:
-            self.failures += 1
-            where = f"at byte {self.received:,}" + (f" of {self.size:,}" if self.size else "")
-            if self.failures > DOWNLOAD_RETRIES:
-                raise common.UsageError(f"download of {self.url} failed {where}: {problem}, and "
-                                        f"{DOWNLOAD_RETRIES} reconnections in a row did not help; "
-                                        f"run again later")
-            delay = DOWNLOAD_BACKOFF * 2 ** (self.failures - 1)
-            tqdm.write(f"{problem} {where}; reconnecting in {delay:g} s ({self.failures}/{DOWNLOAD_RETRIES})",
-                       file=sys.stderr)
-            time.sleep(delay)
-            try:
-                response = http_open(self.url, self.user_agent, self.received, self.validator)
-                break
             except urllib.error.HTTPError as e:
                 if e.code < 500:  # refused, gone or rate limited: waiting a few seconds will not help
                     raise common.UsageError(http_problem(self.url, e)) from e
                 problem = f"HTTP {e.code} {e.reason}"
-            except OSError as e:
-                problem = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
-        if self.received and response.status != 206:
-            response.close()
+            except (OSError, http.client.HTTPException) as e:  # a timeout, a reset, a broken chunk
+                problem = type(e).__name__ + (f": {getattr(e, 'reason', e)}" if str(e) else "")
+            self.close()
+            failures += 1
+            where = f"at byte {self.received:,}" + (f" of {self.size:,}" if self.size else "")
+            if failures > DOWNLOAD_RETRIES:
+                raise common.UsageError(f"download of {self.url} failed {where}: {problem}, and "
+                                        f"{DOWNLOAD_RETRIES} reconnections in a row did not help; run again later")
+            delay = DOWNLOAD_BACKOFF * 2 ** (failures - 1)
+            tqdm.write(f"{problem} {where}; reconnecting in {delay:g} s ({failures}/{DOWNLOAD_RETRIES})",
+                       file=sys.stderr)
+            time.sleep(delay)
+        if self.expected_sha1 and sha1.hexdigest() != self.expected_sha1:
             raise common.UsageError(
-                f"{self.url}: after a dropped connection the server sent the whole file again instead of the "
-                f"rest from byte {self.received:,} (it ignores Range requests, or the dump changed "
-                f"meanwhile); run again")
-        content_range = response.headers["Content-Range"] or ""
-        if self.received and not content_range.startswith(f"bytes {self.received}-"):
-            response.close()
-            raise common.UsageError(f"{self.url}: asked for the bytes from {self.received:,} on, the server "
-                                    f"sent '{content_range}'; run again")
-        self.response = response
-
-    def finish(self):
-        """The last byte has arrived: check it all against the published sha1."""
-        if self.complete:
-            return
-        if self.expected_sha1 and self.sha1.hexdigest() != self.expected_sha1:
-            raise common.UsageError(
-                f"{self.url}: the downloaded bytes have sha1 {self.sha1.hexdigest()}, but "
-                f"{self.expected_sha1} is published for this dump; the download is damaged (or a new dump was "
-                f"published meanwhile): run again")
+                f"{self.url}: the downloaded bytes have sha1 {sha1.hexdigest()}, but {self.expected_sha1} is "
+                f"published for this dump; the download is damaged (or a new dump was published meanwhile): "
+                f"run again")
         self.complete = True
 
     def checksum_status(self):
@@ -575,30 +530,10 @@ class Download(io.RawIOBase):
         return f"not checked: reading stopped at byte {self.received:,} of {self.size or '?'}, before the end"
 
     def close(self):
-        self.response.close()
-        if self.copy:
-            self.copy.close()
-        super().close()
+        if self.response:
+            self.response.close()
+        self.response = None
 
-
-def open_input(source, report, unit, user_agent=USER_AGENT, copy_to=None):
-    """A ProgressReader over the raw bytes of a local file or a URL (a Download, checked against the
-    sha1 Wikimedia publishes beside its dumps and copied to `copy_to` if given)."""
-    if is_url(source):
-        sha1, sha1_source = published_sha1(source, user_agent)
-        raw = Download(source, user_agent, sha1, sha1_source, copy_to)
-        size = raw.size
-        report["last_modified"] = raw.last_modified
-        # a stream can only be checked once all of it has gone past
-        tqdm.write(f"checksum: the sha1 published in {sha1_source} is checked when the last byte has arrived, "
-                   f"not if reading stops before" if sha1 else f"checksum: {sha1_source}", file=sys.stderr)
-    else:
-        try:
-            raw, size = open(source, "rb"), os.path.getsize(source)
-        except OSError as e:
-            raise common.UsageError(f"cannot read {source}: {e.strerror or e}") from e
-    bar = tqdm(total=size, unit="B", unit_scale=True, desc=os.path.basename(source), mininterval=1)
-    return ProgressReader(raw, bar, report, unit)
 
 
 def local_name(tag):
@@ -665,76 +600,74 @@ def iter_records(source, report, config):
     also saved to config["save_dump"] if set, once all of it has arrived and matched its checksum."""
     kind = input_kind(source)
     unit = "pages" if kind in (".xml", ".xml.bz2") else "records"
-    with contextlib.ExitStack() as saving:
-        copy_to = None
-        if config["save_dump"] and is_url(source):
-            copy_to = saving.enter_context(common.atomic_path(config["save_dump"]))
-        stream = open_input(source, report, unit, config["user_agent"], copy_to)
+    with contextlib.ExitStack() as stack:
+        download = copy = None
+        if is_url(source):
+            if config["save_dump"]:
+                copy = open(stack.enter_context(common.atomic_path(config["save_dump"])), "wb")
+                stack.enter_context(copy)
+            download = Download(source, config["user_agent"], copy)
+            stack.callback(download.close)
+            blocks, size = iter(download), download.size
+        else:
+            try:
+                blocks, size = file_blocks(open(source, "rb")), os.path.getsize(source)
+            except OSError as e:
+                raise common.UsageError(f"cannot read {source}: {e.strerror or e}") from e
+        bar = stack.enter_context(tqdm(total=size, unit="B", unit_scale=True, desc=os.path.basename(source),
+                                       mininterval=1))
+        stream = stack.enter_context(BlockReader(counted(blocks, report, bar, unit)))
         try:
-            with stream:
-                if unit == "pages":
-                    with contextlib.ExitStack() as reading:
-                        xml = bz2.open(stream) if kind == ".xml.bz2" else stream
-                        # not a download: it waits on the network anyway, and a stalled one would keep
-                        # the reading thread, and so an early stop or Ctrl-C, waiting for minutes
-                        if kind == ".xml.bz2" and not is_url(source):
-                            xml = reading.enter_context(ReadAhead(xml))
-                        yield from iter_pages(xml, report)
-                else:
-                    lines = io.TextIOWrapper(io.BufferedReader(stream), encoding="utf-8-sig")
-                    if kind == ".jsonl":
-                        yield from iter_jsonl(lines, source, report)
-                    else:
-                        yield from iter_book(lines, config["book_chunk_chars"], report)
-                while copy_to and stream.read(1 << 20):
-                    pass  # whatever follows the XML's end still belongs in the saved file
+            if kind == ".xml.bz2" and not download:  # a download waits on the network anyway, and a stalled
+                # one would keep the reading thread, and so an early stop or Ctrl-C, waiting for minutes
+                yield from iter_pages(stack.enter_context(BlockReader(read_ahead(bz2.open(stream)))), report)
+            elif unit == "pages":
+                yield from iter_pages(bz2.open(stream) if kind == ".xml.bz2" else stream, report)
+            else:
+                lines = io.TextIOWrapper(io.BufferedReader(stream), encoding="utf-8-sig")
+                yield from (iter_jsonl(lines, source, report) if kind == ".jsonl"
+                            else iter_book(lines, config["book_chunk_chars"], report))
+            while copy and stream.read(BLOCK_BYTES):
+                pass  # whatever follows the XML's end still belongs in the saved file
         except (ET.ParseError, EOFError, OSError, UnicodeDecodeError) as e:
             problem = {ET.ParseError: "malformed XML", EOFError: "truncated file",
                        UnicodeDecodeError: "not UTF-8"}.get(type(e), "unreadable")
             raise common.UsageError(f"{source}: {problem} ({e}) after {report['records']:,} {unit} / "
-                                    f"{tqdm.format_sizeof(stream.bytes_read, 'B')} read") from e
+                                    f"{tqdm.format_sizeof(report['bytes_read'], 'B')} read") from e
         finally:
-            report["bytes_read"] = stream.bytes_read
-            if is_url(source):
-                report["checksum"] = stream.raw.checksum_status()
-                if copy_to and not stream.raw.complete:
+            if download:
+                report.update(checksum=download.checksum_status(), last_modified=download.last_modified)
+                if copy and not download.complete:
                     tqdm.write(f"--save_dump: {config['save_dump']} not written, reading stopped before the "
                                f"end of the dump", file=sys.stderr)
 
 
 # -----------------------------------------------------------------------------
-# From records to documents, in num_proc processes
+# From records to documents, in num_proc worker processes
 
-def prepare_record(record, normalize_text, remove_diacritics, min_chars):
-    """(None, document) for a record worth keeping, else (why it was dropped, None)."""
-    title, text = record
-    if title is not None:
-        text = clean_wikitext(text)
-    text = bpe.normalize(text, normalize_text, remove_diacritics)
-    if len(text) < max(1, min_chars):
-        return "too_short", None
-    if title is None:
-        return None, text
-    return None, f"{bpe.normalize(title, normalize_text, remove_diacritics)}\n\n{text}"
-
-
-encoder = None  # the tokenizer encode_record uses, set by use_encoder in each process that prepares text
+encoder = None  # in a worker of an encoding pass, the tokenizer prepare_record encodes with
 
 
 def use_encoder(tokenizer_json):
-    """Give this process its own tokenizer; in a pool's worker it lives as long as the pool, so its
-    caches of encoded words stay warm over the whole input."""
+    """A pool worker's start: its own tokenizer (None: documents stay text). It lives as long as the
+    pool, so its caches of encoded words stay warm over the whole input."""
     global encoder
-    encoder = bpe.Tokenizer.from_json(tokenizer_json)
+    encoder = bpe.Tokenizer.from_json(tokenizer_json) if tokenizer_json else None
 
 
-def encode_record(record, normalize_text, remove_diacritics, min_chars, seed):
-    """prepare_record, then for a kept document (split key, UTF-8 bytes, token ids as an array of uint16):
-    the text is encoded where it was prepared and never travels further."""
-    dropped, document = prepare_record(record, normalize_text, remove_diacritics, min_chars)
-    if dropped:
-        return dropped, None
-    return None, (split_key(seed, document), len(document.encode()), encoder.encode_array(document))
+def prepare_record(record, normalization, min_chars, seed):
+    """(None, (split key, UTF-8 bytes, document)) for a record worth keeping, else (why it was dropped,
+    None). The document is its text or, in a process with an encoder, its token ids (an array of uint16):
+    then the text is encoded where it was cleaned and never travels further."""
+    title, text = record
+    if title is not None:
+        text = clean_wikitext(text)
+    text = bpe.normalize(text, **normalization)
+    if len(text) < max(1, min_chars):
+        return "too_short", None
+    if title is not None:
+        text = f"{bpe.normalize(title, **normalization)}\n\n{text}"
+    return None, (split_key(seed, text), len(text.encode()), encoder.encode_array(text) if encoder else text)
 
 
 def batches_of_text(items, chars):
@@ -766,18 +699,20 @@ def parallel_map(work, records, pool, batch_chars, num_proc):
 
 
 def new_report():
-    return {"records": 0, "kept": 0, "dropped": Counter()}
+    return {"records": 0, "kept": 0, "dropped": Counter(), "bytes_read": 0}
 
 
-def read_documents(source, report, config, pool=None, encode=False):
-    """Clean, normalized documents of one input, counting what was kept and dropped in report; with
-    encode, each as encode_record's tuple (the text stays in the process that prepared it)."""
-    options = dict(normalize_text=config["normalize_text"], remove_diacritics=config["remove_diacritics"],
-                   min_chars=config["min_chars"])
-    work = (functools.partial(encode_record, seed=config["seed"], **options) if encode
-            else functools.partial(prepare_record, **options))
-    records = iter_records(source, report, config)
-    results = parallel_map(work, records, pool, config["batch_chars"], config["num_proc"])
+def normalization(config):
+    return {key: config[key] for key in ("normalize_text", "remove_diacritics")}
+
+
+def read_documents(source, report, config, pool=None):
+    """prepare_record's (split key, UTF-8 bytes, document) of each kept document of one input, counting
+    what was kept and dropped in report."""
+    work = functools.partial(prepare_record, normalization=normalization(config), min_chars=config["min_chars"],
+                             seed=config["seed"])
+    results = parallel_map(work, iter_records(source, report, config), pool, config["batch_chars"],
+                           config["num_proc"])
     with contextlib.closing(results):
         for dropped, document in results:
             if dropped:
@@ -795,7 +730,16 @@ def iter_documents(source, **options):
     unknown = set(options) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"iter_documents got unknown options {sorted(unknown)}")
-    return read_documents(source, new_report(), {**DEFAULTS, "min_chars": 0, **options})
+    config = {**DEFAULTS, "min_chars": 0, **options}
+    return (document for _, _, document in read_documents(source, new_report(), config))
+
+
+def prepare_inputs(inputs, reports, config, tokenizer=None):
+    """read_documents of every input, in a pool of num_proc worker processes that also encode the
+    documents when a tokenizer is given."""
+    with multiprocessing.Pool(config["num_proc"], use_encoder, (tokenizer and tokenizer.to_json(),)) as pool:
+        for source, report in zip(inputs, reports):
+            yield from read_documents(source, report, config, pool)
 
 
 # -----------------------------------------------------------------------------
@@ -834,109 +778,28 @@ def choose_splits(keys, val_fraction, test_fraction):
         split[rest[choose_val(keys[rest], val_fraction + test_fraction)]] = 2
     return split
 
-
-def describe_input(source):
-    """Size and sha256 of a local input (a URL is described after it has been read)."""
-    if is_url(source):
-        return {"url": source}
-    try:
-        with open(source, "rb") as f:
-            sha256 = hashlib.file_digest(f, "sha256").hexdigest()
-        return {"path": source, "bytes": os.path.getsize(source), "sha256": sha256}
-    except OSError as e:
-        raise common.UsageError(f"cannot read {source}: {e.strerror or e}") from e
-
-
-def load_tokenizer(path):
-    if not os.path.isfile(path):
-        raise common.UsageError(f"tokenizer not found: {path}")
-    return bpe.Tokenizer.load(path)
-
-
-def write_documents(inputs, reports, config, path):
-    """Pass 1: every kept document as a JSON line of `path`. Returns their split keys and a sample."""
-    keys, sample = array.array("d"), []
-    with contextlib.ExitStack() as stack:
-        num_proc = config["num_proc"]
-        pool = stack.enter_context(multiprocessing.Pool(num_proc)) if num_proc > 1 else None
-        f = stack.enter_context(open(path, "w", encoding="utf-8"))
-        for source, report in zip(inputs, reports):
-            for document in read_documents(source, report, config, pool):
-                f.write(json.dumps(document, ensure_ascii=False) + "\n")
-                keys.append(split_key(config["seed"], document))
-                if len(sample) < SAMPLE_DOCUMENTS:
-                    sample.append(document[:SAMPLE_CHARS])
-    return np.array(keys), sample
-
-
-def read_document_file(path):
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
-
-
-def write_tokens(tokenizer, documents_path, split_of, paths, config):
-    """Pass 2: encode every document, append it and <|endoftext|> to the .bin of its split (paths:
-    split name -> file; split_of: choose_splits's array); returns the tokens and UTF-8 bytes of each."""
-    tokens, sizes = array.array("q"), array.array("q")
-    lengths = deque()  # UTF-8 bytes of each document read and not yet written
-
-    def documents():  # the encoder reads ahead, in worker processes whose chunk caches stay warm
-        for document in read_document_file(documents_path):
-            lengths.append(len(document.encode()))
-            yield document
-
-    with contextlib.ExitStack() as stack:
-        files = {split: stack.enter_context(open(path, "wb")) for split, path in paths.items()}
-        bar = stack.enter_context(tqdm(total=len(split_of), unit="doc", desc="encoding", mininterval=1))
-        encoded = tokenizer.encode_iter(documents(), num_proc=config["num_proc"])
-        for index, ids in enumerate(encoded):  # ids: an array of uint16, as the .bin files hold them
-            ids.append(tokenizer.eot_id)
-            ids.tofile(files[SPLITS[split_of[index]]])
-            tokens.append(len(ids))
-            sizes.append(lengths.popleft())
-            bar.update(1)
-    return np.array(tokens), np.array(sizes)
-
-
 def split_by_key(key, val_fraction, test_fraction):
     """The split of a document by its key alone: choose_splits's choice for all but the few documents
     it moves so that no split is left empty."""
     return 1 if key < val_fraction else 2 if key < val_fraction + test_fraction else 0
 
 
-def encode_documents(inputs, reports, config, tokenizer, paths):
-    """The one pass when a tokenizer is given: every kept document is encoded in the process that
-    cleaned it and appended, with <|endoftext|>, to the .bin of split_by_key's split (paths: split
-    name -> file). Returns the split keys, the split each document went to, the tokens and UTF-8
-    bytes of each, and a sample."""
-    keys, written_to, tokens, sizes, sample = (array.array("d"), array.array("b"), array.array("q"),
-                                               array.array("q"), [])
-    with contextlib.ExitStack() as stack:
-        num_proc = config["num_proc"]
-        if num_proc > 1:
-            pool = stack.enter_context(multiprocessing.Pool(num_proc, use_encoder, (tokenizer.to_json(),)))
-        else:
-            pool = None
-            use_encoder(tokenizer.to_json())
-        files = [stack.enter_context(open(paths[split], "wb")) for split in SPLITS[:len(paths)]]
-        for source, report in zip(inputs, reports):
-            for key, size, ids in read_documents(source, report, config, pool, encode=True):
-                if len(sample) < SAMPLE_DOCUMENTS:  # decoding gives back the text, byte for byte
-                    sample.append(tokenizer.decode(ids)[:SAMPLE_CHARS])
-                split = split_by_key(key, config["val_fraction"], config["test_fraction"])
-                ids.append(tokenizer.eot_id)
-                ids.tofile(files[split])
-                keys.append(key)
-                written_to.append(split)
-                tokens.append(len(ids))
-                sizes.append(size)
-    return np.array(keys), np.array(written_to), np.array(tokens), np.array(sizes), sample
+def choose_document_splits(keys, splits, config, inputs, reports):
+    """choose_splits's array for the documents' keys, or an error if there are too few documents."""
+    if len(keys) < len(splits):
+        dropped = sum((report["dropped"] for report in reports), Counter())
+        raise common.UsageError(f"{len(keys)} usable documents in {', '.join(inputs)} (dropped: "
+                                f"{dict(dropped) or 'none'}); a {'/'.join(splits)} split needs at least {len(splits)}")
+    split_of = choose_splits(keys, config["val_fraction"], config["test_fraction"])
+    if len(splits) == 3 and not (split_of == 2).any():  # val left a single document to train on
+        raise common.UsageError(f"{len(keys)} usable documents are too few for a test split beside "
+                                f"{(split_of == 1).sum()} val documents (set --test_fraction=0)")
+    return split_of
 
 
 def move_documents(paths, written_to, split_of, tokens, work_dir):
     """Rewrite the .bin files (paths: split name -> file) so that each document is in choose_splits's
-    split (split_of), in document order, reading them as encode_documents wrote them (written_to)."""
+    split (split_of), in document order, reading them as encode_inputs wrote them (written_to)."""
     first = {split: os.path.join(work_dir, f"{split}.bin") for split in paths}
     for split, path in paths.items():
         os.replace(path, first[split])
@@ -947,26 +810,99 @@ def move_documents(paths, written_to, split_of, tokens, work_dir):
             writers[now].write(readers[was].read(2 * int(n)))
 
 
-def split_counts(split_of, tokens, sizes, splits):
-    """Documents, tokens (with <|endoftext|>) and bytes of text of each split."""
-    return {name: {"documents": int((split_of == i).sum()), "tokens": int(tokens[split_of == i].sum()),
-                   "bytes": int(sizes[split_of == i].sum())} for i, name in enumerate(splits)}
+# -----------------------------------------------------------------------------
+# Training a tokenizer, encoding, and the outputs
+
+def train_tokenizer(inputs, reports, config, splits, work_dir):
+    """The pass before encoding when no tokenizer is given: the clean documents go to a .jsonl in
+    work_dir, and a tokenizer learns from its training split. Returns the tokenizer and the .jsonl,
+    which the encoding pass then reads as its input."""
+    path, keys = os.path.join(work_dir, "documents.jsonl"), array.array("d")
+    with open(path, "w", encoding="utf-8") as f:
+        for key, _, document in prepare_inputs(inputs, reports, config):
+            f.write(json.dumps({"text": document}, ensure_ascii=False) + "\n")
+            keys.append(key)
+    split_of = choose_document_splits(np.array(keys), splits, config, inputs, reports)
+    print(f"training a tokenizer of {config['vocab_size']:,} tokens on {(split_of == 0).sum():,} documents",
+          file=sys.stderr)
+    with open(path, encoding="utf-8") as f:
+        texts = (json.loads(line)["text"] for line, split in zip(f, split_of) if split == 0)
+        tokenizer = bpe.Tokenizer.train(texts, config["vocab_size"], special_tokens=(EOT,),
+                                        num_proc=config["num_proc"], normalization=normalization(config))
+    return tokenizer, path
 
 
-def choose_document_splits(keys, splits, config, inputs, dropped):
-    """choose_splits's array for the documents' keys, or an error if there are too few documents."""
-    if len(keys) < len(splits):
-        raise common.UsageError(f"{len(keys)} usable documents in {', '.join(inputs)} (dropped: "
-                                f"{dict(dropped) or 'none'}); a {'/'.join(splits)} split needs at least "
-                                f"{len(splits)}")
-    split_of = choose_splits(keys, config["val_fraction"], config["test_fraction"])
-    if len(splits) == 3 and not (split_of == 2).any():  # val left a single document to train on
-        raise common.UsageError(f"{len(keys)} usable documents are too few for a test split beside "
-                                f"{(split_of == 1).sum()} val documents (set --test_fraction=0)")
-    return split_of
+def encode_inputs(inputs, reports, config, tokenizer, paths):
+    """The encoding pass: each kept document, encoded in the worker that cleaned it, is appended with
+    <|endoftext|> to the .bin of split_by_key's split (paths: split name -> file). Returns the split
+    keys, the split each document went to, the tokens and UTF-8 bytes of each, and a sample."""
+    keys, written_to, tokens, sizes, sample = (array.array("d"), array.array("b"), array.array("q"),
+                                               array.array("q"), [])
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(open(paths[split], "wb")) for split in SPLITS[:len(paths)]]
+        for key, size, ids in prepare_inputs(inputs, reports, config, tokenizer):
+            if len(sample) < SAMPLE_DOCUMENTS:  # decoding gives back the text, byte for byte
+                sample.append(tokenizer.decode(ids)[:SAMPLE_CHARS])
+            split = split_by_key(key, config["val_fraction"], config["test_fraction"])
+            ids.append(tokenizer.eot_id)
+            ids.tofile(files[split])
+            keys.append(key)
+            written_to.append(split)
+            tokens.append(len(ids))
+            sizes.append(size)
+    return np.array(keys), np.array(written_to), np.array(tokens), np.array(sizes), sample
 
 
-def check_config(config):
+def given_tokenizer(config, argv):
+    """The tokenizer of --tokenizer. Its normalization is the one used: it replaces the options in config,
+    and one given on the command line that contradicts it is an error. (A version-1 file records none:
+    the options then say how its training text was normalized, as they did when it was written.)"""
+    path = config["tokenizer"]
+    if not os.path.isfile(path):
+        raise common.UsageError(f"tokenizer not found: {path}")
+    tokenizer = bpe.Tokenizer.load(path)
+    if tokenizer.vocab_size > 2**16:
+        raise common.UsageError(f"{path}: {tokenizer.vocab_size} tokens do not fit in uint16")
+    given = {arg[2:].partition("=")[0] for arg in argv if arg.startswith("--")}
+    for key, value in (tokenizer.normalization or {}).items():
+        if key in given and config[key] != value:
+            raise common.UsageError(f"--{key}={config[key]} contradicts {path}, which was trained with {key}="
+                                    f"{value}; leave it out: a given tokenizer's normalization is used")
+        config[key] = value
+    return tokenizer
+
+
+def sha256_of(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(functools.partial(f.read, BLOCK_BYTES), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_input(source):
+    """Size and sha256 of a local input (a URL is described after it has been read)."""
+    if is_url(source):
+        return {"url": source}
+    try:
+        return {"path": source, "bytes": os.path.getsize(source), "sha256": sha256_of(source)}
+    except OSError as e:
+        raise common.UsageError(f"cannot read {source}: {e.strerror or e}") from e
+
+
+def write_meta(path, tokenizer, tokenizer_path, counts, files, reports, config):
+    for file, report in zip(files, reports):
+        file.update(records=report["records"], kept=report["kept"], dropped=dict(report["dropped"]))
+        if "url" in file:
+            file.update({key: report.get(key) for key in ("bytes_read", "last_modified", "checksum")})
+    meta = {"vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id, "dtype": "uint16",
+            "tokenizer": {"trained_here": not config["tokenizer"], "sha256": sha256_of(tokenizer_path)},
+            "splits": counts, "inputs": files, "config": config}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(meta, f, ensure_ascii=False, indent=2)
+
+
+def check_config(config, inputs):
     if not 0 < config["val_fraction"] < 1:
         raise common.UsageError(f"val_fraction must be between 0 and 1, got {config['val_fraction']}")
     if not 0 <= config["test_fraction"] < 1 - config["val_fraction"]:
@@ -978,69 +914,43 @@ def check_config(config):
     for key in ("num_proc", "batch_chars", "book_chunk_chars"):
         if config[key] < 1:
             raise common.UsageError(f"{key} must be at least 1, got {config[key]}")
-
-
-def main():
-    config, inputs = common.configure(DEFAULTS, sys.argv[1:], config_files=False)
-    check_config(config)
-    inputs = inputs or [FAWIKI_URL]
     for source in inputs:
         input_kind(source)
     if config["save_dump"] and sum(map(is_url, inputs)) != 1:
         raise common.UsageError("--save_dump keeps one downloaded dump: give no input (the latest fawiki "
                                 "dump) or one URL")
-    tokenizer = load_tokenizer(config["tokenizer"]) if config["tokenizer"] else None
-    if tokenizer is not None and tokenizer.vocab_size > 2**16:
-        raise common.UsageError(f"{config['tokenizer']}: {tokenizer.vocab_size} tokens do not fit in uint16")
-    files = [describe_input(source) for source in inputs]
-    reports = [new_report() for _ in inputs]
-    out_dir = config["out_dir"]
+
+
+def main():
+    config, inputs = common.configure(DEFAULTS, sys.argv[1:], config_files=False)
+    inputs = inputs or [FAWIKI_URL]
+    check_config(config, inputs)
+    tokenizer = given_tokenizer(config, sys.argv[1:]) if config["tokenizer"] else None
+    files, reports = [describe_input(source) for source in inputs], [new_report() for _ in inputs]
+    out_dir, splits = config["out_dir"], SPLITS if config["test_fraction"] else SPLITS[:2]
+    outputs = [name for name in OUTPUTS if name != "test.bin" or config["test_fraction"]]
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise common.UsageError(f"cannot create out_dir {out_dir}: {e.strerror or e}") from e
     with contextlib.ExitStack() as stack:
         work_dir = stack.enter_context(tempfile.TemporaryDirectory(dir=out_dir, prefix=".prepare-"))
-        outputs = [name for name in OUTPUTS if name != "test.bin" or config["test_fraction"]]
         tmp = {name: stack.enter_context(common.atomic_path(os.path.join(out_dir, name))) for name in outputs}
-        splits = SPLITS if config["test_fraction"] else SPLITS[:2]
         bins = {split: tmp[f"{split}.bin"] for split in splits}
-        if tokenizer is None:  # pass 1: clean documents wait in a file for the tokenizer to be trained
-            documents_path = os.path.join(work_dir, "documents.jsonl")
-            keys, sample = write_documents(inputs, reports, config, documents_path)
+        if tokenizer is None:  # the encoding pass reads the clean documents the tokenizer was trained on
+            tokenizer, documents_path = train_tokenizer(inputs, reports, config, splits, work_dir)
+            tokenizer.save(tmp["tokenizer.json"])
+            encoded = encode_inputs([documents_path], [new_report()], {**config, "max_articles": 0}, tokenizer, bins)
         else:  # the only pass: documents are cleaned and encoded together
             shutil.copyfile(config["tokenizer"], tmp["tokenizer.json"])
-            keys, written_to, tokens, sizes, sample = encode_documents(inputs, reports, config, tokenizer, bins)
-        dropped = sum((report["dropped"] for report in reports), Counter())
-        split_of = choose_document_splits(keys, splits, config, inputs, dropped)
-        if tokenizer is None:
-            print(f"training a tokenizer of {config['vocab_size']:,} tokens on {(split_of == 0).sum():,} "
-                  f"documents", file=sys.stderr)
-            train_texts = (doc for doc, split in zip(read_document_file(documents_path), split_of) if split == 0)
-            tokenizer = bpe.Tokenizer.train(train_texts, config["vocab_size"], special_tokens=(EOT,),
-                                            num_proc=config["num_proc"], normalization=dict(
-                                                normalize_text=config["normalize_text"],
-                                                remove_diacritics=config["remove_diacritics"]))
-            tokenizer.save(tmp["tokenizer.json"])
-            tokens, sizes = write_tokens(tokenizer, documents_path, split_of, bins, config)
-        elif (written_to != split_of).any():  # choose_splits moved a few documents to fill every split
+            encoded = encode_inputs(inputs, reports, config, tokenizer, bins)
+        keys, written_to, tokens, sizes, sample = encoded
+        split_of = choose_document_splits(keys, splits, config, inputs, reports)
+        if (written_to != split_of).any():  # choose_splits moved a few documents to fill every split
             move_documents(bins, written_to, split_of, tokens, work_dir)
-        counts = split_counts(split_of, tokens, sizes, splits)
-
-        for file, report in zip(files, reports):
-            file.update(records=report["records"], kept=report["kept"], dropped=dict(report["dropped"]))
-            if "url" in file:
-                file.update(bytes_read=report["bytes_read"], last_modified=report.get("last_modified"),
-                            checksum=report.get("checksum"))
-        with open(tmp["tokenizer.json"], "rb") as f:
-            tokenizer_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
-        meta = {
-            "vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id, "dtype": "uint16",
-            "tokenizer": {"trained_here": not config["tokenizer"], "sha256": tokenizer_sha256},
-            "splits": counts, "inputs": files, "config": config,
-        }
-        with open(tmp["meta.json"], "w", encoding="utf-8") as f:
-            json.dump(meta, f, ensure_ascii=False, indent=2)
+        counts = {name: {"documents": int((split_of == i).sum()), "tokens": int(tokens[split_of == i].sum()),
+                         "bytes": int(sizes[split_of == i].sum())} for i, name in enumerate(splits)}
+        write_meta(tmp["meta.json"], tokenizer, tmp["tokenizer.json"], counts, files, reports, config)
         with open(tmp["sample.txt"], "w", encoding="utf-8") as f:
             f.write(f"\n\n{EOT}\n\n".join(sample) + "\n")
     for split, count in counts.items():
@@ -1049,6 +959,7 @@ def main():
     if not config["test_fraction"]:  # an earlier run's test split would no longer match the others
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(out_dir, "test.bin"))
+    dropped = sum((report["dropped"] for report in reports), Counter())
     print(f"dropped: {dict(dropped) or 'nothing'}; wrote {', '.join(outputs)} to {out_dir}")
 
 

@@ -10,6 +10,8 @@ from conftest import shared_file
 import bpe
 from common import UsageError
 
+ZWNJ = "\u200c"
+
 # A small corpus written for these tests: Persian with ZWNJ and diacritics, English,
 # digits of three scripts, punctuation, and repeated letters whose pairs overlap.
 CORPUS = [
@@ -274,6 +276,47 @@ def test_version_1_files_read_without_normalization(tok):
     del data["normalization"]
     old = bpe.Tokenizer.from_json(json.dumps(dict(data, version=1)))
     assert old.normalization is None and old.encode("\u0643") == tok.encode("\u0643")
+
+
+# normalization: one rule per case
+
+@pytest.mark.parametrize("text, expected", [
+    ("علي", "علی"),  # ARABIC YEH
+    ("مصطفى", "مصطفی"),  # ALEF MAKSURA
+    ("كتاب", "کتاب"),  # ARABIC KAF
+    ("ە ھ ہ", "ه ه ه"),  # AE, DOACHASHMEE, GOAL
+    ("\ufeb3\ufee0\ufe8e\ufee1 \ufefb", "سلام لا"),  # presentation forms and the lam-alef ligature
+    ("\ufef2\ufedb", "یک"),  # a presentation-form Arabic yeh ends as Farsi yeh
+    ("ایـــران", "ایران"),  # kashida
+    ("کِتابٌ مُهِمّ", "کتاب مهم"),  # diacritics
+    ("٠١٢٣٤٥٦٧٨٩ 2024 ۱۴۰۲", "۰۱۲۳۴۵۶۷۸۹ 2024 ۱۴۰۲"),  # Arabic-Indic digits; ASCII stays
+    (f"می{ZWNJ}{ZWNJ}{ZWNJ}خواهم", f"می{ZWNJ}خواهم"),  # ZWNJ runs
+    (f"کتاب{ZWNJ} ها {ZWNJ}را", "کتاب ها را"),  # ZWNJ beside a space
+    (f"{ZWNJ}سلام{ZWNJ}، خوب{ZWNJ}.", "سلام، خوب."),  # ZWNJ at a word edge
+    ("a\u200db\u200ec\u200fd\ufeffe", "abcde"),  # ZWJ, LRM, RLM, BOM
+    ("یک  \t دو\u00a0سه \n\n\n\n چهار ", "یک دو سه\n\nچهار"),  # whitespace runs
+    ("خانهٔ ما", "خانهٔ ما"),  # hamza above (ezafe) is not a diacritic to drop
+    ("क्\u200cष", "क्\u200cष"),  # ZWNJ after a mark in another script stays
+])
+def test_normalize_rule(text, expected):
+    assert bpe.normalize(text) == expected
+
+
+def test_normalize_keeps_diacritics_when_asked():
+    assert bpe.normalize("کِتابُ ـ", remove_diacritics=False) == "کِتابُ"
+
+
+def test_normalize_is_idempotent():
+    text = f"  {ZWNJ}كتابِ{ZWNJ}{ZWNJ}هاي \ufeb3\ufee0\ufe8e\ufee1 ٣\u200d ـ \n\n\n{ZWNJ} x "
+    once = bpe.normalize(text)
+    assert bpe.normalize(once) == once
+
+
+def test_normalize_leaves_english_alone_apart_from_whitespace():
+    with open(shared_file("books", "pg2600.txt"), encoding="utf-8-sig") as f:
+        book = f.read(300_000)
+    assert bpe.normalize(book) == bpe.collapse_whitespace(book)
+    assert bpe.collapse_whitespace(book) != book  # the book does have whitespace to collapse
 
 
 def test_missing_file_is_a_usage_error(tmp_path):

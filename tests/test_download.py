@@ -8,6 +8,7 @@ import re
 import sys
 import threading
 import time
+import types
 
 import pytest
 
@@ -50,22 +51,27 @@ DUMP = multistream_dump()
 
 class Server:
     """A dump server on 127.0.0.1 whose misbehaviour each test sets: refuse an agent, drop or stall
-    the connection once at a byte, ignore Range, answer a path with an error status."""
+    the connection once at a byte, ignore Range, answer a path with an error status, change the dump
+    after a drop. It honours If-Range as RFC 9110 says: Range is ignored unless If-Range is absent or
+    matches the dump's Last-Modified or its ETag, which must be strong."""
 
     def __init__(self):
         self.files = {DUMP_PATH: DUMP, SUMS_PATH: sums_file(DUMP)}
         self.refused_agent = "Python-urllib/"  # Python's default User-Agent, as Wikimedia refuses it
         self.drop_at = self.stall_at = None  # the next response stops after this many body bytes, once
         self.ignore_range = False
+        self.etag, self.last_modified = '"dump-1"', "Sun, 01 Jun 2025 08:00:00 GMT"
+        self.changed = None  # (dump, ETag, Last-Modified) served after the first drop or stall
         self.range_status = None  # an HTTP status to answer every request for a range with
         self.status = {}  # path -> HTTP status to answer with
-        self.requests = []  # (path, User-Agent, Range) of each request
+        self.requests = []  # (path, User-Agent, Range, If-Range) of each request
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
-                agent, byte_range = self.headers["User-Agent"] or "", self.headers["Range"]
-                server.requests.append((self.path, agent, byte_range))
+                agent, byte_range, if_range = (self.headers["User-Agent"] or "", self.headers["Range"],
+                                               self.headers["If-Range"])
+                server.requests.append((self.path, agent, byte_range, if_range))
                 if len(server.requests) > 50:
                     return self.send_error(500, "too many requests")
                 if agent.startswith(server.refused_agent):
@@ -79,19 +85,24 @@ class Server:
                 if self.path not in server.files:
                     return self.send_error(404, "Not Found")
                 body, start = server.files[self.path], 0
-                if byte_range and not server.ignore_range:
+                strong_etag = server.etag if server.etag and not server.etag.startswith("W/") else None
+                if byte_range and not server.ignore_range and if_range in (None, strong_etag, server.last_modified):
                     start = int(byte_range.removeprefix("bytes=").rstrip("-"))
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 else:
                     self.send_response(200)
                 self.send_header("Content-Length", str(len(body) - start))
-                self.send_header("ETag", '"dump-1"')
+                for name, value in (("ETag", server.etag), ("Last-Modified", server.last_modified)):
+                    if value:
+                        self.send_header(name, value)
                 self.end_headers()
                 for cut in ("drop_at", "stall_at") if self.path == DUMP_PATH else ():
                     at = getattr(server, cut)
                     if at is not None and start <= at < len(body):
                         setattr(server, cut, None)
+                        if server.changed:
+                            server.files[DUMP_PATH], server.etag, server.last_modified = server.changed
                         self.wfile.write(body[start:at])
                         self.wfile.flush()
                         if cut == "stall_at":
@@ -131,6 +142,14 @@ def server(monkeypatch):
     server.close()
 
 
+@pytest.fixture
+def pauses(monkeypatch):
+    """The pauses before each reconnection, in seconds, recorded instead of slept."""
+    pauses = []
+    monkeypatch.setattr(prepare, "time", types.SimpleNamespace(sleep=pauses.append))
+    return pauses
+
+
 @pytest.fixture(scope="module")
 def local_documents(tmp_path_factory):
     path = tmp_path_factory.mktemp("local") / "fawiki-latest-pages-articles.xml.bz2"
@@ -143,7 +162,7 @@ def local_documents(tmp_path_factory):
 def download(url, **options):
     report = prepare.new_report()
     config = {**prepare.DEFAULTS, "min_chars": 0, **options}
-    return list(prepare.read_documents(url, report, config)), report
+    return [document for _, _, document in prepare.read_documents(url, report, config)], report
 
 
 STREAM_STARTS = [m.start() for m in re.finditer(b"BZh91AY&SY", DUMP)]  # stream header + block magic
@@ -161,18 +180,25 @@ def test_dump_is_several_streams():
     ("drop_at", 0),  # before the first byte: a plain new request
     ("stall_at", len(DUMP) // 3),
 ])
-def test_streamed_documents_equal_the_local_files(server, local_documents, misbehaviour, at):
+def test_streamed_documents_equal_the_local_files(server, pauses, capsys, local_documents, misbehaviour, at):
     if misbehaviour:
         setattr(server, misbehaviour, at)
-    start = time.time()
     documents, report = download(server.url)
     assert documents == local_documents
-    ranges = [byte_range for path, _, byte_range in server.requests if path == DUMP_PATH]
+    ranges = [byte_range for path, _, byte_range, _ in server.requests if path == DUMP_PATH]
     assert ranges == ([None] if misbehaviour is None else [None, f"bytes={at}-" if at else None])
-    assert [agent for _, agent, _ in server.requests] == [prepare.USER_AGENT] * len(server.requests)
+    assert [agent for _, agent, _, _ in server.requests] == [prepare.USER_AGENT] * len(server.requests)
     assert report["bytes_read"] == len(DUMP)
     assert report["checksum"] == f"sha1 matches {server.url.rpartition('/')[0]}/fawiki-latest-sha1sums.txt"
-    assert time.time() - start < 5
+    # one reconnection, after the first pause, for the reason the server gave
+    assert pauses == ([] if misbehaviour is None else [prepare.DOWNLOAD_BACKOFF])
+    reconnections = [line for line in capsys.readouterr().err.splitlines() if "reconnecting in" in line]
+    if misbehaviour is None:
+        assert reconnections == []
+    else:
+        problem = "the connection closed early" if misbehaviour == "drop_at" else "TimeoutError"
+        assert len(reconnections) == 1 and reconnections[0].startswith(f"{problem}")
+        assert f" at byte {at:,} of {len(DUMP):,}; reconnecting in " in reconnections[0]
 
 
 def test_default_python_agent_gets_a_clear_403(server):
@@ -202,12 +228,45 @@ def test_server_that_ignores_range_is_fine_when_nothing_was_received(server, loc
     assert download(server.url)[0] == local_documents
 
 
+def resumed_if_ranges(server):
+    return [if_range for path, _, byte_range, if_range in server.requests if path == DUMP_PATH and byte_range]
+
+
+def test_resume_asks_for_the_rest_of_the_same_file(server, pauses, local_documents):
+    server.drop_at = len(DUMP) // 2
+    assert download(server.url)[0] == local_documents
+    assert resumed_if_ranges(server) == ['"dump-1"']
+
+
+def test_weak_etag_resumes_with_last_modified(server, pauses, local_documents):
+    # a server ignores Range when If-Range holds a weak ETag: resuming with it would get the whole file
+    server.etag, server.drop_at = 'W/"dump-1"', len(DUMP) // 2
+    assert download(server.url)[0] == local_documents
+    assert resumed_if_ranges(server) == [server.last_modified]
+
+
+@pytest.mark.parametrize("validators", [True, False])
+def test_dump_changed_during_the_download_is_never_spliced(server, pauses, validators):
+    half, new_dump = len(DUMP) // 2, multistream_dump(streams=9)
+    del server.files[SUMS_PATH]  # no published checksum to catch it at the end
+    server.drop_at, server.changed = half, (new_dump, '"dump-2"', "Mon, 02 Jun 2025 08:00:00 GMT")
+    if validators:  # If-Range: the server sends the new dump whole
+        sent = "the whole file again"
+    else:  # nothing to send as If-Range: the size in Content-Range tells that the dump changed
+        server.etag = server.last_modified = None
+        server.changed = (new_dump, None, None)
+        sent = f"'bytes {half}-{len(new_dump) - 1}/{len(new_dump)}'"
+    message = f"sent {sent} instead of the rest from byte {half:,} of {len(DUMP):,} (it ignores Range requests, or "
+    with pytest.raises(UsageError, match=re.escape(message + "the dump changed meanwhile); run again")):
+        download(server.url)
+
+
 def test_connection_that_keeps_failing_gives_up(server, monkeypatch):
     monkeypatch.setattr(prepare, "DOWNLOAD_RETRIES", 3)
     server.drop_at, server.range_status = len(DUMP) // 2, 503
     with pytest.raises(UsageError, match=r"failed at byte [\d,]+ of [\d,]+: HTTP 503 .*3 reconnections in a"):
         download(server.url)
-    assert sum(byte_range is not None for _, _, byte_range in server.requests) == 3
+    assert sum(byte_range is not None for _, _, byte_range, _ in server.requests) == 3
 
 
 def test_checksum_mismatch_stops_the_stream(server):

@@ -6,7 +6,7 @@ import os
 import random
 import subprocess
 import sys
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -17,63 +17,13 @@ from bpe import Tokenizer
 from common import UsageError
 from conftest import ROOT, shared_file
 
-ZWNJ = "\u200c"
-
 
 def sample_dump():
     return shared_file("fawiki", "fawiki-sample-pages-articles.xml.bz2")
 
 
 # -----------------------------------------------------------------------------
-# cleaning wikitext: one rule per case
-
-@pytest.mark.parametrize("wikitext, expected", [
-    ("الف {{جعبه|a={{b|c}}|d}} ب", "الف ب"),  # nested templates
-    ("{{جعبه اطلاعات کشور\n|نام = ایران\n|پایتخت = [[تهران]]\n}}\nمتن اصلی", "متن اصلی"),  # infobox
-    ("پیش\n{| class=wikitable\n|-\n| a || {|\n| درونی\n|}\n|}\nپس", "پیش\n\nپس"),  # nested tables
-    ("متن<ref>{{cite web|url=http://x.org}}</ref> ادامه", "متن ادامه"),  # <ref>...</ref>
-    ('یک<ref name="a" /> دو<ref name=b>منبع</ref>.', "یک دو."),  # <ref .../> and named refs
-    ("الف <!-- یادداشت [[x]] --> ب", "الف ب"),  # HTML comments
-    ("فرمول <math>x^{2}</math> است", "فرمول است"),  # <math>
-    ("<gallery>\nپرونده:a.jpg|شرح\n</gallery>\nمتن", "متن"),  # <gallery>
-    ("[[پرونده:a.jpg|بندانگشتی|عکس [[تهران]] در [[شب|شب‌ها]]]] متن", "متن"),  # file link, nested links
-    ("[[تصویر:b.png|چپ|شرح]]متن", "متن"),  # تصویر: alias
-    ("[[File:x.svg|thumb|A [[b|c]] caption]] text [[Image:y.png]]", "text"),  # File: and Image:
-    ("متن\n[[رده:ایران]]\n[[Category:Iran]]", "متن"),  # category links
-    ("متن [[en:Iran]] [[de:Iran]] [[zh-yue:伊朗]]", "متن"),  # interlanguage links
-    ("__TOC__ متن __بی‌فهرست__", "متن"),  # magic words
-    ("'''ایران''' کشوری ''بزرگ'' و '''''کهن''''' است", "ایران کشوری بزرگ و کهن است"),  # bold, italic
-    ("[[تهران|پایتخت]] ایران", "پایتخت ایران"),  # [[a|b]] -> b
-    ("[[تهران]] بزرگ", "تهران بزرگ"),  # [[a]] -> a
-    ("[[جنگ ستارگان: امید تازه]] و [[Star Wars: A New Hope|فیلم]]", "جنگ ستارگان: امید تازه و فیلم"),
-    ("[[:رده:ایران]] و [[شیراز (شهر)|]]", "رده:ایران و شیراز"),  # leading colon, pipe trick
-    ("[http://example.com سایت نمونه] و [http://example.org]", "سایت نمونه و"),  # external links
-    ("== تاریخ ==\nمتن تاریخ", "تاریخ\n\nمتن تاریخ"),  # headings on their own line
-    ("== پانویس ==\n{{پانویس}}\n== منابع ==\nمتن", "منابع\n\nمتن"),  # an emptied section goes
-    ("* یک\n* [[دو]]\n# سه\n: چهار", "یک\nدو\nسه\nچهار"),  # list items keep their text
-    ("الف&nbsp;ب &amp; ج &lt;د&gt;", "الف ب & ج <د>"),  # HTML entities
-    ('<small>ریز</small> و <span style="x">متن</span><br/>خط', "ریز و متن\nخط"),  # tags keep text
-    ("شهر {{صدا|De-Berlin.ogg|آوا}} ({{IPA|bɛʁˈliːn}})، پایتخت", "شهر، پایتخت"),  # gaps left behind
-])
-def test_clean_wikitext_rule(wikitext, expected):
-    assert prepare.clean_wikitext(wikitext) == expected
-
-
-@pytest.mark.parametrize("malformed", [
-    "{{a|" * 20000 + "متن",
-    "[[" * 20000 + "متن" + "]]" * 10,
-    "{|\n" * 5000 + "متن",
-    "{{" * 50 + "x" + "}}" * 50 + "متن",  # nesting deeper than one pass per level could peel quickly
-    "<ref>" * 20000 + "متن",
-    "[http://example.com" + " " * 20000 + "متن",
-    "== الف ==\n" * 20000 + "متن",
-])
-def test_clean_wikitext_malformed_is_quick(malformed):
-    start = time.time()
-    text = prepare.clean_wikitext(malformed)
-    assert time.time() - start < 2
-    assert "{{" not in text and "[[" not in text and "{|" not in text
-
+# a real dump, cleaned
 
 def test_real_dump_is_clean():
     documents = list(prepare.iter_documents(sample_dump()))
@@ -86,48 +36,6 @@ def test_real_dump_is_clean():
     assert "\nشطرنج\nنرد\n" in games and "\nسودوکو\n" in games  # the list article keeps its list
     assert "\n۱۹۸۸ مادرید، اسپانیا\n" in berlin  # list items with their flag templates removed
     assert len(spain) > 40_000 and len(berlin) > 5000
-
-
-# -----------------------------------------------------------------------------
-# normalization: one rule per case
-
-@pytest.mark.parametrize("text, expected", [
-    ("علي", "علی"),  # ARABIC YEH
-    ("مصطفى", "مصطفی"),  # ALEF MAKSURA
-    ("كتاب", "کتاب"),  # ARABIC KAF
-    ("ە ھ ہ", "ه ه ه"),  # AE, DOACHASHMEE, GOAL
-    ("\ufeb3\ufee0\ufe8e\ufee1 \ufefb", "سلام لا"),  # presentation forms and the lam-alef ligature
-    ("\ufef2\ufedb", "یک"),  # a presentation-form Arabic yeh ends as Farsi yeh
-    ("ایـــران", "ایران"),  # kashida
-    ("کِتابٌ مُهِمّ", "کتاب مهم"),  # diacritics
-    ("٠١٢٣٤٥٦٧٨٩ 2024 ۱۴۰۲", "۰۱۲۳۴۵۶۷۸۹ 2024 ۱۴۰۲"),  # Arabic-Indic digits; ASCII stays
-    (f"می{ZWNJ}{ZWNJ}{ZWNJ}خواهم", f"می{ZWNJ}خواهم"),  # ZWNJ runs
-    (f"کتاب{ZWNJ} ها {ZWNJ}را", "کتاب ها را"),  # ZWNJ beside a space
-    (f"{ZWNJ}سلام{ZWNJ}، خوب{ZWNJ}.", "سلام، خوب."),  # ZWNJ at a word edge
-    ("a\u200db\u200ec\u200fd\ufeffe", "abcde"),  # ZWJ, LRM, RLM, BOM
-    ("یک  \t دو\u00a0سه \n\n\n\n چهار ", "یک دو سه\n\nچهار"),  # whitespace runs
-    ("خانهٔ ما", "خانهٔ ما"),  # hamza above (ezafe) is not a diacritic to drop
-    ("क्\u200cष", "क्\u200cष"),  # ZWNJ after a mark in another script stays
-])
-def test_normalize_rule(text, expected):
-    assert bpe.normalize(text) == expected
-
-
-def test_normalize_keeps_diacritics_when_asked():
-    assert bpe.normalize("کِتابُ ـ", remove_diacritics=False) == "کِتابُ"
-
-
-def test_normalize_is_idempotent():
-    text = f"  {ZWNJ}كتابِ{ZWNJ}{ZWNJ}هاي \ufeb3\ufee0\ufe8e\ufee1 ٣\u200d ـ \n\n\n{ZWNJ} x "
-    once = bpe.normalize(text)
-    assert bpe.normalize(once) == once
-
-
-def test_normalize_leaves_english_alone_apart_from_whitespace():
-    with open(shared_file("books", "pg2600.txt"), encoding="utf-8-sig") as f:
-        book = f.read(300_000)
-    assert bpe.normalize(book) == bpe.collapse_whitespace(book)
-    assert bpe.collapse_whitespace(book) != book  # the book does have whitespace to collapse
 
 
 # -----------------------------------------------------------------------------
@@ -162,7 +70,7 @@ def test_dump_of_any_schema_keeps_articles_only(tmp_path, schema):
         page("تهرانک", "'''تهرانک''' روستایی است."),  # a stub
         schema=schema), encoding="utf-8")
     report = prepare.new_report()
-    documents = list(prepare.read_documents(str(path), report, prepare.DEFAULTS))
+    documents = [document for _, _, document in prepare.read_documents(str(path), report, prepare.DEFAULTS)]
     assert len(documents) == 1 and documents[0].startswith("تهران\n\nتهران پایتخت ایران است")
     assert report["records"] == 8 and report["kept"] == 1
     assert report["dropped"] == {"not_article": 1, "redirect": 5, "too_short": 1}
@@ -172,19 +80,23 @@ def test_max_articles_stops_early():
     assert len(list(prepare.iter_documents(sample_dump(), max_articles=2))) == 2
 
 
-@pytest.mark.parametrize("size", [0, 1, prepare.READ_AHEAD_BYTES + 1, 9 * prepare.READ_AHEAD_BYTES])
+@pytest.mark.parametrize("size", [0, 1, prepare.BLOCK_BYTES + 1, 9 * prepare.BLOCK_BYTES])
 def test_read_ahead_gives_every_byte_in_order(size):
     data = random.Random(size).randbytes(size)
-    with prepare.ReadAhead(io.BytesIO(data)) as reader:
+    with prepare.BlockReader(prepare.read_ahead(io.BytesIO(data))) as reader:
         assert reader.read() == data and reader.read() == b""
 
 
+def read_ahead_threads():
+    return [thread for thread in threading.enumerate() if thread.name.startswith("read-ahead")]
+
+
 def test_read_ahead_stops_when_closed_early():
-    reader = prepare.ReadAhead(io.BytesIO(bytes(20 * prepare.READ_AHEAD_BYTES)))
+    reader = prepare.BlockReader(prepare.read_ahead(io.BytesIO(bytes(20 * prepare.BLOCK_BYTES))))
     assert reader.read(10) == bytes(10)
-    time.sleep(0.2)  # the thread fills its queue and waits for room
+    assert len(read_ahead_threads()) == 1  # it reads the next blocks meanwhile
     reader.close()
-    assert not reader.thread.is_alive()
+    assert read_ahead_threads() == []
 
 
 class FailingStream(io.RawIOBase):
@@ -196,7 +108,8 @@ class FailingStream(io.RawIOBase):
 
 
 def test_read_ahead_raises_the_error_of_its_source():
-    with prepare.ReadAhead(FailingStream()) as reader, pytest.raises(OSError, match="disk unplugged"):
+    with prepare.BlockReader(prepare.read_ahead(FailingStream())) as reader, \
+            pytest.raises(OSError, match="disk unplugged"):
         reader.read()
 
 
