@@ -252,13 +252,6 @@ def fail_together(run):
         raise error
 
 
-def inject_failure(rank, where, iter_num):
-    """For the tests only: TRAIN_FAIL_AT=RANK:WHERE:STEP makes that process fail at that point
-    (WHERE: "start", "step" or "eval") as a full disk or CUDA running out of memory would."""
-    if os.environ.get("TRAIN_FAIL_AT") == f"{rank}:{where}:{iter_num}":
-        raise RuntimeError(f"failure injected by TRAIN_FAIL_AT={rank}:{where}:{iter_num}")
-
-
 def setup(cfg):
     """Which process of how many this is, on which device, in which precision. Under torchrun
     (which sets RANK, LOCAL_RANK and WORLD_SIZE) the processes join one group: nccl on GPUs,
@@ -538,7 +531,6 @@ def train(config):
     # Every process reads the data and the checkpoint from its own node's disk, so every process
     # checks that they are there; rank 0 alone measures the peak, reads the tokenizer and opens the log.
     with fail_together(run):
-        inject_failure(run.rank, "start", 0)
         vocab_size, from_prepare = read_data_dir(cfg.data_dir)
         model, optimizers, scaler, (iter_num, best_val_loss, train_seconds) = init_model(
             cfg, run, vocab_size, from_prepare, ckpt_path)
@@ -579,7 +571,6 @@ def train(config):
             x, y = fetch(iter_num, 0)
             t_last = time.perf_counter()
             while iter_num < cfg.max_iters and train_seconds < budget:
-                inject_failure(run.rank, "step", iter_num)
                 lr = get_lr(cfg, iter_num, train_seconds)
                 # dropout masks depend only on (seed, step, rank), like the batches
                 torch.manual_seed(int(np.random.SeedSequence((cfg.seed, iter_num, run.rank)).generate_state(1)[0]))
@@ -609,7 +600,6 @@ def train(config):
                 if not (log_now or eval_now or stop):
                     continue
                 with fail_together(run):  # rank 0 logs, evaluates and saves; the others wait to hear
-                    inject_failure(run.rank, "eval", iter_num)
                     if run.master and log_now:
                         log.write(*describe_step(iter_num, lossf, lr, grad_norm.item(), train_seconds, throughput))
                     if run.master and stop:

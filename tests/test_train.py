@@ -310,16 +310,25 @@ def test_time_budget_stops_the_loop(tmp_path, data_dir, monkeypatch):
     assert ckpt["iter_num"] == steps[-1]["iter"] and ckpt["train_seconds"] == steps[-1]["train_s"]
 
 
+def crash_at_step(step, get_lr):
+    """get_lr, which every process calls at the start of each step, but failing at `step`."""
+    def failing_get_lr(cfg, iter_num, train_seconds):
+        if iter_num == step:
+            raise RuntimeError(f"failure injected at step {step}")
+        return get_lr(cfg, iter_num, train_seconds)
+    return failing_get_lr
+
+
 def test_resume_drops_log_records_past_the_checkpoint(tmp_path, data_dir, monkeypatch):
     # A run that crashes at step 10 has logged steps 9 and 10 past its last checkpoint (step 8),
     # the last line perhaps cut off; resumed, its log must read as one uninterrupted run.
     args = [f"--data_dir={data_dir}", "--eval_interval=4", "--always_save_checkpoint=True", "--max_iters=12"]
     run_train(*args, f"--out_dir={tmp_path / 'straight'}")
     out = tmp_path / "crashed"
-    monkeypatch.setenv("TRAIN_FAIL_AT", "0:step:10")
-    with pytest.raises(RuntimeError, match="failure injected by TRAIN_FAIL_AT=0:step:10"):
-        run_train(*args, f"--out_dir={out}")
-    monkeypatch.delenv("TRAIN_FAIL_AT")
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "get_lr", crash_at_step(10, train.get_lr))
+        with pytest.raises(RuntimeError, match="failure injected at step 10"):
+            run_train(*args, f"--out_dir={out}")
     assert [r["iter"] for r in read_records(out) if "loss" in r] == list(range(1, 11))
     assert torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] == 8
     with open(out / "log.jsonl", "a") as f:
@@ -389,28 +398,50 @@ def test_datasheet_peak_by_gpu_name(name, peak):
     assert train.datasheet_peak_flops(name) == peak
 
 
-def torchrun(*args, env=ONE_THREAD, timeout=120):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-               *train_script(*args)[1:]]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+def torchrun(*args, script=os.path.join(ROOT, "train.py"), timeout=120):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script, TINY, *args]
+    return subprocess.run(command, cwd=ROOT, env=ONE_THREAD, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("fail_at", ["1:start:0", "0:eval:4", "1:step:3"])
-def test_one_failing_process_stops_all_of_them(tmp_path, data_dir, fail_at):
+# train.py with one process made to fail, as a full disk or CUDA running out of memory would:
+# at "start" while reading the data, at "eval" while saving the checkpoint, at "step" 3
+FAILING_TRAIN = """
+import os, sys
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {tests!r})
+import common, train
+from test_train import crash_at_step
+
+def fail(*args):
+    raise RuntimeError("failure injected at {where}")
+
+if os.environ["RANK"] == "{rank}":
+    if "{where}" == "start":
+        train.read_data_dir = fail
+    elif "{where}" == "eval":
+        train.save_checkpoint = fail
+    else:
+        train.get_lr = crash_at_step(3, train.get_lr)
+common.run(train.main)
+"""
+
+
+@pytest.mark.parametrize("failed_rank,where", [(1, "start"), (0, "eval"), (1, "step")])
+def test_one_failing_process_stops_all_of_them(tmp_path, data_dir, failed_rank, where):
     # start: rank 1 alone fails while loading; eval: rank 0 fails while evaluating and saving, as
     # on a full disk; step: rank 1 dies inside a training step, mid-collective. Left alone, the
     # others would wait for it until the collective's timeout (--ddp_timeout_minutes=10 here).
+    script = tmp_path / "failing_train.py"
+    script.write_text(FAILING_TRAIN.format(root=ROOT, tests=os.path.dirname(__file__), rank=failed_rank, where=where))
     result = torchrun(f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}", "--gradient_accumulation_steps=2",
-                      "--max_iters=8", "--eval_interval=4", "--ddp_timeout_minutes=10",
-                      env=dict(ONE_THREAD, TRAIN_FAIL_AT=fail_at))
+                      "--max_iters=8", "--eval_interval=4", "--ddp_timeout_minutes=10", script=str(script))
     assert result.returncode != 0
-    failed_rank = fail_at.split(":")[0]
-    message = f"RuntimeError: failure injected by TRAIN_FAIL_AT={fail_at}"
+    message = f"RuntimeError: failure injected at {'step 3' if where == 'step' else where}"
     assert message in result.stderr
     # the other process stopped because of the failure, not at the end of a collective's timeout
     assert "timed out" not in result.stderr.lower() and "timeout" not in result.stderr.lower()
-    if not fail_at.startswith("1:step"):  # the other process heard it from the failed one
-        other = 1 - int(failed_rank)
+    if where != "step":  # the other process heard it from the failed one
+        other = 1 - failed_rank
         assert (f"error: stopping because rank {failed_rank} on {socket.gethostname()} (node 0, "
                 f"local rank {failed_rank}): {message}") in result.stderr, result.stderr[-3000:]
         assert f"[rank{other}]: Traceback" not in result.stderr
