@@ -26,6 +26,7 @@ DEFAULTS = {"out": out, "x": x}
 
 
 def read_log(out_dir):
+    """The records of out_dir/log.jsonl that train.py wrote, each a dict with an "iter"."""
     path = os.path.join(out_dir, "log.jsonl")
     if not os.path.isfile(path):
         raise common.UsageError(f"no log at {path} (give the out_dir of a train.py run)")
@@ -36,6 +37,10 @@ def read_log(out_dir):
                 records.append(json.loads(line))
             except ValueError as e:
                 raise common.UsageError(f"{path} line {number} is not JSON: {e}") from e
+            if not isinstance(records[-1], dict) or "iter" not in records[-1]:
+                raise common.UsageError(f"{path} line {number} is not a train.py log record")
+    if not any("loss" in r or "val_loss" in r for r in records):
+        raise common.UsageError(f"{path} holds no training steps or evaluations yet")
     return records
 
 
@@ -44,10 +49,10 @@ def x_values(records, x_axis):
 
 
 def plot(run_dirs, out_path, x_axis):
+    logs = [read_log(run_dir) for run_dir in run_dirs]  # every log is checked before drawing starts
     figure, axes = plt.subplots(figsize=(9, 5.5))
-    for index, run_dir in enumerate(run_dirs):
+    for index, (run_dir, records) in enumerate(zip(run_dirs, logs)):
         color = f"C{index}"
-        records = read_log(run_dir)
         steps = [r for r in records if "loss" in r]
         evals = [r for r in records if "val_loss" in r]
         name = os.path.basename(os.path.normpath(run_dir))
@@ -66,8 +71,8 @@ def plot(run_dirs, out_path, x_axis):
     plt.close(figure)
 
 
-def main():
-    config, run_dirs = common.configure(DEFAULTS, sys.argv[1:], config_files=False)
+def main(argv=None):
+    config, run_dirs = common.configure(DEFAULTS, sys.argv[1:] if argv is None else argv, config_files=False)
     if not run_dirs:
         raise common.UsageError("give one or more run directories, e.g. python plot.py out-fawiki-small")
     if config["x"] not in ("iter", "minutes"):
