@@ -1,6 +1,7 @@
 """
 Serve a trained checkpoint over HTTP: an OpenAI-compatible completions API, a simple
 /generate route, and a small right-to-left Persian page to try the model in a browser.
+Python 3.10 or newer.
 
     pip install -r requirements-serve.txt
     python serve.py --out_dir=out-fawiki-small
@@ -16,6 +17,16 @@ new prompts join at the next step, a row leaves as soon as it ends, and each row
 it would get alone. Requests that find too few free rows wait in a queue of --max_queue; beyond
 it the answer is 503. The model runs on one PyTorch thread (--threads), which serves a small
 model on a CPU better than one thread per core: see main.
+
+A request goes: its body (at most MAX_BODY_BYTES, BodyLimit) -> CompletionRequest, field by
+field -> Server.submit: prompts tokenized, a Job queued -> Batcher, the model thread: Decoder
+rows, each step's tokens read by their Choice into updates -> the job's asyncio queue ->
+Server.completions: one response, or a stream of server-sent events.
+
+Text is normalized as the training text was, prompts and stop sequences alike (a stop written
+with Arabic yeh/kaf or digits matches the text the model writes). echo returns a text prompt as
+the client sent it, so text[len(prompt):] is the completion; its logprobs list the tokens the
+model read, each at the offset in that prompt of the characters it was read from.
 """
 
 import asyncio
@@ -28,7 +39,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 
@@ -39,7 +50,6 @@ from sample import (DEFAULTS as SAMPLE_DEFAULTS, Decoder, encode_prompt, load_ou
 try:
     import uvicorn
     from fastapi import FastAPI, Request
-    from fastapi.encoders import jsonable_encoder
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
     from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -62,6 +72,7 @@ DEFAULTS = dict(
 )
 
 # bounds on a request: enough for any real use, small enough that no request can hog the server
+MAX_BODY_BYTES = 1 << 20  # the request body, refused with 413 before it is parsed
 MAX_TOKENS = 4096  # tokens generated per completion
 MAX_CHOICES = 8  # completions per prompt (n)
 MAX_PROMPTS = 64  # prompts per request
@@ -69,25 +80,26 @@ MAX_PROMPT_CHARS = 20_000  # per prompt; a prompt longer than the context is cro
 MAX_PROMPT_TOKENS = 20_000  # per prompt given as token ids, cropped likewise
 MAX_STOPS = 4  # stop sequences per request, as in the OpenAI API
 MAX_LOGPROBS = 5  # alternatives per token in logprobs, as in the OpenAI API
+MAX_LOGIT_BIAS = 300  # tokens in logit_bias
+QUOTED_CHARS = 40  # of a client's string quoted in an error message
 DISCONNECT_POLL = 0.25  # seconds between checks that a waiting client is still connected
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "index.html")
+DECODER_SETTINGS = {"temperature", "top_k", "top_p", "repetition_penalty", "frequency_penalty", "presence_penalty",
+                    "logit_bias"}
 
 
 # -----------------------------------------------------------------------------
 # requests, validated field by field
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    include_usage: bool = False  # end the stream with a chunk holding the token counts
-
-
 TextPrompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]  # "" = a fresh document
 TokenPrompt = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_PROMPT_TOKENS)]
+TokenId = Annotated[int, Field(ge=0, strict=False)]  # as a JSON object's key, a string of digits
 
 
 class CompletionRequest(BaseModel):
     """The OpenAI completions request, plus top_k and repetition_penalty as in sample.py.
-    Fields the model cannot honour (suffix, best_of, ...) are refused, and so is any misspelt one."""
+    best_of is accepted when it equals n (every completion made is returned) and user is ignored;
+    fields the model cannot honour (suffix, ...) are refused, and so is any misspelt one."""
     model_config = ConfigDict(extra="forbid", strict=True)
     model: str | None = None  # optional: this server holds one model
     # texts or, as the OpenAI API allows, lists of token ids, read as given; or one of either
@@ -97,13 +109,20 @@ class CompletionRequest(BaseModel):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(0, ge=0, le=65536)  # 0 = no limit
     repetition_penalty: float = Field(1.0, gt=0, le=10)  # 1 = off
+    # as OpenAI defines them: a token's logit loses frequency_penalty for each time the row has
+    # generated it, and presence_penalty once if it has; logit_bias adds to given tokens' logits
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    logit_bias: dict[TokenId, Annotated[float, Field(ge=-100, le=100)]] = Field({}, max_length=MAX_LOGIT_BIAS)
     n: int = Field(1, ge=1, le=MAX_CHOICES)
+    best_of: int | None = Field(None, ge=1, le=MAX_CHOICES)  # only n
     stop: list[Annotated[str, Field(min_length=1)]] = Field([], max_length=MAX_STOPS)  # or one string
     seed: int | None = Field(None, ge=0, le=2**62)  # choice i samples with seed + i
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)  # log-probs of each token and its top alternatives
-    echo: bool = False  # the prompt comes back before the completion (with its log-probs if asked)
+    echo: bool = False  # the prompt as sent comes back before the completion (with its log-probs if asked)
     stream: bool = False
-    stream_options: StreamOptions | None = None
+    stream_options: dict[Literal["include_usage"], bool] | None = None  # include_usage: end with the token counts
+    user: str | None = None  # the client's end-user, for OpenAI's abuse monitoring: ignored
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -125,6 +144,53 @@ class GenerateRequest(BaseModel):
     temperature: float = Field(SAMPLE_DEFAULTS["temperature"], ge=0, le=2)  # 0 = greedy
     top_k: int = Field(SAMPLE_DEFAULTS["top_k"], ge=0, le=65536)
     top_p: float = Field(SAMPLE_DEFAULTS["top_p"], gt=0, le=1)
+
+
+class APIError(Exception):
+    """An error answered as the OpenAI API shapes them, so its clients show the message."""
+
+    def __init__(self, status, message, param=None, code=None, kind="invalid_request_error"):
+        super().__init__(message)
+        self.status, self.body = status, dict(error=dict(message=message, type=kind, param=param, code=code))
+
+    def response(self):
+        return JSONResponse(status_code=self.status, content=self.body)
+
+
+def clipped(text):
+    """A client's string as an error message may quote it: its first QUOTED_CHARS characters."""
+    return text if len(text) <= QUOTED_CHARS else text[:QUOTED_CHARS] + "…"
+
+
+def invalid_request(request, exc):
+    """A malformed or invalid request is a 400 naming the fields at fault, as in the OpenAI API
+    (FastAPI would answer 422, which OpenAI clients do not expect)."""
+    errors = exc.errors()
+    if errors[0]["type"] == "json_invalid":
+        return APIError(400, f"the body is not valid JSON: {errors[0]['ctx']['error']}").response()
+    fields = [clipped(".".join(str(part) for part in error["loc"][1:])) or "body" for error in errors]
+    message = "; ".join(f"{field}: {error['msg']}" for field, error in zip(fields, errors))
+    return APIError(400, message, param=fields[0]).response()
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over MAX_BODY_BYTES is a 413 as soon as that is known, from
+    its Content-Length or (a chunked body has none) from the bytes arrived, before it is parsed."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        declared, received = int(dict(scope.get("headers", ())).get(b"content-length", b"0")), 0
+
+        async def counted():
+            nonlocal received
+            message = await receive() if declared <= MAX_BODY_BYTES else {}  # over: read nothing
+            received += len(message.get("body", b""))
+            if max(declared, received) > MAX_BODY_BYTES:
+                raise HTTPException(413, f"the request body is over {MAX_BODY_BYTES} bytes")
+            return message
+        await self.app(scope, counted, send)
 
 
 # -----------------------------------------------------------------------------
@@ -154,21 +220,48 @@ def read_record(tokenizer, decoder, token_id, logprob=None, top=None):
     return ["", *read_token(tokenizer, reader, token_id, logprob, top)[1:]]
 
 
-def echo_tokens(model, tokenizer, prompt_ids, top_n):
-    """Token records (as read_record's) of the prompt. The first token has no log-prob (nothing
-    comes before it)."""
+def source_offsets(tokenizer, sent, read):
+    """Where each character of `read` (tokenizer.normalize(sent)) comes from in `sent`, then
+    len(sent). Normalization maps a character to itself, to others or to none, and whitespace to
+    single spaces, so each character read is matched to the next one sent that gives it."""
+    forms = {char: tokenizer.normalize(char, tidy_spaces=False) for char in set(sent)}
+    offsets, i, rest = [], -1, ""
+    for char in read:
+        while not (rest[:1] == char or rest[:1].isspace() and char.isspace()):
+            i += 1
+            if i == len(sent):  # nothing sent gives it: the rest maps to the end
+                return offsets + [len(sent)] * (len(read) + 1 - len(offsets))
+            rest = sent[i] if sent[i] == char else forms[sent[i]]
+        offsets.append(i)
+        rest = rest[1:]
+    return offsets + [len(sent)]
+
+
+def echoed(model, tokenizer, prompt_ids, sent, top_n):
+    """(text, token records as read_record's, text_offset) of an echoed prompt, with log-probs if
+    top_n is not None (the first token has none: nothing comes before it). A text prompt comes back
+    as the client sent it, its tokens (as the model read them: normalized, cropped to the context)
+    at the offsets of the characters they were read from; token ids (sent None) come back as the
+    text of the ids the model read."""
     decoder = utf8_decoder()
     scores = score_prompt(model, prompt_ids, top_n) if top_n is not None else itertools.repeat((None, None))
-    return [read_record(tokenizer, decoder, token_id, logprob, top)
-            for token_id, (logprob, top) in zip(prompt_ids, itertools.chain([(None, None)], scores))]
+    records = [read_record(tokenizer, decoder, token_id, logprob, top)
+               for token_id, (logprob, top) in zip(prompt_ids, itertools.chain([(None, None)], scores))]
+    pieces = [piece for piece, _, _ in records]
+    starts = list(itertools.accumulate(map(len, pieces), initial=0))[:-1]
+    if sent is None:
+        return "".join(pieces), records, starts
+    normalized = tokenizer.normalize(sent)
+    source, cropped = source_offsets(tokenizer, sent, normalized), max(len(normalized) - sum(map(len, pieces)), 0)
+    return sent, records, [source[min(cropped + start, len(normalized))] for start in starts]
 
 
-def logprobs_object(tokens, offset):
-    """OpenAI's logprobs of token records whose text starts at character `offset` of the choice."""
-    pieces = [piece for piece, _, _ in tokens]
-    return dict(tokens=pieces, token_logprobs=[logprob for _, logprob, _ in tokens],
-                top_logprobs=[top for _, _, top in tokens],
-                text_offset=list(itertools.accumulate(map(len, pieces), initial=offset))[:-1])
+def joined(index, updates, logprobs):
+    """A whole choice from its updates, in order: their texts and logprobs end to end."""
+    return dict(text="".join(update["text"] for update in updates), index=index,
+                logprobs={key: [value for update in updates for value in update["logprobs"][key]]
+                          for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset")} if logprobs else None,
+                finish_reason=updates[-1]["finish_reason"] if updates else None)
 
 
 def sse(payload):
@@ -176,71 +269,72 @@ def sse(payload):
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-class APIError(Exception):
-    """An error answered as the OpenAI API shapes them, so its clients show the message."""
-
-    def __init__(self, status, message, param=None, code=None, kind="invalid_request_error"):
-        super().__init__(message)
-        self.status, self.body = status, dict(error=dict(message=message, type=kind, param=param, code=code))
-
-    def response(self):
-        return JSONResponse(status_code=self.status, content=self.body)
-
-
 # -----------------------------------------------------------------------------
 # continuous batching
 
 class Choice:
-    """One completion: where its text stands and the tokens read but not sent yet."""
+    """One completion: where its text stands and the token records read but not sent yet."""
 
-    def __init__(self, index, stops):
-        self.index, self.stops = index, stops
+    def __init__(self, index, stops, logprobs):
+        self.index, self.stops, self.logprobs = index, stops, logprobs  # logprobs: whether they are shown
         self.offset = 0  # characters of the choice's text sent so far
-        self.count = 0  # tokens generated
         self.decoder = utf8_decoder()
         self.unsent = []  # token records whose text may still begin a stop sequence
 
-    def update(self, tokens, finish_reason=None):
-        """What the client receives: the text of `tokens` and where it starts in the choice."""
-        text = "".join(piece for piece, _, _ in tokens)
+    def update(self, records, finish_reason=None, text=None, offsets=None):
+        """What the client receives next: the choice in the API's shape, for the text of these token
+        records, which follow one another from where the text stands (unless text and offsets say)."""
+        pieces = [piece for piece, _, _ in records]
+        text = "".join(pieces) if text is None else text
+        offsets = list(itertools.accumulate(map(len, pieces), initial=self.offset))[:-1] if offsets is None else offsets
         self.offset += len(text)
-        return dict(index=self.index, text=text, tokens=tokens, offset=self.offset - len(text),
-                    finish_reason=finish_reason, count=self.count)
+        logprobs = dict(tokens=pieces, token_logprobs=[logprob for _, logprob, _ in records],
+                        top_logprobs=[top for _, _, top in records], text_offset=offsets)
+        return dict(text=text, index=self.index, logprobs=logprobs if self.logprobs else None,
+                    finish_reason=finish_reason)
 
     def read(self, tokenizer, token_id, logprob, top, finished):
         """Take one Decoder event; return (update or None, whether a stop sequence ended the text).
         Text goes out in whole tokens; the token holding a stop sequence is cut before it. The
         <|endoftext|> that ends the document (token_id None) is a token of no text, so the
-        logprobs list every token the model chose, as log-likelihood clients expect of echo."""
-        self.count += 1
+        logprobs list every token the model chose, as log-likelihood clients expect of echo. The
+        chosen token is always among its alternatives, as in the OpenAI API (logprobs 0 too)."""
         self.unsent.append(read_record(tokenizer, self.decoder, tokenizer.eot_id if token_id is None else token_id,
-                                       logprob, top))
-        if finished and self.unsent:  # an unfinished character at the very end becomes U+FFFD
+                                       logprob, (top or []) if self.logprobs else None))
+        if finished:  # an unfinished character at the very end becomes U+FFFD
             self.unsent[-1][0] += self.decoder.decode(b"", final=True)
         ready, _, stopped = cut_at_stop("".join(piece for piece, _, _ in self.unsent), self.stops)
-        sent = size = 0
-        while sent < len(self.unsent) and size + len(self.unsent[sent][0]) <= len(ready):
-            size += len(self.unsent[sent][0])
-            sent += 1
+        count = size = 0  # the records whose text is ready, and its size
+        while count < len(self.unsent) and size + len(self.unsent[count][0]) <= len(ready):
+            size += len(self.unsent[count][0])
+            count += 1
         if stopped and size < len(ready):
-            self.unsent[sent][0] = self.unsent[sent][0][:len(ready) - size]
-            sent += 1
+            self.unsent[count][0] = self.unsent[count][0][:len(ready) - size]
+            count += 1
         if stopped or finished:
             reason = "stop" if stopped or token_id is None else "length"
-            return self.update(self.unsent[:sent] if stopped else self.unsent, reason), stopped
-        tokens, self.unsent = self.unsent[:sent], self.unsent[sent:]
-        return (self.update(tokens) if tokens else None), False
+            return self.update(self.unsent[:count] if stopped else self.unsent, reason), stopped
+        records, self.unsent = self.unsent[:count], self.unsent[count:]
+        return (self.update(records) if records else None), False
 
 
 class Job:
-    """One request: its prompt ids and settings, and the asyncio queue its updates go to."""
+    """One request: its prompts [(token ids, the text sent or None)], stop sequences and seed, and
+    the asyncio queue its updates go to."""
 
-    def __init__(self, body, prompts, seed):
-        self.body, self.prompts, self.seed = body, prompts, seed
+    def __init__(self, body, prompts, stops, seed):
+        self.body, self.prompts, self.stops, self.seed = body, prompts, stops, seed
+        self.settings = body.model_dump(include=DECODER_SETTINGS)  # each row's, as sample.Decoder.add takes them
         self.num_choices = len(prompts) * body.n  # choice i of prompt p is choice p * n + i
         self.rows_needed = self.num_choices if body.max_tokens else 0
+        self.completion_tokens = 0  # counted by the model thread
         self.loop, self.updates = asyncio.get_running_loop(), asyncio.Queue()
         self.cancelled = False
+
+    def usage(self):
+        prompt_tokens = sum(len(ids) for ids, _ in self.prompts)
+        return dict(prompt_tokens=prompt_tokens, completion_tokens=self.completion_tokens,
+                    total_tokens=prompt_tokens + self.completion_tokens)
 
 
 def send(updates):
@@ -315,18 +409,18 @@ class Batcher:
     def start(self, job):
         """Send each choice its echoed prompt, then read the prompts into free rows."""
         body, updates = job.body, []
-        for p, prompt_ids in enumerate(job.prompts):
-            echo = echo_tokens(self.model, self.tokenizer, prompt_ids, body.logprobs) if body.echo else []
+        for p, (prompt_ids, sent) in enumerate(job.prompts):
+            text, records, offsets = (echoed(self.model, self.tokenizer, prompt_ids, sent, body.logprobs)
+                                      if body.echo else ("", [], []))
             for index in range(p * body.n, (p + 1) * body.n):
-                choice = Choice(index, body.stop)
-                if echo or not body.max_tokens:
-                    updates.append(choice.update(echo, None if body.max_tokens else "length"))
+                choice = Choice(index, job.stops, body.logprobs is not None)
+                if body.echo or not body.max_tokens:
+                    updates.append(choice.update(records, None if body.max_tokens else "length", text, offsets))
                 if body.max_tokens:
                     generator = torch.Generator(device=self.decoder.device).manual_seed(job.seed + index)
-                    row = self.decoder.add(prompt_ids, temperature=body.temperature, top_k=body.top_k,
-                                           top_p=body.top_p, repetition_penalty=body.repetition_penalty,
-                                           generator=generator, max_new_tokens=body.max_tokens,
-                                           stop_ids=(self.tokenizer.eot_id,), top_logprobs=body.logprobs or 0)
+                    row = self.decoder.add(prompt_ids, **job.settings, generator=generator,
+                                           max_new_tokens=body.max_tokens, stop_ids=(self.tokenizer.eot_id,),
+                                           top_logprobs=body.logprobs or 0)
                     self.active[row] = (job, choice)
         if updates:
             send({job: updates})
@@ -338,8 +432,8 @@ class Batcher:
         for row, token_id, logprob, top, finished in self.decoder.step():
             job, choice = self.active[row]
             self.stats["generated_tokens"] += token_id is not None
-            update, stopped = choice.read(self.tokenizer, token_id, logprob,
-                                          top if job.body.logprobs is not None else None, finished)
+            job.completion_tokens += 1  # <|endoftext|> too: the model chose it
+            update, stopped = choice.read(self.tokenizer, token_id, logprob, top, finished)
             if update:
                 updates[job].append(update)
             if stopped and not finished:
@@ -355,12 +449,10 @@ class Batcher:
         unfinished = job.num_choices
         try:
             while unfinished:
-                entries = []
-                try:
-                    async with asyncio.timeout(DISCONNECT_POLL):
-                        entries.append(await job.updates.get())
-                except TimeoutError:
-                    pass
+                # an empty entry wakes this up when no update comes, to check the client is still there
+                wake = job.loop.call_later(DISCONNECT_POLL, job.updates.put_nowait, [])
+                entries = [await job.updates.get()]
+                wake.cancel()
                 while not job.updates.empty():
                     entries.append(job.updates.get_nowait())
                 for entry in entries:
@@ -378,144 +470,132 @@ class Batcher:
 # -----------------------------------------------------------------------------
 # the app
 
+class Server:
+    """The routes: each request is checked, tokenized and queued as a Job; its updates come back
+    from the Batcher as one response or as a stream."""
+
+    def __init__(self, batcher, model_name):
+        self.batcher, self.model_name, self.created = batcher, model_name, int(time.time())
+
+    async def submit(self, body):
+        """Refuse what the model cannot honour, tokenize the prompts and stop sequences as the
+        training text was, and queue the request."""
+        tokenizer, block_size = self.batcher.tokenizer, self.batcher.model.config.block_size
+        if body.model not in (None, self.model_name):
+            raise APIError(404, f"model {clipped(body.model)!r} not found: this server serves {self.model_name!r}",
+                           param="model", code="model_not_found")
+        if body.best_of not in (None, body.n):
+            raise APIError(400, "best_of: must equal n, since every completion made is returned", param="best_of")
+        for field, ids in (("prompt", [i for prompt in body.prompt if isinstance(prompt, list) for i in prompt]),
+                           ("logit_bias", body.logit_bias)):
+            if max(ids, default=0) >= tokenizer.vocab_size:
+                raise APIError(400, f"{field}: token ids must be below the vocabulary's size, {tokenizer.vocab_size}",
+                               param=field)
+
+        def read(prompt):  # a text as sample.py reads it (normalized, after <|endoftext|>); ids as they are
+            if isinstance(prompt, str):
+                return encode_prompt(prompt, tokenizer, block_size)[1], prompt
+            return prompt[-block_size:], None
+        prompts = await asyncio.to_thread(lambda: [read(prompt) for prompt in body.prompt])
+        # a stop sequence as the model would write it; one that normalizes to nothing never comes
+        stops = [stop for stop in (tokenizer.normalize(stop, tidy_spaces=False) for stop in body.stop) if stop]
+        job = Job(body, prompts, stops, secrets.randbits(62) if body.seed is None else body.seed)
+        if job.rows_needed > self.batcher.max_batch:
+            raise APIError(400, f"n x prompts = {job.rows_needed} completions, more than this server decodes "
+                                f"at once (max_batch {self.batcher.max_batch})", param="n")
+        self.batcher.submit(job)
+        return job
+
+    async def complete(self, job, request):
+        """The whole job: its choices, each joined from its updates."""
+        updates = collections.defaultdict(list)
+        async for items in self.batcher.updates(job, request):
+            for item in items:
+                updates[item["index"]].append(item)
+        return [joined(i, updates[i], job.body.logprobs is not None) for i in range(job.num_choices)]
+
+    async def events(self, job, head, request):
+        """The job as server-sent events: an event per update (but a token that ends inside a
+        character, with no logprobs to show), the usage if asked, then [DONE]."""
+        try:
+            async for items in self.batcher.updates(job, request):
+                events = [sse(dict(head, choices=[item])) for item in items
+                          if item["text"] or item["logprobs"] or item["finish_reason"]]
+                if events:
+                    yield "".join(events)  # all written at once
+        except APIError as e:  # the status line has gone: the error is the stream's last event
+            yield sse(e.body)
+            return
+        if (job.body.stream_options or {}).get("include_usage"):
+            yield sse(dict(head, choices=[], usage=job.usage()))
+        yield "data: [DONE]\n\n"
+
+    async def completions(self, body: CompletionRequest, request: Request):
+        """Complete the prompt(s): OpenAI's completions API, streaming with `stream: true`. Text is
+        normalized as the training text was, prompts and stop sequences alike. With echo, a text
+        prompt comes back as it was sent (text[len(prompt):] is the completion) and its logprobs
+        list the tokens the model read, at the offsets of the characters they were read from."""
+        job = await self.submit(body)
+        head = dict(id=f"cmpl-{uuid.uuid4().hex}", object="text_completion", created=int(time.time()),
+                    model=self.model_name)
+        if body.stream:
+            return StreamingResponse(self.events(job, head, request), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache"})
+        choices = await self.complete(job, request)
+        return dict(head, choices=choices, usage=job.usage())
+
+    async def generate(self, body: GenerateRequest, request: Request):
+        """{"generated_text": the continuation of `prompt`} (the prompt is not repeated), at most
+        `max_length` new tokens. Batched with /v1/completions."""
+        job = await self.submit(CompletionRequest(prompt=[body.prompt], max_tokens=body.max_length, top_k=body.top_k,
+                                                  temperature=body.temperature, top_p=body.top_p))
+        choices = await self.complete(job, request)
+        return dict(generated_text=choices[0]["text"])
+
+    async def models(self):
+        """The one model this server holds, as OpenAI's model list."""
+        return dict(object="list", data=[dict(id=self.model_name, object="model", created=self.created,
+                                              owned_by="local")])
+
+    async def health(self):
+        """The loaded model and how busy the server is."""
+        batcher = self.batcher
+        waiting, active = list(batcher.waiting), list(batcher.active.values())
+        return dict(status="ok", model=self.model_name, parameters=batcher.model.num_params(),
+                    vocab_size=batcher.tokenizer.vocab_size, block_size=batcher.model.config.block_size,
+                    device=str(batcher.decoder.device), max_batch=batcher.max_batch, max_queue=batcher.max_queue,
+                    queued_requests=len(waiting), active_requests=len({id(job) for job, _ in active}),
+                    queued_rows=sum(job.rows_needed for job in waiting), active_rows=len(active), **batcher.stats)
+
+    async def page(self):
+        return FileResponse(PAGE, media_type="text/html; charset=utf-8")
+
+
 def create_app(model, tokenizer, model_name, max_batch=DEFAULTS["max_batch"],
                max_queue=DEFAULTS["max_queue"]):
-    """A FastAPI app serving `model` (a GPT in eval mode) with its `tokenizer` under `model_name`;
-    the tokenizer normalizes prompts as prepare.py normalized the training text."""
-    batcher = Batcher(model, tokenizer, max_batch, max_queue)
-    created = int(time.time())
+    """A FastAPI app serving `model` (a GPT in eval mode) with its `tokenizer` under `model_name`.
+    Every error is an OpenAI error object (APIError)."""
+    server = Server(Batcher(model, tokenizer, max_batch, max_queue), model_name)
     app = FastAPI(title="Persian GPT",
                   description=f"OpenAI-compatible completions from the checkpoint {model_name}.")
-    app.state.batcher = batcher
-
-    # Every error is an OpenAI error object. A malformed or invalid request is a 400, as in the
-    # OpenAI API (FastAPI would answer 422, which OpenAI clients do not expect).
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request, exc):
-        errors = jsonable_encoder(exc.errors())
-        if errors[0]["type"] == "json_invalid":
-            return APIError(400, f"the body is not valid JSON: {errors[0]['ctx']['error']}").response()
-        fields = [".".join(str(part) for part in error["loc"][1:]) or "body" for error in errors]
-        message = "; ".join(f"{field}: {error['msg']}" for field, error in zip(fields, errors))
-        return APIError(400, message, param=fields[0]).response()
-
+    app.state.batcher = server.batcher
+    app.add_middleware(BodyLimit)
+    app.exception_handler(RequestValidationError)(invalid_request)
     app.exception_handler(APIError)(lambda request, exc: exc.response())
     app.exception_handler(HTTPException)(  # unknown path, wrong method ...
         lambda request, exc: APIError(exc.status_code, str(exc.detail)).response())
     app.exception_handler(Exception)(
         lambda request, exc: APIError(500, f"{type(exc).__name__}: {exc}", kind="server_error").response())
-
-    def prompt_ids(prompt):
-        """A text as sample.py reads it (normalized, after <|endoftext|>), token ids as they are; both
-        cropped to the context's last block_size tokens."""
-        if isinstance(prompt, str):
-            return encode_prompt(prompt, tokenizer, model.config.block_size)[1]
-        if max(prompt) >= tokenizer.vocab_size:
-            raise APIError(400, f"prompt: token id {max(prompt)} is past the vocabulary's last, "
-                                f"{tokenizer.vocab_size - 1}", param="prompt")
-        return prompt[-model.config.block_size:]
-
-    async def submit(body):
-        """Tokenize the prompts and queue the request as a job."""
-        prompts = await asyncio.to_thread(lambda: [prompt_ids(prompt) for prompt in body.prompt])
-        job = Job(body, prompts, secrets.randbits(62) if body.seed is None else body.seed)
-        if job.rows_needed > max_batch:
-            raise APIError(400, f"n x prompts = {job.rows_needed} completions, more than this server decodes "
-                                f"at once (max_batch {max_batch})", param="n")
-        batcher.submit(job)
-        return job
-
-    async def complete(job, request):
-        """Wait for a whole job: (choices in the API's shape, completion tokens)."""
-        texts, tokens = collections.defaultdict(list), collections.defaultdict(list)  # joined once at the end
-        finish_reasons, counts = {}, {}
-        async for items in batcher.updates(job, request):
-            for item in items:
-                i = item["index"]
-                texts[i].append(item["text"])
-                tokens[i].extend(item["tokens"])
-                finish_reasons[i], counts[i] = item["finish_reason"], item["count"]
-        choices = [dict(text="".join(texts[i]), index=i, finish_reason=finish_reasons.get(i),
-                        logprobs=logprobs_object(tokens[i], 0) if job.body.logprobs is not None else None)
-                   for i in range(job.num_choices)]
-        return choices, sum(counts.values())
-
-    @app.post("/v1/completions")
-    async def completions(body: CompletionRequest, request: Request):
-        """Complete the prompt(s): OpenAI's completions API, streaming with `stream: true`."""
-        if body.model not in (None, model_name):
-            raise APIError(404, f"model '{body.model}' not found: this server serves '{model_name}'",
-                           param="model", code="model_not_found")
-        job = await submit(body)
-        head = dict(id=f"cmpl-{uuid.uuid4().hex}", object="text_completion", created=int(time.time()),
-                    model=model_name)
-        prompt_tokens = sum(map(len, job.prompts))
-
-        def usage(completion_tokens):
-            return dict(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                        total_tokens=prompt_tokens + completion_tokens)
-
-        if not body.stream:
-            choices, completion_tokens = await complete(job, request)
-            return dict(head, choices=choices, usage=usage(completion_tokens))
-
-        async def events():
-            counts = {}
-            try:
-                async for items in batcher.updates(job, request):
-                    chunks = []  # one event per update, all written at once
-                    for item in items:
-                        counts[item["index"]] = item["count"]
-                        if not item["text"] and item["finish_reason"] is None and body.logprobs is None:
-                            continue  # a token that ends inside a character: nothing to show yet
-                        logprobs = logprobs_object(item["tokens"], item["offset"]) if body.logprobs is not None else None
-                        chunks.append(sse(dict(head, choices=[dict(text=item["text"], index=item["index"],
-                                                                   logprobs=logprobs,
-                                                                   finish_reason=item["finish_reason"])])))
-                    if chunks:
-                        yield "".join(chunks)
-            except APIError as e:  # the status line has gone: the error is the stream's last event
-                yield sse(e.body)
-                return
-            if body.stream_options and body.stream_options.include_usage:
-                yield sse(dict(head, choices=[], usage=usage(sum(counts.values()))))
-            yield "data: [DONE]\n\n"
-        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-    @app.post("/generate")
-    async def generate(body: GenerateRequest, request: Request):
-        """{"generated_text": the continuation of `prompt`} (the prompt is not repeated), at most
-        `max_length` new tokens. Batched with /v1/completions."""
-        job = await submit(CompletionRequest(prompt=[body.prompt], max_tokens=body.max_length, top_k=body.top_k,
-                                             temperature=body.temperature, top_p=body.top_p))
-        choices, _ = await complete(job, request)
-        return dict(generated_text=choices[0]["text"])
-
-    @app.get("/v1/models")
-    async def models():
-        """The one model this server holds, as OpenAI's model list."""
-        return dict(object="list", data=[dict(id=model_name, object="model", created=created, owned_by="local")])
-
-    @app.get("/health")
-    async def health():
-        """The loaded model and how busy the server is."""
-        waiting, active = list(batcher.waiting), list(batcher.active.values())
-        return dict(status="ok", model=model_name, parameters=model.num_params(), vocab_size=tokenizer.vocab_size,
-                    block_size=model.config.block_size, device=str(batcher.decoder.device), max_batch=max_batch,
-                    max_queue=max_queue, queued_requests=len(waiting), active_requests=len({id(j) for j, _ in active}),
-                    queued_rows=sum(job.rows_needed for job in waiting), active_rows=len(active), **batcher.stats)
-
-    @app.get("/", include_in_schema=False)
-    async def page():
-        return FileResponse(PAGE, media_type="text/html; charset=utf-8")
-
+    app.post("/v1/completions")(server.completions)
+    app.post("/generate")(server.generate)
+    app.get("/v1/models")(server.models)
+    app.get("/health")(server.health)
+    app.get("/", include_in_schema=False)(server.page)
     return app
 
 
 def main(argv=None):
-    config, positional = common.configure(DEFAULTS, sys.argv[1:] if argv is None else argv)
-    if positional:
-        raise common.UsageError(f"unexpected argument {positional[0]!r} (use --key=value)")
+    config = common.parse_config(DEFAULTS, argv)
     if config["max_batch"] < 1 or config["max_queue"] < 1:
         raise common.UsageError("max_batch and max_queue must be at least 1")
     if config["threads"] < 0:

@@ -52,12 +52,44 @@ def client(model, tokenizer):
     return TestClient(serve.create_app(model, tokenizer, "tiny-fa"))
 
 
+@pytest.fixture(scope="module")
+def normalizing(tokenizer):
+    """The tokenizer's merges, with prepare.py's normalization recorded (the other one has none)."""
+    return Tokenizer(tokenizer.merges, normalization=dict(normalize_text=True, remove_diacritics=True))
+
+
+@pytest.fixture(scope="module")
+def normalizing_client(model, normalizing):
+    return TestClient(serve.create_app(model, normalizing, "tiny-fa"))
+
+
 def expected(model, tokenizer, prompt=PROMPT, seed=0, max_tokens=16, **settings):
     """(text, prompt ids, new ids): what sample.py generates alone for the same request."""
     _, prompt_ids = sample.encode_prompt(prompt, tokenizer, model.config.block_size)
     new_ids = list(sample.generate(model, prompt_ids, max_tokens, generator=torch.Generator().manual_seed(seed),
                                    stop_ids=(tokenizer.eot_id,), **settings))
     return tokenizer.decode(new_ids), prompt_ids, new_ids
+
+
+def decoder_text(model, tokenizer, prompt=PROMPT, seed=0, max_tokens=16, **settings):
+    """The text one sample.Decoder row generates with these settings (else the API's defaults), as
+    each row of the server's batch does."""
+    _, prompt_ids = sample.encode_prompt(prompt, tokenizer, model.config.block_size)
+    decoder = sample.Decoder(model, 1)
+    decoder.add(prompt_ids, **dict(dict(temperature=1.0, top_k=0, top_p=1.0), **settings), max_new_tokens=max_tokens,
+                generator=torch.Generator().manual_seed(seed), stop_ids=(tokenizer.eot_id,))
+    new_ids = []
+    while len(decoder):
+        new_ids += [token for _, token, *_ in decoder.step() if token is not None]
+    return tokenizer.decode(new_ids)
+
+
+def completion(client, **request):
+    """The one choice of a completion request that must succeed."""
+    response = client.post("/v1/completions", json=request)
+    assert response.status_code == 200, response.text
+    choice, = response.json()["choices"]
+    return choice
 
 
 def read_events(lines):
@@ -118,13 +150,18 @@ def test_completion_is_sample_generation(client, model, tokenizer, settings):
     ("prompt", [1.5]), ("prompt", [[1, "a"]]), ("prompt", [10**6]),
     ("prompt", ["یک"] * (serve.MAX_PROMPTS + 1)), ("stop", ""), ("stop", ["a", "b", "c", "d", "e"]), ("stop", 7),
     ("logprobs", -1), ("logprobs", serve.MAX_LOGPROBS + 1), ("echo", "yes"), ("suffix", "x"), ("temprature", 0.5),
+    ("frequency_penalty", 2.5), ("presence_penalty", -2.1), ("presence_penalty", "0"), ("logit_bias", {"5": 101}),
+    ("logit_bias", {"5": -100.5}), ("logit_bias", {"x": 1}), ("logit_bias", {"-1": 1}), ("logit_bias", {"320": 1}),
+    ("logit_bias", [5]), ("logit_bias", {str(i): 1 for i in range(serve.MAX_LOGIT_BIAS + 1)}), ("best_of", 2),
+    ("best_of", 0), ("user", 7), ("stream_options", {"include_usge": True}), ("a" * 5000, 1),
 ])
 def test_invalid_field_is_a_400_naming_it(client, field, value):
     response = client.post("/v1/completions", json={"prompt": PROMPT, field: value})
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and set(error) == {"message", "type", "param", "code"}
-    assert error["param"].split(".")[0] == field and error["message"].startswith(field)
+    assert error["param"].split(".")[0] == serve.clipped(field) and error["message"].startswith(serve.clipped(field))
+    assert len(error["message"]) < 200  # a client's string is quoted cut short
 
 
 @pytest.mark.parametrize("path, content, status, needle", [
@@ -146,6 +183,24 @@ def test_too_many_rows_and_unknown_model_are_refused(client):
     assert too_many.status_code == 400 and too_many.json()["error"]["param"] == "n"
     response = client.post("/v1/completions", json=dict(model="gpt-4", prompt=PROMPT))
     assert response.status_code == 404 and "tiny-fa" in response.json()["error"]["message"]
+    long_name = client.post("/v1/completions", json=dict(model="gpt-4" + "x" * 100_000, prompt=PROMPT))
+    message = long_name.json()["error"]["message"]
+    assert long_name.status_code == 404 and "'gpt-4xxx" in message and "tiny-fa" in message and len(message) < 200
+
+
+def test_request_bodies_over_the_bound_are_a_413_before_parsing(client):
+    """Refused from Content-Length, or (a chunked body has none) from the bytes that arrived; an
+    invalid body is not parsed at all (413, not 400), one just under the bound is."""
+    over = b"{" * (serve.MAX_BODY_BYTES + 1)
+    for content in (over, iter([over[:1000], over[1000:]])):  # with a Content-Length, then chunked
+        response = client.post("/v1/completions", content=content, headers={"Content-Type": "application/json"})
+        assert response.status_code == 413 and "body" in response.json()["error"]["message"]
+    declared = client.post("/v1/completions", content=b"{}", headers={"Content-Type": "application/json",
+                                                                      "Content-Length": str(len(over))})
+    assert declared.status_code == 413  # the length alone decides: the body is not read
+    under = client.post("/v1/completions", content=over[:serve.MAX_BODY_BYTES],
+                        headers={"Content-Type": "application/json"})
+    assert under.status_code == 400 and "not valid JSON" in under.json()["error"]["message"]
 
 
 def test_stream_equals_non_stream_for_the_same_seed(client):
@@ -196,6 +251,18 @@ def test_stop_sequence_ends_the_text_before_it(client, model, tokenizer, stream)
     assert "".join(logprobs["tokens"]) == got  # the token holding the stop sequence is cut before it
 
 
+def test_stop_sequences_are_normalized_as_the_text_is(normalizing_client, normalizing):
+    """A stop sequence written with Arabic yeh matches the Farsi yeh the model writes; a stop of a
+    space stays a space (character rules only, no tidying of spaces)."""
+    text = completion(normalizing_client, prompt=PROMPT, max_tokens=40, seed=2)["text"]
+    assert "ی" in text and " " in text  # the unconstrained text has both to stop at
+    start = text.index("ی")
+    arabic_yeh = text[start:start + 2].replace("ی", "\u064a")
+    for stop, end in ((arabic_yeh, start), (" ", text.index(" "))):
+        choice = completion(normalizing_client, prompt=PROMPT, max_tokens=40, seed=2, stop=stop)
+        assert (choice["text"], choice["finish_reason"]) == (text[:end], "stop")
+
+
 @pytest.mark.parametrize("text, stops, result", [
     ("abc", ["x"], ("abc", "", False)),
     ("abcd", ["cde"], ("ab", "cd", False)),  # "cd" may still become "cde"
@@ -225,7 +292,44 @@ def test_echo_scores_the_prompt_as_eval_does(client, model, tokenizer, text):
     logprobs = choice["logprobs"]
     assert logprobs["tokens"][0] == "" and logprobs["token_logprobs"][0] is None and logprobs["top_logprobs"][0] is None
     assert all(len(top) in (3, 4) for top in logprobs["top_logprobs"][1:])  # the 3 best and the prompt's own
-    assert sum(logprobs["token_logprobs"][1:]) == pytest.approx(-token_nll(model, ids).sum(), abs=1e-4)
+    assert sum(logprobs["token_logprobs"][1:]) == pytest.approx(-token_nll(model, ids, model.config.block_size).sum(), abs=1e-4)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_echo_gives_the_prompt_as_sent(normalizing_client, normalizing, model, stream):
+    """The model reads the prompt normalized; echo gives it back as the client sent it, so
+    text[len(prompt):] is the completion, and places each token the model read at the offset of
+    the characters it was read from."""
+    prompt = "  كتابخانهٔ  مَرکزي\tشهر ٣ ساعت "  # Arabic kaf and yeh, a fatha, runs of spaces, a tab, a digit
+    normalized, prompt_ids = sample.encode_prompt(prompt, normalizing, model.config.block_size)
+    assert len(normalized) < len(prompt) - 4
+    request = dict(prompt=prompt, max_tokens=8, seed=4, logprobs=1)
+    plain = completion(normalizing_client, **request)
+    if stream:
+        with normalizing_client.stream("POST", "/v1/completions", json=dict(request, echo=True, stream=True)) as response:
+            (text, _, logprobs), = streamed_choices(read_events(response.iter_lines())).values()
+    else:
+        echoed = completion(normalizing_client, **request, echo=True)
+        text, logprobs = echoed["text"], echoed["logprobs"]
+    assert text.startswith(prompt) and text[len(prompt):] == plain["text"]
+    tokens, offsets = logprobs["tokens"], logprobs["text_offset"]
+    assert "".join(tokens[:len(prompt_ids)]) == normalized  # the tokens the model read
+    assert tokens[len(prompt_ids):] == plain["logprobs"]["tokens"]
+    assert offsets[len(prompt_ids):] == [len(prompt) + offset for offset in plain["logprobs"]["text_offset"]]
+    assert offsets == sorted(offsets) and offsets[len(prompt_ids) - 1] < len(prompt)
+    for piece, offset in zip(tokens[:len(prompt_ids)], offsets):  # each read from the characters at its offset
+        sent = prompt[offset]
+        assert piece == "" or normalizing.normalize(sent, tidy_spaces=False) == piece[0] or \
+            sent.isspace() and piece[0].isspace()
+
+
+def test_logprobs_0_lists_the_chosen_token(client):
+    """logprobs: 0 gives every token (but the first, which nothing comes before) its own entry, generated
+    or echoed, as in the OpenAI API."""
+    logprobs = completion(client, prompt=PROMPT, max_tokens=8, seed=1, echo=True, logprobs=0)["logprobs"]
+    assert len(logprobs["tokens"]) > 8 and logprobs["top_logprobs"][0] is None
+    for logprob, top in zip(logprobs["token_logprobs"][1:], logprobs["top_logprobs"][1:]):
+        assert list(top.values()) == [logprob]  # the chosen token's, alone
 
 
 def test_generated_logprobs_are_the_models(client, model, tokenizer):
@@ -275,6 +379,32 @@ def test_generate_route(client, model, tokenizer):
     assert body == dict(generated_text=expected(model, tokenizer, max_tokens=9, greedy=True)[0])
     response = client.post("/generate", json=dict(prompt=PROMPT, max_length=0))
     assert response.status_code == 400 and response.json()["error"]["param"] == "max_length"
+
+
+def test_fields_openai_clients_send_by_default_are_accepted(client, model, tokenizer):
+    defaults = dict(frequency_penalty=0, presence_penalty=0, logit_bias={}, best_of=1, n=1, user="user-1234")
+    choice = completion(client, prompt=PROMPT, max_tokens=10, seed=3, **defaults)
+    assert choice["text"] == expected(model, tokenizer, seed=3, max_tokens=10)[0]
+    body = client.post("/v1/completions", json=dict(prompt=PROMPT, max_tokens=3, n=2, best_of=2)).json()
+    assert len(body["choices"]) == 2
+
+
+@pytest.mark.parametrize("settings", [dict(frequency_penalty=2), dict(presence_penalty=2, temperature=0),
+                                      dict(frequency_penalty=-1.5, presence_penalty=0.5, **SAMPLING)])
+def test_frequency_and_presence_penalties_are_the_decoders(client, model, tokenizer, settings):
+    choice = completion(client, prompt=PROMPT, max_tokens=20, seed=6, **settings)
+    assert choice["text"] == decoder_text(model, tokenizer, seed=6, max_tokens=20, **settings)
+
+
+def test_logit_bias_forces_and_bans_tokens(client, model, tokenizer):
+    forced, = tokenizer.encode("ا")  # a token of whole characters
+    text = completion(client, prompt=PROMPT, max_tokens=6, seed=1, logit_bias={str(forced): 100})["text"]
+    assert text == "ا" * 6
+    _, _, greedy_ids = expected(model, tokenizer, max_tokens=1, greedy=True)
+    bias = {greedy_ids[0]: -100, tokenizer.eot_id: -30.5}
+    banned = completion(client, prompt=PROMPT, max_tokens=8, temperature=0, logit_bias={str(k): v for k, v in bias.items()})
+    assert banned["text"] == decoder_text(model, tokenizer, max_tokens=8, temperature=0, logit_bias=bias)
+    assert not banned["text"].startswith(tokenizer.decode(greedy_ids))
 
 
 def test_a_failing_step_fails_its_requests_only(model, tokenizer):
@@ -421,7 +551,9 @@ def test_openai_client(server, served_model):
     model_name = client.models.list().data[0].id
     assert model_name.startswith("out-tiny")
     request = dict(model=model_name, prompt="باران پاییزی", max_tokens=24, seed=9, temperature=0.8,
-                   extra_body=dict(top_k=50, repetition_penalty=1.2))
+                   extra_body=dict(top_k=50, repetition_penalty=1.2),
+                   # what LangChain's OpenAI wrapper sends by default
+                   frequency_penalty=0, presence_penalty=0, logit_bias={}, best_of=1, n=1, user="someone")
     completion = client.completions.create(**request)
     stream = client.completions.create(stream=True, **request)
     pieces = [chunk.choices[0].text for chunk in stream if chunk.choices]
@@ -440,6 +572,24 @@ def test_openai_client(server, served_model):
     assert scored.choices[0].text == "باران پاییزی" and scored.choices[0].logprobs.token_logprobs[0] is None
     with pytest.raises(openai.BadRequestError, match="logprobs"):
         client.completions.create(model=model_name, prompt="باران", logprobs=9)
+    with pytest.raises(openai.BadRequestError, match="best_of"):
+        client.completions.create(model=model_name, prompt="باران", best_of=3)
+
+
+def raw_post(url, head, body=b""):
+    """The status line serve.py answers a POST of these header lines and body, sent as they are."""
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=30) as connection:
+        connection.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                           + head + b"\r\n" + body)
+        return connection.recv(4096).split(b"\r\n")[0]
+
+
+def test_a_body_over_the_bound_is_refused_before_it_has_all_arrived(server):
+    over = serve.MAX_BODY_BYTES + 1
+    assert raw_post(server, b"Content-Length: %d\r\n" % over).startswith(b"HTTP/1.1 413 ")  # nothing sent
+    chunk = b"%x\r\n%s\r\n" % (over, b"{" * over)  # a chunked body, never ended
+    assert raw_post(server, b"Transfer-Encoding: chunked\r\n", chunk).startswith(b"HTTP/1.1 413 ")
+    assert health(server)["status"] == "ok"
 
 
 def test_concurrent_requests_match_sequential_ones(server):
@@ -532,7 +682,7 @@ def test_updates_that_wait_together_are_yielded_together(model, tokenizer):
             return False
 
     async def receive():
-        job = serve.Job(serve.CompletionRequest(prompt="شهر", n=2, max_tokens=3), [[1]], seed=0)
+        job = serve.Job(serve.CompletionRequest(prompt="شهر", n=2, max_tokens=3), [([1], "شهر")], stops=[], seed=0)
         serve.send({job: first})
         serve.send({job: second})
         received = []
