@@ -2,8 +2,8 @@
 #   python prepare.py ../shared/data/fawiki/fawiki-sample-pages-articles.xml.bz2 \
 #       ../shared/data/fawiki/fawiki-bio-paragraphs.jsonl --out_dir=data/fawiki
 #   python train.py config/fawiki_small.py
-# The CPU trains ~1,000 tokens/s at 17 M parameters; this 5 M-parameter model reads a few
-# times more, so ten minutes cover the ~1 M-token offline corpus about twice.
+# A model this small reads the offline corpus a couple of times in ten minutes on a laptop CPU
+# (docs/benchmarks.md has the throughput).
 data_dir = "data/fawiki"
 out_dir = "out-fawiki-small"
 n_layer = 4

@@ -13,5 +13,5 @@ warmup_iters = 2
 learning_rate = 3e-3
 min_lr = 3e-4
 device = "cpu"
-peak_flops = 1e11  # skip the ~1 s matmul measurement: a toy model's MFU means nothing
+peak_flops = 1e11  # skip measuring the matmul peak at start-up: a toy model's MFU means nothing
 sample_tokens = 0  # test data comes with a placeholder tokenizer; tests that want samples turn them on
