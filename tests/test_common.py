@@ -1,8 +1,11 @@
 import os
+import re
 
+import numpy as np
 import pytest
+import torch
 
-from common import UsageError, atomic_path, configure
+from common import UsageError, atomic_path, configure, load_tokens, parse_config, resolve_device
 
 DEFAULTS = {"batch_size": 16, "learning_rate": 6e-4, "compile": False, "out_dir": "out", "peak_flops": None}
 
@@ -30,7 +33,7 @@ def test_override_parses_literals(arg, key, expected):
     ("missing_config.py", "config file not found"),
 ])
 def test_bad_arguments_are_one_line_errors(arg, message):
-    with pytest.raises(UsageError) as err:
+    with pytest.raises(UsageError, match=re.escape(message)) as err:
         configure(DEFAULTS, [arg])
     assert message in str(err.value) and "\n" not in str(err.value)
 
@@ -54,10 +57,19 @@ def test_positional_arguments_pass_through_without_config_files():
     assert positional == ["dump.xml.bz2", "extra.py"] and config["batch_size"] == 2
 
 
+def test_parse_config_takes_config_files_and_options_only(tmp_path):
+    config_file = tmp_path / "cfg.py"
+    config_file.write_text("batch_size = 8\n")
+    assert parse_config(DEFAULTS, [str(config_file), "--compile=True"]) == {
+        **DEFAULTS, "batch_size": 8, "compile": True}
+    with pytest.raises(UsageError, match="unexpected argument 'data.txt': give config files"):
+        parse_config(DEFAULTS, ["--batch_size=2", "data.txt"])
+
+
 def test_atomic_path_replaces_only_on_success(tmp_path):
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="crash mid-write"):
         with atomic_path(str(target)) as tmp:
             with open(tmp, "w") as f:
                 f.write("half")
@@ -78,3 +90,27 @@ def test_atomic_path_output_has_umask_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (os.stat(tmp_path / "f.json").st_mode & 0o777) == 0o644
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UsageError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a CUDA GPU")
+def test_cuda_without_a_gpu_is_a_one_line_error():
+    with pytest.raises(UsageError, match=re.escape("device is cuda but no CUDA GPU is available (use --device=cpu)")):
+        resolve_device("cuda", local_rank=1)
+
+
+def test_load_tokens(tmp_path):
+    np.array([1, 2, 65535], dtype=np.uint16).tofile(tmp_path / "val.bin")
+    tokens = load_tokens(str(tmp_path / "val.bin"))
+    assert isinstance(tokens, np.memmap) and tokens.dtype == np.uint16 and tokens.tolist() == [1, 2, 65535]
+    (tmp_path / "odd.bin").write_bytes(b"\x01\x02\x03")
+    with pytest.raises(UsageError, match="odd.bin is not a uint16 token file"):
+        load_tokens(str(tmp_path / "odd.bin"))
+    with pytest.raises(UsageError, match=re.escape("token file not found: missing.bin (run prepare.py first)")):
+        load_tokens("missing.bin")

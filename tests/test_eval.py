@@ -100,6 +100,13 @@ def test_distinct_and_repeated_ngrams():
     assert evaluate.repeated_share(["ت ث ج"], 2) == 0.0
 
 
+@pytest.mark.parametrize("repeat_n, share", [(2, 2 / 5), (3, 1 / 4), (4, 0.0)])
+def test_diversity_counts_repeats_of_repeat_n_words(repeat_n, share):
+    loop = "الف ب پ الف ب پ"  # 3-grams: الف-ب-پ, ب-پ-الف, پ-الف-ب, الف-ب-پ; its 4-grams are all new
+    assert evaluate.diversity([loop], repeat_n) == pytest.approx(
+        {"distinct_1": 3 / 6, "distinct_2": 3 / 5, f"repeated_{repeat_n}gram_share": share})
+
+
 def test_continuation_owns_the_character_the_prompt_left_unfinished():
     tokenizer = Tokenizer([])  # one token per byte
     ids = tokenizer.encode("سلام دنیا")
@@ -198,8 +205,10 @@ def test_report_from_token_file(prepared):
         results["cross_entropy"] * num_tokens / math.log(2) / results["bytes"])
     assert 0 <= results["rouge1"] <= 1 and 0 < results["distinct_1"] <= 1
     examples = report["generation"]["examples"]  # all three continuations
-    scores, signatures = evaluate.bleu_chrf([e["reference"] for e in examples], [e["generated"] for e in examples])
+    references, generated = [e["reference"] for e in examples], [e["generated"] for e in examples]
+    scores, signatures = evaluate.bleu_chrf(references, generated)
     assert (results["bleu"], results["chrf"]) == (scores["bleu"], scores["chrf"])
+    assert {key: results[key] for key in ("rouge1", "rouge2", "rougeL")} == evaluate.rouge(references, generated)
     assert report["generation"]["sacrebleu_signatures"] == signatures
     assert report["generation"]["documents"] == 3 and report["generation"]["prompt_tokens"] == 4
     assert report["stride"] == 8 and report["iter_num"] == 7
@@ -218,6 +227,24 @@ def test_text_is_normalized_as_the_training_text_was(prepared, tmp_path, normali
     path.write_text(json.dumps({"text": "\u064a\u0643   \u0661\u0662"}) + "\n", encoding="utf-8")
     stream = evaluate.encode_text_file(str(path), tokenizer, 0)
     assert stream.tolist() == tokenizer.encode(expected) + [tokenizer.eot_id]
+
+
+def test_repeat_n_chooses_the_repeated_ngrams_reported(prepared, tmp_path):
+    root, tokenizer, _ = prepared
+    (tmp_path / "tokenizer.json").write_bytes((root / "tokenizer.json").read_bytes())
+    loop = " ".join(["الف ب پ"] * 12)  # documents that repeat themselves: their 2-grams recur, their 4-grams too
+    ids = [i for _ in range(3) for i in tokenizer.encode(loop) + [tokenizer.eot_id]]
+    np.array(ids, dtype=np.uint16).tofile(tmp_path / "loop.bin")
+    evaluate.main([f"--out_dir={root}", f"--data={tmp_path / 'loop.bin'}", "--rouge_docs=3", "--prompt_tokens=4",
+                   "--reference_tokens=20", "--repeat_n=2", f"--report={tmp_path / 'r.json'}"])
+    report = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    results, examples = report["results"], report["generation"]["examples"]
+    references = [example["reference"] for example in examples]
+    generated = [example["generated"] for example in examples]
+    assert len(examples) == 3 and "repeated_4gram_share" not in results
+    assert results["reference_repeated_2gram_share"] == pytest.approx(evaluate.repeated_share(references, 2))
+    assert results["reference_repeated_2gram_share"] > evaluate.repeated_share(references, 4) > 0
+    assert results["repeated_2gram_share"] == pytest.approx(evaluate.repeated_share(generated, 2))
 
 
 def test_max_tokens_bounds_the_evaluation(prepared, tmp_path):
