@@ -26,8 +26,12 @@ def test_stages_are_cut_at_marker_lines():
                                markers=[("step two", "two"), ("done", "three")])
     names = [stage["name"] for stage in run["stages"]]
     assert names == ["one", "two", "three"]
-    one, two, _ = run["stages"]
-    assert 0.3 < one["seconds"] < 30 and 0.8 < two["seconds"] < 30  # the sleeps bound them from below
+    one, two, three = run["stages"]
+    # the stages cut the run's time into consecutive pieces; a marker is seen only after it is printed,
+    # so the sleeps before it bound the stages up to it from below, however fast or busy the machine
+    assert min(one["seconds"], two["seconds"], three["seconds"]) >= 0
+    assert one["seconds"] + two["seconds"] + three["seconds"] == pytest.approx(run["seconds"])
+    assert one["seconds"] >= 0.5 and one["seconds"] + two["seconds"] >= 1.5
     assert two["peak_rss_all_processes_mb"] > 200 > one["peak_rss_all_processes_mb"]
     assert run["peak_rss_largest_process_mb"] > 200
     assert "step two starts" in run["log"]
