@@ -43,7 +43,6 @@ import sys
 import tempfile
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections import Counter, deque
@@ -310,7 +309,8 @@ def clean_wikitext(wikitext):
 
 
 # -----------------------------------------------------------------------------
-# Reading inputs as a stream of records: (title, wikitext) for a dump page, (None, text) otherwise
+# Reading an input as blocks of bytes, then as records: (title, wikitext) for a dump page, (None, text)
+# for a JSON line or a piece of a book
 
 GUTENBERG_START = regex.compile(r"\*{3}\s*START OF (?:THE|THIS) PROJECT GUTENBERG", regex.I)
 # the footer starts at "*** END OF THIS PROJECT GUTENBERG EBOOK ..." or the line before it
@@ -318,7 +318,7 @@ GUTENBERG_END = regex.compile(
     r"\*{3}\s*END OF (?:THE|THIS) PROJECT GUTENBERG|End of (?:the )?Project Gutenberg", regex.I)
 GUTENBERG_HEADER_LINES = 1000  # the START line is looked for this far into a .txt file
 INPUT_KINDS = (".xml.bz2", ".xml", ".jsonl", ".txt")
-BLOCK_BYTES = 1 << 20  # bytes read at a time: of a file, of a download, and of a dump decompressed ahead
+BLOCK_BYTES = 1 << 20  # read at a time: from a file, from a download, and of a dump decompressed ahead
 READ_AHEAD_BLOCKS = 4  # decompressed blocks waiting for the XML parser at most: memory stays flat
 
 
@@ -333,10 +333,17 @@ def input_kind(source):
     return kind
 
 
+def open_local(source):
+    try:
+        return open(source, "rb")
+    except OSError as e:
+        raise common.UsageError(f"cannot read {source}: {e.strerror or e}") from e
+
+
 class BlockReader(io.RawIOBase):
-    """A binary stream of the blocks of bytes a generator yields; closing the stream closes it. Input
-    files, downloads and decompressed dumps all come as blocks, and bz2, the XML parser and the text
-    readers read this stream."""
+    """A binary stream of the blocks of bytes that a generator yields; closing the stream closes it.
+    A file, a download and a decompressed dump all come as blocks, and bz2, the XML parser and the
+    text readers read them through this stream."""
 
     def __init__(self, blocks):
         super().__init__()
@@ -358,8 +365,7 @@ class BlockReader(io.RawIOBase):
 
 
 def file_blocks(file):
-    with file:
-        yield from iter(functools.partial(file.read, BLOCK_BYTES), b"")
+    yield from iter(functools.partial(file.read, BLOCK_BYTES), b"")
 
 
 def read_ahead(stream):
@@ -377,15 +383,18 @@ def read_ahead(stream):
 
 
 def counted(blocks, report, bar, unit):
-    """The blocks, counted in report["bytes_read"] and shown on a progress bar with the records parsed so
-    far: MB read, MB/s, records/s, and the time left when the size is known."""
+    """The blocks of an input as they are read: counted and hashed in report (its sha256 once the last
+    block has gone past), and shown on a progress bar: MB read, MB/s, records parsed, records/s."""
+    sha256 = hashlib.sha256()
     with contextlib.closing(blocks):
         for block in blocks:
             report["bytes_read"] += len(block)
+            sha256.update(block)
             if bar.update(len(block)):  # the bar was redrawn: time to update the count shown after it
                 records, seconds = report["records"], bar.format_dict["elapsed"]
                 bar.set_postfix_str(f"{records:,} {unit}, {records / seconds:,.0f}/s", refresh=False)
             yield block
+    report["sha256"] = sha256.hexdigest()
 
 
 # Downloading: Wikimedia refuses requests without a descriptive User-Agent, and a download that lasts
@@ -394,7 +403,7 @@ DOWNLOAD_TIMEOUT = 60  # seconds without a byte before a connection counts as st
 DOWNLOAD_RETRIES = 6  # reconnections in a row without a byte received before the download gives up
 DOWNLOAD_BACKOFF = 2.0  # seconds before the first reconnection, doubled before each further one
 # fawiki-latest-pages-articles.xml.bz2 or fawiki-20240601-pages-articles.xml.bz2: the wiki and the date
-# (or "latest") name the sha1sums.txt published in the same directory
+# (or "latest") name the sha1sums.txt published in the same directory, which lists the dated names
 DUMP_NAME = regex.compile(r"(?P<wiki>[^-/]+)-(?P<date>latest|\d{8})-(?P<file>.+)")
 
 
@@ -405,7 +414,6 @@ def http_get(url, user_agent, headers=None):
 
 def http_problem(url, error):
     """One line for an HTTP error status: what it means here and what to do."""
-    host = urllib.parse.urlsplit(url).netloc
     advice = {
         403: 'the server refuses this client; set --user_agent="name/version (your URL or e-mail)" '
              "as Wikimedia's User-Agent policy asks",
@@ -413,17 +421,16 @@ def http_problem(url, error):
         429: "rate limited, retry later" + (f" (after {error.headers['Retry-After']} s)"
                                             if error.headers and error.headers["Retry-After"] else ""),
     }.get(error.code, f"while downloading {url}")
-    return f"HTTP {error.code} {error.reason} from {host}: {advice}"
+    return f"HTTP {error.code} {error.reason} from {url.split('/')[2]}: {advice}"
 
 
 def published_sha1(url, user_agent):
-    """(sha1 that Wikimedia lists for the file at url in the sha1sums.txt beside it, or None; a note).
-    The list names dated files, so fawiki-latest-x matches fawiki-<8 digits>-x."""
+    """(sha1 that Wikimedia lists for the file at url in the sha1sums.txt beside it, or None; a note)."""
     directory, _, name = url.rpartition("/")
-    wanted = DUMP_NAME.fullmatch(name)
-    if not wanted:
+    dump = DUMP_NAME.fullmatch(name)
+    if not dump:
         return None, f"not checked: no checksum list is known for {name}"
-    sums_url = f"{directory}/{wanted['wiki']}-{wanted['date']}-sha1sums.txt"
+    sums_url = f"{directory}/{dump['wiki']}-{dump['date']}-sha1sums.txt"
     try:
         with http_get(sums_url, user_agent) as response:
             listing = response.read(1 << 20).decode("utf-8", "replace")
@@ -433,68 +440,69 @@ def published_sha1(url, user_agent):
         return None, f"not checked: {sums_url} does not exist"
     except OSError:
         return None, f"not checked: {sums_url} could not be read"
-    for digest, _, listed in (line.strip().partition(" ") for line in listing.splitlines()):
-        listed = DUMP_NAME.fullmatch(listed.strip().lstrip("*"))
-        if listed and (listed["wiki"], listed["file"]) == (wanted["wiki"], wanted["file"]):
-            return digest.lower(), sums_url
-    return None, f"not checked: {sums_url} does not list {name}"
+    listed_name = f"{regex.escape(dump['wiki'])}-(?:latest|\\d{{8}})-{regex.escape(dump['file'])}"
+    listed = regex.search(rf"^(\w+) +\*?{listed_name}\s*$", listing, regex.M)
+    return (listed[1].lower(), sums_url) if listed else (None, f"not checked: {sums_url} does not list {name}")
 
 
 class Download:
     """The bytes of a URL from first to last, in blocks: iterate over it. A connection that drops or
     stalls is reopened with `Range: bytes=N-` from the first byte not yet received, so whatever reads
     the blocks (the bz2 decompressor, whose state spans bz2 streams and blocks, and the XML parser)
-    never sees the gap. The bytes are written to `copy` if given, and checked against the sha1
-    Wikimedia publishes once the last has arrived."""
+    never sees the gap. The bytes are copied to `copy` if given, and checked against the sha1 that
+    Wikimedia publishes once the last has arrived; report gets Last-Modified and the check's outcome."""
 
-    def __init__(self, url, user_agent, copy=None):
-        self.url, self.user_agent, self.copy, self.received, self.complete = url, user_agent, copy, 0, False
-        self.expected_sha1, self.sha1_source = published_sha1(url, user_agent)
+    def __init__(self, url, user_agent, report, copy=None):
+        self.url, self.user_agent, self.report, self.copy = url, user_agent, report, copy
+        self.received, self.complete = 0, False
+        self.expected_sha1, report["checksum"] = published_sha1(url, user_agent)
         try:
             self.response = http_get(url, user_agent)
         except urllib.error.HTTPError as e:
             raise common.UsageError(http_problem(url, e)) from e
         except OSError as e:  # URLError (no route, no name, refused) and timeouts
             raise common.UsageError(
-                f"cannot download {url}: cannot connect to {urllib.parse.urlsplit(url).netloc} "
+                f"cannot download {url}: cannot connect to {url.split('/')[2]} "
                 f"({getattr(e, 'reason', e)}); check the network, or fetch the dump elsewhere and pass the "
                 f"file: python prepare.py fawiki-latest-pages-articles.xml.bz2") from e
         headers = self.response.headers
         self.size = int(headers["Content-Length"]) if headers["Content-Length"] else None
-        etag, self.last_modified = headers["ETag"], headers["Last-Modified"]
-        # If-Range asks for the rest only if the file is unchanged; a server must ignore it with a weak
-        # ETag (W/"..."), so that every resume would get the whole file again
-        self.validator = etag if etag and not etag.startswith("W/") else self.last_modified
+        # a resumed request sends it as If-Range, so a server whose file has changed sends all of it
+        # (200), not the rest (206); a server must ignore If-Range with a weak ETag (W/"...")
+        etag, report["last_modified"] = headers["ETag"], headers["Last-Modified"]
+        self.validator = etag if etag and not etag.startswith("W/") else headers["Last-Modified"]
+
+    def position(self):
+        return f"byte {self.received:,}" + (f" of {self.size:,}" if self.size else "")
 
     def resume(self):
-        """A response with the bytes from the first one not received on, which must be the rest of
-        the same file: a 206 whose Content-Range ends where the first response did. Two versions of a
-        changed file are never spliced together."""
+        """A response from the first byte not received on: the rest of a file of the first response's
+        size, or all of it when nothing was received. Two versions of a changed file are never spliced."""
         headers = {"Range": f"bytes={self.received}-"} if self.received else {}
         if self.received and self.validator:
             headers["If-Range"] = self.validator
         response = http_get(self.url, self.user_agent, headers)
+        content_range = response.headers["Content-Range"] or ""
         expected = f"bytes {self.received}-" + (f"{self.size - 1}/{self.size}" if self.size else "")
-        if self.received and (response.status != 206 or not response.headers["Content-Range"].startswith(expected)):
+        if self.received and (response.status != 206 or not content_range.startswith(expected)):
             response.close()
-            sent = "the whole file again" if response.status != 206 else f"'{response.headers['Content-Range']}'"
-            raise common.UsageError(
-                f"{self.url}: after a dropped connection the server sent {sent} instead of the rest from byte "
-                f"{self.received:,}" + (f" of {self.size:,}" if self.size else "") + " (it ignores Range "
-                f"requests, or the dump changed meanwhile); run again")
+            sent = "the whole file again" if response.status != 206 else f"'{content_range}'"
+            raise common.UsageError(f"{self.url}: after a dropped connection the server sent {sent} instead of "
+                                    f"the rest from {self.position()} (it ignores Range requests, or the dump "
+                                    f"changed meanwhile); run again")
         return response
 
     def __iter__(self):
-        sha1, failures = hashlib.sha1(), 0
+        sha1, failures = hashlib.sha1(), 0  # failures in a row: a block received sets it back to 0
         while True:
             try:
-                self.response = self.response or self.resume()
+                if self.response is None:
+                    self.response = self.resume()
                 while data := self.response.read1(BLOCK_BYTES):  # what has arrived: a stall loses nothing
                     sha1.update(data)
                     if self.copy:
                         self.copy.write(data)
-                    self.received += len(data)
-                    failures = 0
+                    self.received, failures = self.received + len(data), 0
                     yield data
                 if self.size in (None, self.received):
                     break
@@ -505,35 +513,30 @@ class Download:
                 problem = f"HTTP {e.code} {e.reason}"
             except (OSError, http.client.HTTPException) as e:  # a timeout, a reset, a broken chunk
                 problem = type(e).__name__ + (f": {getattr(e, 'reason', e)}" if str(e) else "")
-            self.close()
+            if self.response is not None:
+                self.response.close()
+            self.response = None
             failures += 1
-            where = f"at byte {self.received:,}" + (f" of {self.size:,}" if self.size else "")
             if failures > DOWNLOAD_RETRIES:
-                raise common.UsageError(f"download of {self.url} failed {where}: {problem}, and "
+                raise common.UsageError(f"download of {self.url} failed at {self.position()}: {problem}, and "
                                         f"{DOWNLOAD_RETRIES} reconnections in a row did not help; run again later")
             delay = DOWNLOAD_BACKOFF * 2 ** (failures - 1)
-            tqdm.write(f"{problem} {where}; reconnecting in {delay:g} s ({failures}/{DOWNLOAD_RETRIES})",
+            tqdm.write(f"{problem} at {self.position()}; reconnecting in {delay:g} s ({failures}/{DOWNLOAD_RETRIES})",
                        file=sys.stderr)
             time.sleep(delay)
         if self.expected_sha1 and sha1.hexdigest() != self.expected_sha1:
-            raise common.UsageError(
-                f"{self.url}: the downloaded bytes have sha1 {sha1.hexdigest()}, but {self.expected_sha1} is "
-                f"published for this dump; the download is damaged (or a new dump was published meanwhile): "
-                f"run again")
+            raise common.UsageError(f"{self.url}: the downloaded bytes have sha1 {sha1.hexdigest()}, but "
+                                    f"{self.expected_sha1} is published for this dump; the download is damaged "
+                                    f"(or a new dump was published meanwhile): run again")
+        if self.expected_sha1:
+            self.report["checksum"] = f"sha1 matches {self.report['checksum']}"
         self.complete = True
 
-    def checksum_status(self):
-        if not self.expected_sha1:
-            return self.sha1_source
-        if self.complete:
-            return f"sha1 matches {self.sha1_source}"
-        return f"not checked: reading stopped at byte {self.received:,} of {self.size or '?'}, before the end"
-
     def close(self):
-        if self.response:
+        if self.expected_sha1 and not self.complete:
+            self.report["checksum"] = f"not checked: reading stopped at {self.position()}, before the end"
+        if self.response is not None:
             self.response.close()
-        self.response = None
-
 
 
 def local_name(tag):
@@ -548,7 +551,7 @@ def iter_pages(stream, report):
         if event != "end" or local_name(element.tag) != "page":
             continue
         fields = {local_name(child.tag): child.text or "" for child in element.iter()}
-        root.clear()  # the page is read: let it go, or a 1.5 GB dump would stay in memory
+        root.clear()  # the page is read: let it go, or a whole dump would stay in memory
         report["records"] += 1
         text = fields.get("text", "")
         if fields.get("ns", "0") != "0":
@@ -596,7 +599,7 @@ def iter_book(lines, chunk_chars, report):
 
 
 def iter_records(source, report, config):
-    """Records of one input; a damaged input stops with an error saying how far it got. A download is
+    """Records of one input; a damaged input stops with one line saying how far it got. A download is
     also saved to config["save_dump"] if set, once all of it has arrived and matched its checksum."""
     kind = input_kind(source)
     unit = "pages" if kind in (".xml", ".xml.bz2") else "records"
@@ -604,16 +607,12 @@ def iter_records(source, report, config):
         download = copy = None
         if is_url(source):
             if config["save_dump"]:
-                copy = open(stack.enter_context(common.atomic_path(config["save_dump"])), "wb")
-                stack.enter_context(copy)
-            download = Download(source, config["user_agent"], copy)
+                copy = stack.enter_context(open(stack.enter_context(common.atomic_path(config["save_dump"])), "wb"))
+            download = Download(source, config["user_agent"], report, copy)
             stack.callback(download.close)
             blocks, size = iter(download), download.size
         else:
-            try:
-                blocks, size = file_blocks(open(source, "rb")), os.path.getsize(source)
-            except OSError as e:
-                raise common.UsageError(f"cannot read {source}: {e.strerror or e}") from e
+            blocks, size = file_blocks(stack.enter_context(open_local(source))), os.path.getsize(source)
         bar = stack.enter_context(tqdm(total=size, unit="B", unit_scale=True, desc=os.path.basename(source),
                                        mininterval=1))
         stream = stack.enter_context(BlockReader(counted(blocks, report, bar, unit)))
@@ -628,28 +627,22 @@ def iter_records(source, report, config):
                 yield from (iter_jsonl(lines, source, report) if kind == ".jsonl"
                             else iter_book(lines, config["book_chunk_chars"], report))
             while copy and stream.read(BLOCK_BYTES):
-                pass  # whatever follows the XML's end still belongs in the saved file
+                pass  # whatever follows the last record still belongs in the saved file
         except (ET.ParseError, EOFError, OSError, UnicodeDecodeError) as e:
             problem = {ET.ParseError: "malformed XML", EOFError: "truncated file",
                        UnicodeDecodeError: "not UTF-8"}.get(type(e), "unreadable")
             raise common.UsageError(f"{source}: {problem} ({e}) after {report['records']:,} {unit} / "
                                     f"{tqdm.format_sizeof(report['bytes_read'], 'B')} read") from e
-        finally:
-            if download:
-                report.update(checksum=download.checksum_status(), last_modified=download.last_modified)
-                if copy and not download.complete:
-                    tqdm.write(f"--save_dump: {config['save_dump']} not written, reading stopped before the "
-                               f"end of the dump", file=sys.stderr)
 
 
 # -----------------------------------------------------------------------------
 # From records to documents, in num_proc worker processes
 
-encoder = None  # in a worker of an encoding pass, the tokenizer prepare_record encodes with
+encoder = None  # in a worker of the encoding pass: the tokenizer that prepare_record encodes with
 
 
 def use_encoder(tokenizer_json):
-    """A pool worker's start: its own tokenizer (None: documents stay text). It lives as long as the
+    """A worker's start: its own tokenizer, or None to keep documents as text. It lives as long as the
     pool, so its caches of encoded words stay warm over the whole input."""
     global encoder
     encoder = bpe.Tokenizer.from_json(tokenizer_json) if tokenizer_json else None
@@ -657,7 +650,7 @@ def use_encoder(tokenizer_json):
 
 def prepare_record(record, normalization, min_chars, seed):
     """(None, (split key, UTF-8 bytes, document)) for a record worth keeping, else (why it was dropped,
-    None). The document is its text or, in a process with an encoder, its token ids (an array of uint16):
+    None). The document is its text or, in a worker with an encoder, its token ids (an array of uint16):
     then the text is encoded where it was cleaned and never travels further."""
     title, text = record
     if title is not None:
@@ -702,14 +695,11 @@ def new_report():
     return {"records": 0, "kept": 0, "dropped": Counter(), "bytes_read": 0}
 
 
-def normalization(config):
-    return {key: config[key] for key in ("normalize_text", "remove_diacritics")}
-
-
 def read_documents(source, report, config, pool=None):
     """prepare_record's (split key, UTF-8 bytes, document) of each kept document of one input, counting
     what was kept and dropped in report."""
-    work = functools.partial(prepare_record, normalization=normalization(config), min_chars=config["min_chars"],
+    normalization = {key: config[key] for key in ("normalize_text", "remove_diacritics")}
+    work = functools.partial(prepare_record, normalization=normalization, min_chars=config["min_chars"],
                              seed=config["seed"])
     results = parallel_map(work, iter_records(source, report, config), pool, config["batch_chars"],
                            config["num_proc"])
@@ -743,7 +733,7 @@ def prepare_inputs(inputs, reports, config, tokenizer=None):
 
 
 # -----------------------------------------------------------------------------
-# Split, tokenizer, token files
+# Splits, the tokenizer, the token files
 
 OUTPUTS = ("train.bin", "val.bin", "test.bin", "tokenizer.json", "meta.json", "sample.txt")
 SPLITS = ("train", "val", "test")  # the value of a document's entry in the array choose_splits returns
@@ -778,6 +768,7 @@ def choose_splits(keys, val_fraction, test_fraction):
         split[rest[choose_val(keys[rest], val_fraction + test_fraction)]] = 2
     return split
 
+
 def split_by_key(key, val_fraction, test_fraction):
     """The split of a document by its key alone: choose_splits's choice for all but the few documents
     it moves so that no split is left empty."""
@@ -787,14 +778,50 @@ def split_by_key(key, val_fraction, test_fraction):
 def choose_document_splits(keys, splits, config, inputs, reports):
     """choose_splits's array for the documents' keys, or an error if there are too few documents."""
     if len(keys) < len(splits):
-        dropped = sum((report["dropped"] for report in reports), Counter())
-        raise common.UsageError(f"{len(keys)} usable documents in {', '.join(inputs)} (dropped: "
-                                f"{dict(dropped) or 'none'}); a {'/'.join(splits)} split needs at least {len(splits)}")
+        dropped = dict(sum((report["dropped"] for report in reports), Counter())) or "none"
+        raise common.UsageError(f"{len(keys)} usable documents in {', '.join(inputs)} (dropped: {dropped}); "
+                                f"a {'/'.join(splits)} split needs at least {len(splits)}")
     split_of = choose_splits(keys, config["val_fraction"], config["test_fraction"])
     if len(splits) == 3 and not (split_of == 2).any():  # val left a single document to train on
         raise common.UsageError(f"{len(keys)} usable documents are too few for a test split beside "
                                 f"{(split_of == 1).sum()} val documents (set --test_fraction=0)")
     return split_of
+
+
+def train_tokenizer(inputs, reports, config, splits, path):
+    """The pass before encoding when no tokenizer is given: the clean documents go to a .jsonl at
+    `path`, and a tokenizer is trained on its training split."""
+    keys = array.array("d")
+    with open(path, "w", encoding="utf-8") as f:
+        for key, _, document in prepare_inputs(inputs, reports, config):
+            f.write(json.dumps({"text": document}, ensure_ascii=False) + "\n")
+            keys.append(key)
+    split_of = choose_document_splits(np.array(keys), splits, config, inputs, reports)
+    print(f"training a tokenizer of {config['vocab_size']:,} tokens on {(split_of == 0).sum():,} documents",
+          file=sys.stderr)
+    with open(path, encoding="utf-8") as f:
+        texts = (json.loads(line)["text"] for line, split in zip(f, split_of) if split == 0)
+        return bpe.Tokenizer.train(texts, config["vocab_size"], special_tokens=(EOT,), num_proc=config["num_proc"],
+                                   normalization={key: config[key] for key in ("normalize_text", "remove_diacritics")})
+
+
+def encode_inputs(inputs, reports, config, tokenizer, paths):
+    """The encoding pass: each kept document, encoded in the worker that cleaned it, is appended with
+    <|endoftext|> to the .bin of split_by_key's split (paths: split name -> file). Returns the split
+    keys, the split each document went to, the tokens and UTF-8 bytes of each, and a sample."""
+    keys, written_to, tokens, sizes = (array.array(code) for code in "dbqq")
+    sample = []
+    with contextlib.ExitStack() as stack:
+        files = [stack.enter_context(open(paths[split], "wb")) for split in SPLITS[:len(paths)]]
+        for key, size, ids in prepare_inputs(inputs, reports, config, tokenizer):
+            if len(sample) < SAMPLE_DOCUMENTS:  # decoding gives back the text, byte for byte
+                sample.append(tokenizer.decode(ids)[:SAMPLE_CHARS])
+            split = split_by_key(key, config["val_fraction"], config["test_fraction"])
+            ids.append(tokenizer.eot_id)
+            ids.tofile(files[split])
+            for column, value in zip((keys, written_to, tokens, sizes), (key, split, len(ids), size)):
+                column.append(value)
+    return np.array(keys), np.array(written_to), np.array(tokens), np.array(sizes), sample
 
 
 def move_documents(paths, written_to, split_of, tokens, work_dir):
@@ -810,53 +837,10 @@ def move_documents(paths, written_to, split_of, tokens, work_dir):
             writers[now].write(readers[was].read(2 * int(n)))
 
 
-# -----------------------------------------------------------------------------
-# Training a tokenizer, encoding, and the outputs
-
-def train_tokenizer(inputs, reports, config, splits, work_dir):
-    """The pass before encoding when no tokenizer is given: the clean documents go to a .jsonl in
-    work_dir, and a tokenizer learns from its training split. Returns the tokenizer and the .jsonl,
-    which the encoding pass then reads as its input."""
-    path, keys = os.path.join(work_dir, "documents.jsonl"), array.array("d")
-    with open(path, "w", encoding="utf-8") as f:
-        for key, _, document in prepare_inputs(inputs, reports, config):
-            f.write(json.dumps({"text": document}, ensure_ascii=False) + "\n")
-            keys.append(key)
-    split_of = choose_document_splits(np.array(keys), splits, config, inputs, reports)
-    print(f"training a tokenizer of {config['vocab_size']:,} tokens on {(split_of == 0).sum():,} documents",
-          file=sys.stderr)
-    with open(path, encoding="utf-8") as f:
-        texts = (json.loads(line)["text"] for line, split in zip(f, split_of) if split == 0)
-        tokenizer = bpe.Tokenizer.train(texts, config["vocab_size"], special_tokens=(EOT,),
-                                        num_proc=config["num_proc"], normalization=normalization(config))
-    return tokenizer, path
-
-
-def encode_inputs(inputs, reports, config, tokenizer, paths):
-    """The encoding pass: each kept document, encoded in the worker that cleaned it, is appended with
-    <|endoftext|> to the .bin of split_by_key's split (paths: split name -> file). Returns the split
-    keys, the split each document went to, the tokens and UTF-8 bytes of each, and a sample."""
-    keys, written_to, tokens, sizes, sample = (array.array("d"), array.array("b"), array.array("q"),
-                                               array.array("q"), [])
-    with contextlib.ExitStack() as stack:
-        files = [stack.enter_context(open(paths[split], "wb")) for split in SPLITS[:len(paths)]]
-        for key, size, ids in prepare_inputs(inputs, reports, config, tokenizer):
-            if len(sample) < SAMPLE_DOCUMENTS:  # decoding gives back the text, byte for byte
-                sample.append(tokenizer.decode(ids)[:SAMPLE_CHARS])
-            split = split_by_key(key, config["val_fraction"], config["test_fraction"])
-            ids.append(tokenizer.eot_id)
-            ids.tofile(files[split])
-            keys.append(key)
-            written_to.append(split)
-            tokens.append(len(ids))
-            sizes.append(size)
-    return np.array(keys), np.array(written_to), np.array(tokens), np.array(sizes), sample
-
-
 def given_tokenizer(config, argv):
-    """The tokenizer of --tokenizer. Its normalization is the one used: it replaces the options in config,
-    and one given on the command line that contradicts it is an error. (A version-1 file records none:
-    the options then say how its training text was normalized, as they did when it was written.)"""
+    """The tokenizer of --tokenizer. Its normalization is the one used: it replaces the two options in
+    config, and either given on the command line against it is an error. (A version-1 file records
+    none: the options then say how its training text was normalized, as they did when it was written.)"""
     path = config["tokenizer"]
     if not os.path.isfile(path):
         raise common.UsageError(f"tokenizer not found: {path}")
@@ -866,40 +850,10 @@ def given_tokenizer(config, argv):
     given = {arg[2:].partition("=")[0] for arg in argv if arg.startswith("--")}
     for key, value in (tokenizer.normalization or {}).items():
         if key in given and config[key] != value:
-            raise common.UsageError(f"--{key}={config[key]} contradicts {path}, which was trained with {key}="
-                                    f"{value}; leave it out: a given tokenizer's normalization is used")
+            raise common.UsageError(f"--{key}={config[key]} contradicts {path}, which normalizes with {key}={value}; "
+                                    f"leave it out: the tokenizer's own normalization is used")
         config[key] = value
     return tokenizer
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(functools.partial(f.read, BLOCK_BYTES), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def describe_input(source):
-    """Size and sha256 of a local input (a URL is described after it has been read)."""
-    if is_url(source):
-        return {"url": source}
-    try:
-        return {"path": source, "bytes": os.path.getsize(source), "sha256": sha256_of(source)}
-    except OSError as e:
-        raise common.UsageError(f"cannot read {source}: {e.strerror or e}") from e
-
-
-def write_meta(path, tokenizer, tokenizer_path, counts, files, reports, config):
-    for file, report in zip(files, reports):
-        file.update(records=report["records"], kept=report["kept"], dropped=dict(report["dropped"]))
-        if "url" in file:
-            file.update({key: report.get(key) for key in ("bytes_read", "last_modified", "checksum")})
-    meta = {"vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id, "dtype": "uint16",
-            "tokenizer": {"trained_here": not config["tokenizer"], "sha256": sha256_of(tokenizer_path)},
-            "splits": counts, "inputs": files, "config": config}
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(meta, f, ensure_ascii=False, indent=2)
 
 
 def check_config(config, inputs):
@@ -916,9 +870,24 @@ def check_config(config, inputs):
             raise common.UsageError(f"{key} must be at least 1, got {config[key]}")
     for source in inputs:
         input_kind(source)
+        if not is_url(source):
+            open_local(source).close()
     if config["save_dump"] and sum(map(is_url, inputs)) != 1:
         raise common.UsageError("--save_dump keeps one downloaded dump: give no input (the latest fawiki "
                                 "dump) or one URL")
+
+
+def write_meta(path, tokenizer, tokenizer_path, counts, inputs, reports, config):
+    """meta.json: the token files' vocabulary, the tokenizer, each split's counts, what was read of each
+    input (its report: records, bytes, sha256, and a download's Last-Modified and checksum), the config."""
+    with open(tokenizer_path, "rb") as f:
+        tokenizer_sha256 = hashlib.sha256(f.read()).hexdigest()
+    described = [{"url" if is_url(source) else "path": source, **report} for source, report in zip(inputs, reports)]
+    meta = {"vocab_size": tokenizer.vocab_size, "eot_id": tokenizer.eot_id, "dtype": "uint16",
+            "tokenizer": {"trained_here": not config["tokenizer"], "sha256": tokenizer_sha256},
+            "splits": counts, "inputs": described, "config": config}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(meta, f, ensure_ascii=False, indent=2)
 
 
 def main():
@@ -926,8 +895,8 @@ def main():
     inputs = inputs or [FAWIKI_URL]
     check_config(config, inputs)
     tokenizer = given_tokenizer(config, sys.argv[1:]) if config["tokenizer"] else None
-    files, reports = [describe_input(source) for source in inputs], [new_report() for _ in inputs]
-    out_dir, splits = config["out_dir"], SPLITS if config["test_fraction"] else SPLITS[:2]
+    reports, out_dir = [new_report() for _ in inputs], config["out_dir"]
+    splits = SPLITS if config["test_fraction"] else SPLITS[:2]
     outputs = [name for name in OUTPUTS if name != "test.bin" or config["test_fraction"]]
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -938,9 +907,10 @@ def main():
         tmp = {name: stack.enter_context(common.atomic_path(os.path.join(out_dir, name))) for name in outputs}
         bins = {split: tmp[f"{split}.bin"] for split in splits}
         if tokenizer is None:  # the encoding pass reads the clean documents the tokenizer was trained on
-            tokenizer, documents_path = train_tokenizer(inputs, reports, config, splits, work_dir)
+            documents = os.path.join(work_dir, "documents.jsonl")
+            tokenizer = train_tokenizer(inputs, reports, config, splits, documents)
             tokenizer.save(tmp["tokenizer.json"])
-            encoded = encode_inputs([documents_path], [new_report()], {**config, "max_articles": 0}, tokenizer, bins)
+            encoded = encode_inputs([documents], [new_report()], {**config, "max_articles": 0}, tokenizer, bins)
         else:  # the only pass: documents are cleaned and encoded together
             shutil.copyfile(config["tokenizer"], tmp["tokenizer.json"])
             encoded = encode_inputs(inputs, reports, config, tokenizer, bins)
@@ -950,7 +920,7 @@ def main():
             move_documents(bins, written_to, split_of, tokens, work_dir)
         counts = {name: {"documents": int((split_of == i).sum()), "tokens": int(tokens[split_of == i].sum()),
                          "bytes": int(sizes[split_of == i].sum())} for i, name in enumerate(splits)}
-        write_meta(tmp["meta.json"], tokenizer, tmp["tokenizer.json"], counts, files, reports, config)
+        write_meta(tmp["meta.json"], tokenizer, tmp["tokenizer.json"], counts, inputs, reports, config)
         with open(tmp["sample.txt"], "w", encoding="utf-8") as f:
             f.write(f"\n\n{EOT}\n\n".join(sample) + "\n")
     for split, count in counts.items():
