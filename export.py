@@ -20,11 +20,13 @@ but two compute it exactly:
 - learned positions: GPT-2, whose Conv1D layers store each matrix transposed.
 
 Settings no architecture computes exactly (norm="rmsnorm", qk_norm=True) stop with an error.
-Weights are written in the safetensors format by write_safetensors below (an 8-byte length, a
-JSON header, raw little-endian tensors), so exporting needs nothing beyond torch.
+The tokenizer normalizes text as ours does (bpe.normalize), written as tokenizers' normalizers, so
+transformers users encode the text the model was trained on. Generation stops at the end of the
+context: transformers does not restart it as sample.py does. Weights are written in the safetensors
+format by write_safetensors below (an 8-byte length, a JSON header, raw little-endian tensors), so
+exporting needs nothing beyond torch.
 """
 
-import datetime
 import glob
 import json
 import os
@@ -34,8 +36,10 @@ import tempfile
 
 import torch
 
+import bpe
 import common
 import sample
+from model import load_checkpoint
 
 DEFAULTS = dict(
     out_dir="out-fawiki-small",  # folder holding ckpt.pt; its eval_*.json reports go into the model card
@@ -43,32 +47,20 @@ DEFAULTS = dict(
     overwrite=False,  # replace export_dir if it exists and is not empty
 )
 EOT = "<|endoftext|>"
-SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
+EVALUATION_COLUMNS = ("tokens", "cross_entropy", "perplexity", "bits_per_byte", "bleu", "chrf")  # of eval.py's results
 
 
 # -----------------------------------------------------------------------------
 # weights
 
-def check_exportable(config):
-    """Refuse, in one line, a model that no transformers architecture computes exactly."""
-    if config.norm != "layernorm":
-        raise common.UsageError(f"norm={config.norm!r} cannot be exported: GPT-NeoX and GPT-2, the "
-                                f"architectures that match our blocks, use LayerNorm")
-    if config.qk_norm:
-        raise common.UsageError("qk_norm=True cannot be exported: GPT-NeoX and GPT-2 have no "
-                                "normalisation of queries and keys")
-
-
-def bias_or_zeros(state, name):
-    """The bias of our Linear or LayerNorm `name`, or zeros where it has none (bias=False)."""
-    bias = state.get(f"{name}.bias")
-    return bias if bias is not None else state[f"{name}.weight"].new_zeros(state[f"{name}.weight"].size(0))
-
-
-def copy_norm(tensors, state, ours, theirs):
-    """Our LayerNorm `ours` as their LayerNorm `theirs`, which always has a bias."""
-    tensors[f"{theirs}.weight"] = state[f"{ours}.weight"]
-    tensors[f"{theirs}.bias"] = bias_or_zeros(state, ours)
+def copy_with_bias(tensors, state, ours, theirs, transpose=False):
+    """Our LayerNorm or Linear `ours` as their `theirs`, which always has a bias: zeros where ours has
+    none (bias=False). transpose: a matrix goes in as GPT-2's Conv1D layers store it, (in, out); t()
+    leaves a LayerNorm's vector as it is."""
+    weight = state[f"{ours}.weight"]
+    tensors[f"{theirs}.weight"] = weight.t() if transpose else weight
+    tensors[f"{theirs}.bias"] = state.get(f"{ours}.bias", weight.new_zeros(weight.size(0)))
 
 
 def qkv_by_head(t, n_head):
@@ -82,24 +74,20 @@ def neox_state(model):
     tensors = {"gpt_neox.embed_in.weight": state["wte.weight"]}
     for i in range(c.n_layer):
         ours, theirs = f"blocks.{i}.", f"gpt_neox.layers.{i}."
-        for our_norm, their_norm in (("norm1", "input_layernorm"), ("norm2", "post_attention_layernorm")):
-            copy_norm(tensors, state, ours + our_norm, theirs + their_norm)
-        tensors[f"{theirs}attention.query_key_value.weight"] = qkv_by_head(state[f"{ours}attn.qkv.weight"], c.n_head)
-        tensors[f"{theirs}attention.dense.weight"] = state[f"{ours}attn.proj.weight"]
-        if c.bias:  # attention_bias=False leaves NeoX's attention without biases, like ours
-            tensors[f"{theirs}attention.query_key_value.bias"] = qkv_by_head(state[f"{ours}attn.qkv.bias"], c.n_head)
-            tensors[f"{theirs}attention.dense.bias"] = state[f"{ours}attn.proj.bias"]
-        for our_linear, their_linear in (("mlp.fc", "mlp.dense_h_to_4h"), ("mlp.proj", "mlp.dense_4h_to_h")):
-            tensors[f"{theirs}{their_linear}.weight"] = state[f"{ours}{our_linear}.weight"]
-            tensors[f"{theirs}{their_linear}.bias"] = bias_or_zeros(state, ours + our_linear)  # NeoX's MLP has biases
-    copy_norm(tensors, state, "norm_f", "gpt_neox.final_layer_norm")
+        for our_name, their_name in (("norm1", "input_layernorm"), ("norm2", "post_attention_layernorm"),
+                                     ("attn.qkv", "attention.query_key_value"), ("attn.proj", "attention.dense"),
+                                     ("mlp.fc", "mlp.dense_h_to_4h"), ("mlp.proj", "mlp.dense_4h_to_h")):
+            copy_with_bias(tensors, state, ours + our_name, theirs + their_name)
+        for qkv in (f"{theirs}attention.query_key_value.weight", f"{theirs}attention.query_key_value.bias"):
+            tensors[qkv] = qkv_by_head(tensors[qkv], c.n_head)
+    copy_with_bias(tensors, state, "norm_f", "gpt_neox.final_layer_norm")
     if not c.tie_weights:
         tensors["embed_out.weight"] = state["lm_head.weight"]  # the name every transformers version reads
     fields = {"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox",
               "hidden_size": c.n_embd, "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head,
               "intermediate_size": 4 * c.n_embd, "max_position_embeddings": c.block_size,
               "rotary_pct": 1.0, "rotary_emb_base": 10000, "use_parallel_residual": False,
-              "attention_bias": c.bias, "layer_norm_eps": 1e-5, "attention_dropout": 0.0, "hidden_dropout": 0.0}
+              "attention_bias": True, "layer_norm_eps": 1e-5, "attention_dropout": 0.0, "hidden_dropout": 0.0}
     return fields, tensors
 
 
@@ -109,13 +97,10 @@ def gpt2_state(model):
     tensors = {"transformer.wte.weight": state["wte.weight"], "transformer.wpe.weight": state["wpe.weight"]}
     for i in range(c.n_layer):
         ours, theirs = f"blocks.{i}.", f"transformer.h.{i}."
-        for our_norm, their_norm in (("norm1", "ln_1"), ("norm2", "ln_2")):
-            copy_norm(tensors, state, ours + our_norm, theirs + their_norm)
-        for our_linear, their_linear in (("attn.qkv", "attn.c_attn"), ("attn.proj", "attn.c_proj"),
-                                         ("mlp.fc", "mlp.c_fc"), ("mlp.proj", "mlp.c_proj")):
-            tensors[f"{theirs}{their_linear}.weight"] = state[f"{ours}{our_linear}.weight"].T  # Conv1D: (in, out)
-            tensors[f"{theirs}{their_linear}.bias"] = bias_or_zeros(state, ours + our_linear)
-    copy_norm(tensors, state, "norm_f", "transformer.ln_f")
+        for our_name, their_name in (("norm1", "ln_1"), ("norm2", "ln_2"), ("attn.qkv", "attn.c_attn"),
+                                     ("attn.proj", "attn.c_proj"), ("mlp.fc", "mlp.c_fc"), ("mlp.proj", "mlp.c_proj")):
+            copy_with_bias(tensors, state, ours + our_name, theirs + their_name, transpose=True)
+    copy_with_bias(tensors, state, "norm_f", "transformer.ln_f")
     if not c.tie_weights:
         tensors["lm_head.weight"] = state["lm_head.weight"]
     fields = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
@@ -128,7 +113,9 @@ def gpt2_state(model):
 def model_files(model, eot_id):
     """(config.json as a dict, {name: tensor}) of the transformers model equal to `model`."""
     c = model.config
-    check_exportable(c)
+    if c.norm != "layernorm" or c.qk_norm:  # GPT-NeoX and GPT-2 use LayerNorm and do not normalise queries and keys
+        setting = f"norm={c.norm!r}" if c.norm != "layernorm" else "qk_norm=True"
+        raise common.UsageError(f"{setting} cannot be exported: no transformers architecture computes it exactly")
     fields, tensors = (neox_state if c.pos_emb == "rope" else gpt2_state)(model)
     # transformers' "gelu" is the exact (erf) GELU, like F.gelu; its "relu2" is squared ReLU, like ours
     fields.update({"hidden_act" if c.pos_emb == "rope" else "activation_function": c.mlp,
@@ -138,28 +125,22 @@ def model_files(model, eot_id):
     return fields, tensors
 
 
-def write_safetensors(path, tensors, metadata=None):
+def write_safetensors(path, tensors):
     """Write {name: tensor} in the safetensors format: an 8-byte little-endian header length, a
     JSON header giving each tensor's dtype, shape and byte range, then the raw bytes in that order."""
     if sys.byteorder != "little":
         raise common.UsageError("safetensors stores little-endian bytes; this machine is big-endian")
-    header, offset, blobs = {"__metadata__": metadata or {"format": "pt"}}, 0, []
+    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
-        if tensor.dtype not in SAFETENSORS_DTYPES:
-            raise common.UsageError(f"cannot export {name}: dtype {tensor.dtype} is not float32/16 or bfloat16")
-        data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+        blobs.append(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
         header[name] = {"dtype": SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-        blobs.append(data)
+                        "data_offsets": [offset, offset + len(blobs[-1])]}
+        offset += len(blobs[-1])
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)  # the tensors start 8-byte aligned
     with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
-        for data in blobs:
-            f.write(data)
+        f.writelines([len(text).to_bytes(8, "little"), text, *blobs])
 
 
 # -----------------------------------------------------------------------------
@@ -173,113 +154,128 @@ def byte_characters():
     return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(others)}}
 
 
+def hf_normalizer(normalization):
+    """bpe.normalize with these settings (None: no normalization) as tokenizers' normalizers, step
+    for step. The character table becomes one Replace per string it gives, of the class of characters
+    that become that string; no string it gives holds a character it changes, so this equals its
+    str.translate. Then the ZWNJ rules and collapse_whitespace's substitutions, with bpe's own
+    patterns (Onig reads them as the regex module does), and its strip."""
+    if normalization is None:
+        return None
+    steps = []
+    if normalization["normalize_text"]:
+        sources = {}  # string -> the characters the table turns into it
+        for code, letters in bpe.TRANSLATION_TABLES[normalization["remove_diacritics"]].items():
+            sources[letters] = sources.get(letters, "") + chr(code)
+        steps += [(f"[{characters}]", letters) for letters, characters in sources.items()]
+        steps += [(bpe.ZWNJ_RUN.pattern, "\u200c"), (bpe.ZWNJ_OUTSIDE_WORD.pattern, "")]
+    steps += [(bpe.OTHER_SPACE.pattern, " "), (bpe.SPACE_RUN.pattern, " "),
+              (bpe.SPACE_AT_LINE_EDGE.pattern, "\n"), (bpe.BLANK_LINES.pattern, "\n\n")]
+    return {"type": "Sequence", "normalizers": [
+        *({"type": "Replace", "pattern": {"Regex": pattern}, "content": content} for pattern, content in steps),
+        {"type": "Strip", "strip_left": True, "strip_right": True}]}
+
+
 def hf_tokenizer(tokenizer):
-    """Our tokenizer in the Hugging Face tokenizers JSON format: our split pattern as a Split
-    pre-tokenizer, bytes mapped to characters, our merges in rank order, <|endoftext|> as a special
-    token put before every text (a document starts after one, as in training) and a byte-level decoder."""
+    """Our tokenizer in the Hugging Face tokenizers JSON format: our normalization, our split pattern
+    as a Split pre-tokenizer, bytes mapped to characters, our merges in rank order, <|endoftext|> as a
+    special token put before every text (a document starts after one, as in training) and a byte-level
+    decoder. <|endoftext|> is found in the normalized text, as our encode finds it."""
     chars = byte_characters()
-    vocab = {}
-    for i in range(256 + len(tokenizer.merges)):
-        token = "".join(chars[b] for b in tokenizer.token_bytes[i])
-        if token in vocab:  # a BPE can reach the same bytes by two merge paths; HF keeps one id per string
-            raise common.UsageError(f"tokens {vocab[token]} and {i} are the same bytes {tokenizer.token_bytes[i]!r}: "
-                                    f"the transformers tokenizer format cannot hold both")
-        vocab[token] = i
-    merges = [["".join(chars[b] for b in tokenizer.token_bytes[a]), "".join(chars[b] for b in tokenizer.token_bytes[b])]
-              for a, b in tokenizer.merges]
+    strings = ["".join(chars[b] for b in tokenizer.token_bytes[i]) for i in range(256 + len(tokenizer.merges))]
+    vocab = {token: i for i, token in enumerate(strings)}
+    if len(vocab) < len(strings):  # a BPE can reach the same bytes by two merge paths; HF keeps one id per string
+        i = next(i for i, token in enumerate(strings) if vocab[token] != i)  # the first of two such ids
+        raise common.UsageError(f"tokens {i} and {vocab[strings[i]]} are the same bytes {tokenizer.token_bytes[i]!r}: "
+                                f"the transformers tokenizer format cannot hold both")
     specials = [{"id": i, "content": token, "single_word": False, "lstrip": False, "rstrip": False,
-                 "normalized": False, "special": True} for token, i in tokenizer.special_tokens.items()]
-    vocab.update(tokenizer.special_tokens)
+                 "normalized": True, "special": True} for token, i in tokenizer.special_tokens.items()]
     eot = {"SpecialToken": {"id": EOT, "type_id": 0}}
+    a, b = ({"Sequence": {"id": sequence, "type_id": i}} for i, sequence in enumerate("AB"))
     return {
-        "version": "1.0", "truncation": None, "padding": None, "added_tokens": specials, "normalizer": None,
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": specials,
+        "normalizer": hf_normalizer(tokenizer.normalization),
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": tokenizer.pattern_text}, "behavior": "Isolated", "invert": False},
             {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]},
-        "post_processor": {
-            "type": "TemplateProcessing",
-            "single": [eot, {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [eot, {"Sequence": {"id": "A", "type_id": 0}}, eot, {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {EOT: {"id": EOT, "ids": [tokenizer.eot_id], "tokens": [EOT]}}},
+        "post_processor": {"type": "TemplateProcessing", "single": [eot, a], "pair": [eot, a, eot, b],
+                           "special_tokens": {EOT: {"id": EOT, "ids": [tokenizer.eot_id], "tokens": [EOT]}}},
         "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": vocab, "merges": merges},
+        "model": {"type": "BPE", "vocab": {**vocab, **tokenizer.special_tokens},  # the other fields as tokenizers'
+                  "merges": [[strings[a], strings[b]] for a, b in tokenizer.merges]},  # defaults: plain BPE
     }
 
 
 # -----------------------------------------------------------------------------
 # the directory
 
-def generation_config(eot_id):
-    """sample.py's default decoding, in transformers' terms."""
+def generation_config(eot_id, block_size):
+    """sample.py's default decoding, in transformers' terms. transformers does not restart the context
+    as sample.py does, so generation stops at its end: max_length counts the prompt, and a prompt that
+    fills the context gets transformers' error rather than positions the model never saw."""
     d = sample.DEFAULTS
-    return {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": eot_id,
-            "do_sample": not d["greedy"], "max_new_tokens": d["max_new_tokens"], "temperature": d["temperature"],
-            "top_k": d["top_k"], "top_p": d["top_p"], "repetition_penalty": d["repetition_penalty"]}
+    return {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": eot_id, "max_length": block_size,
+            "do_sample": not d["greedy"], "temperature": d["temperature"], "top_k": d["top_k"], "top_p": d["top_p"],
+            "repetition_penalty": d["repetition_penalty"]}
 
 
-def figure(value, digits=4):
-    return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+def figure(value):
+    return f"{value:,.4f}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def table(title, header, rows):
+    """A section of the model card holding a Markdown table; none without rows."""
+    return [f"## {title}", "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|",
+            *("| " + " | ".join(map(figure, row)) + " |" for row in rows), ""] if rows else []
+
+
+def read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def evaluation_row(path):
+    """A row of the model card's evaluation table, from one of eval.py's JSON reports."""
+    report = read_json(path)
+    name = os.path.basename(next(iter(report.get("input", {}).values()), path))
+    split = f" ({report['split']} split)" if report.get("split") else ""
+    return [f"`{name}`{split}", *(report.get("results", {}).get(key, "") for key in EVALUATION_COLUMNS)]
 
 
 def model_card(model, tokenizer, ckpt, out_dir, architecture):
     """README.md: what the model is, from the checkpoint, prepare.py's meta.json and eval.py's reports."""
-    c, config = model.config, (ckpt or {}).get("config") or {}
+    c, ckpt, normalization = model.config, ckpt or {}, tokenizer.normalization
+    config = ckpt.get("config") or {}
     lines = ["---", "language: fa", "library_name: transformers", "pipeline_tag: text-generation",
-             "tags: [gpt, persian, from-scratch]", "---", "",
-             "# A small Persian GPT", "",
-             f"A {model.num_params() / 1e6:.2f} M-parameter GPT trained from scratch, exported as "
-             f"`{architecture}` (which computes it exactly).", "",
+             "tags: [gpt, persian, from-scratch]", "---", "", "# A small Persian GPT", "",
+             f"A {model.num_params() / 1e6:.2f} M-parameter GPT trained from scratch, exported as `{architecture}`: "
+             f"{c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size} tokens, {c.pos_emb} "
+             f"positions, pre-norm LayerNorm, {c.mlp} MLP, {'tied' if c.tie_weights else 'untied'} output head.", "",
              "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
              'tokenizer, model = AutoTokenizer.from_pretrained("."), AutoModelForCausalLM.from_pretrained(".")',
              'print(tokenizer.decode(model.generate(**tokenizer("ایران کشوری است", return_tensors="pt"))[0], '
-             'skip_special_tokens=True))', "```", "",
-             "## Model", "",
-             f"{c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, context {c.block_size} tokens, "
-             f"{'rotary' if c.pos_emb == 'rope' else 'learned'} positions, pre-norm LayerNorm, "
-             f"{'GELU' if c.mlp == 'gelu' else 'squared-ReLU'} MLP, "
-             f"{'output head tied to the embedding' if c.tie_weights else 'untied output head'}.", "",
-             "## Tokenizer", "",
-             f"Byte-level BPE of {tokenizer.vocab_size:,} ids ({len(tokenizer.merges):,} merges) with a split "
-             "pattern that keeps Persian letters, diacritics and the ZWNJ inside words together and cuts digits "
-             "into runs of at most three. `<|endoftext|>` separates documents; the tokenizer puts one before "
-             "every text, as the model read every document after one in training.", "",
-             "The training text was normalized before tokenization (Arabic ي ك → Persian ی ک, Arabic-Indic "
-             "digits → Persian digits, kashida and, by default, short-vowel marks removed, ZWNJ tidied). "
-             "This tokenizer does not do that: normalize new text the same way for the best results.", ""]
-    meta_path = os.path.join(config.get("data_dir", ""), "meta.json")
-    if config.get("data_dir") and os.path.isfile(meta_path):
-        with open(meta_path, encoding="utf-8") as f:
-            meta = json.load(f)
-        lines += ["## Data", "", "| split | documents | tokens | bytes of text |", "|---|---|---|---|"]
-        lines += [f"| {split} | {figure(n['documents'])} | {figure(n['tokens'])} | {figure(n['bytes'])} |"
-                  for split, n in meta.get("splits", {}).items()]
-        inputs = [os.path.basename(i.get("path") or i.get("url", "")) for i in meta.get("inputs", [])]
-        lines += ["", f"Inputs: {', '.join(f'`{name}`' for name in inputs)}.", ""]
-    if ckpt:
-        training = {"steps": ckpt.get("iter_num"), "training time (s)": ckpt.get("train_seconds"),
-                    "best val loss": ckpt.get("best_val_loss"),
-                    **{key: config.get(key) for key in ("batch_size", "gradient_accumulation_steps",
-                                                         "learning_rate", "optimizer", "lr_schedule", "seed")}}
-        lines += ["## Training", "", "| | |", "|---|---|"]
-        lines += [f"| {key} | {figure(value)} |" for key, value in training.items() if value is not None]
-        lines.append("")
+             'skip_special_tokens=True))', "```", "", "## Tokenizer", "",
+             f"Byte-level BPE of {tokenizer.vocab_size:,} ids that keeps Persian words (letters, diacritics, ZWNJ) "
+             "whole and digits in threes, and puts `<|endoftext|>` before every text, as training did.", "",
+             "It does not normalize text, as the training text was not." if normalization is None else
+             f"It normalizes text as the training text was ({', '.join(f'{k}={v}' for k, v in normalization.items())}"
+             "; normalize_text: Persian ی ک and digits for Arabic ones, letters for presentation forms, no kashida, "
+             "ZWNJ only inside words; remove_diacritics: no short vowels; always: whitespace tidied), so `كتاب` "
+             "and `کتاب` give the same ids.", "", "## Generation", "",
+             f"`generate` stops at the end of the context, {c.block_size} tokens counting the prompt (`max_length`): "
+             "transformers does not restart the context as sample.py does. Other settings: sample.py's defaults.", ""]
+    meta_path = os.path.join(config["data_dir"], "meta.json") if config.get("data_dir") else ""
+    meta = read_json(meta_path) if os.path.isfile(meta_path) else {}
+    inputs = ", ".join(f"`{os.path.basename(i.get('path') or i.get('url', ''))}`" for i in meta.get("inputs", []))
+    lines += table(f"Data (from {inputs})" if inputs else "Data", ["split", "documents", "tokens", "bytes of text"],
+                   [[split, n["documents"], n["tokens"], n["bytes"]] for split, n in meta.get("splits", {}).items()])
+    training = {"steps": ckpt.get("iter_num"), "training time (s)": ckpt.get("train_seconds"),
+                "best val loss": ckpt.get("best_val_loss"), **{key: config.get(key) for key in (
+                    "batch_size", "gradient_accumulation_steps", "learning_rate", "optimizer", "lr_schedule", "seed")}}
+    lines += table("Training", ["", ""], [[key, value] for key, value in training.items() if value is not None])
     reports = sorted(glob.glob(os.path.join(out_dir, "eval_*.json"))) if out_dir else []
-    if reports:
-        lines += ["## Evaluation (eval.py)", "",
-                  "| input | tokens | cross-entropy | perplexity | bits per byte | BLEU | chrF |", "|---|---|---|---|---|---|---|"]
-        for path in reports:
-            with open(path, encoding="utf-8") as f:
-                report = json.load(f)
-            r = report.get("results", {})
-            name = os.path.basename(next(iter(report.get("input", {}).values()), path))
-            split = f" ({report['split']} split)" if report.get("split") else ""
-            lines.append(" | ".join([f"| `{name}`{split}", *(figure(r.get(key, "")) for key in
-                                     ("tokens", "cross_entropy", "perplexity", "bits_per_byte", "bleu", "chrf"))]) + " |")
-        lines.append("")
-    lines.append(f"Exported {datetime.date.today().isoformat()} by `export.py`.")
-    return "\n".join(lines) + "\n"
+    lines += table("Evaluation (eval.py)", ["input", *EVALUATION_COLUMNS], list(map(evaluation_row, reports)))
+    return "\n".join(lines)
 
 
 def export(model, tokenizer, export_dir, overwrite=False, ckpt=None, out_dir=""):
@@ -291,42 +287,31 @@ def export(model, tokenizer, export_dir, overwrite=False, ckpt=None, out_dir="")
     if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
         raise common.UsageError(f"export_dir {export_dir} is not empty (use --overwrite=True to replace it)")
     fields, tensors = model_files(model, tokenizer.eot_id)
-    parent = os.path.dirname(os.path.abspath(export_dir))
+    files = {"config.json": fields, "tokenizer.json": hf_tokenizer(tokenizer),
+             "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": EOT, "eos_token": EOT,
+                                       "pad_token": EOT, "model_max_length": model.config.block_size,
+                                       "clean_up_tokenization_spaces": False},
+             "generation_config.json": generation_config(tokenizer.eot_id, model.config.block_size),
+             "README.md": model_card(model, tokenizer, ckpt, out_dir, fields["architectures"][0])}
+    parent, name = os.path.split(os.path.abspath(export_dir))
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(export_dir))}.")
+    work = tempfile.mkdtemp(dir=parent, prefix=f".{name}.")  # the new directory is written in here
     try:
-        write_safetensors(os.path.join(tmp, "model.safetensors"), tensors)
-        files = {
-            "config.json": fields,
-            "tokenizer.json": hf_tokenizer(tokenizer),
-            "tokenizer_config.json": {
-                "tokenizer_class": "PreTrainedTokenizerFast", "bos_token": EOT, "eos_token": EOT, "pad_token": EOT,
-                "model_max_length": model.config.block_size, "clean_up_tokenization_spaces": False},
-            "generation_config.json": generation_config(tokenizer.eot_id),
-        }
-        for name, content in files.items():
-            with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
-                json.dump(content, f, ensure_ascii=False, indent=2)
-        with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
-            f.write(model_card(model, tokenizer, ckpt, out_dir, fields["architectures"][0]))
-        os.chmod(tmp, 0o777 & ~common.current_umask())  # mkdtemp makes a private directory
-        if os.path.isdir(export_dir):  # move the old one aside, put the new one in, then delete the old
-            old = tempfile.mkdtemp(dir=parent, prefix=".old-export.")
-            os.rename(export_dir, os.path.join(old, "dir"))
-            os.rename(tmp, export_dir)
-            shutil.rmtree(old)
-        else:
-            os.rename(tmp, export_dir)
+        new = os.path.join(work, "new")
+        os.mkdir(new)  # with the usual permissions, where mkdtemp's are private
+        write_safetensors(os.path.join(new, "model.safetensors"), tensors)
+        for file_name, content in files.items():
+            with open(os.path.join(new, file_name), "w", encoding="utf-8") as f:
+                f.write(content if isinstance(content, str) else json.dumps(content, ensure_ascii=False, indent=2))
+        if os.path.isdir(export_dir):  # the old one moves aside (to be deleted) only once the new one is whole
+            os.rename(export_dir, os.path.join(work, "old"))
+        os.rename(new, export_dir)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
+        shutil.rmtree(work, ignore_errors=True)
 
 def main(argv=None):
-    config, positional = common.configure(DEFAULTS, sys.argv[1:] if argv is None else argv)
-    if positional:
-        raise common.UsageError(f"unexpected argument {positional[0]!r} (use --key=value)")
-    from model import load_out_dir_checkpoint
-    model, tokenizer, ckpt = load_out_dir_checkpoint(config["out_dir"], "cpu")
+    config = common.parse_config(DEFAULTS, argv)
+    model, tokenizer, ckpt = load_checkpoint(os.path.join(config["out_dir"], "ckpt.pt"), "cpu")
     export_dir = config["export_dir"] or os.path.join("hf", os.path.basename(os.path.abspath(config["out_dir"])))
     export(model, tokenizer, export_dir, config["overwrite"], ckpt, config["out_dir"])
     print(f"wrote {export_dir}: load it with transformers' AutoModelForCausalLM and AutoTokenizer")
