@@ -618,10 +618,7 @@ def train(config):
 
 
 def main():
-    config, positional = common.configure(DEFAULTS, sys.argv[1:])
-    if positional:
-        raise UsageError(f"unexpected argument {positional[0]!r}: give config files (*.py) and --key=value")
-    train(config)
+    train(common.parse_config(DEFAULTS))
 
 
 if __name__ == "__main__":
