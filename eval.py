@@ -224,8 +224,8 @@ def read_input(config, tokenizer, ckpt):
         data_dir = config["data_dir"] or (ckpt.get("config") or {}).get("data_dir")
         if not data_dir:
             raise common.UsageError(f"the checkpoint records no data_dir: {GIVE_ONE_INPUT}")
-        path = next((os.path.join(data_dir, f"{split}.bin") for split in ("test", "val")
-                     if os.path.isfile(os.path.join(data_dir, f"{split}.bin"))), None)
+        held_out = [os.path.join(data_dir, f"{split}.bin") for split in ("test", "val")]
+        path = next((candidate for candidate in held_out if os.path.isfile(candidate)), None)
         if path is None:
             raise common.UsageError(f"no test.bin or val.bin in {data_dir} (run prepare.py, or give --data=FILE.bin)")
     if kind == "data":
