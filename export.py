@@ -171,9 +171,8 @@ def hf_normalizer(normalization):
         steps += [(bpe.ZWNJ_RUN.pattern, "\u200c"), (bpe.ZWNJ_OUTSIDE_WORD.pattern, "")]
     steps += [(bpe.OTHER_SPACE.pattern, " "), (bpe.SPACE_RUN.pattern, " "),
               (bpe.SPACE_AT_LINE_EDGE.pattern, "\n"), (bpe.BLANK_LINES.pattern, "\n\n")]
-    return {"type": "Sequence", "normalizers": [
-        *({"type": "Replace", "pattern": {"Regex": pattern}, "content": content} for pattern, content in steps),
-        {"type": "Strip", "strip_left": True, "strip_right": True}]}
+    replaces = [{"type": "Replace", "pattern": {"Regex": pattern}, "content": content} for pattern, content in steps]
+    return {"type": "Sequence", "normalizers": [*replaces, {"type": "Strip", "strip_left": True, "strip_right": True}]}
 
 
 def hf_tokenizer(tokenizer):
@@ -260,8 +259,9 @@ def model_card(model, tokenizer, ckpt, out_dir, architecture):
              "It does not normalize text, as the training text was not." if normalization is None else
              f"It normalizes text as the training text was ({', '.join(f'{k}={v}' for k, v in normalization.items())}"
              "; normalize_text: Persian ی ک and digits for Arabic ones, letters for presentation forms, no kashida, "
-             "ZWNJ only inside words; remove_diacritics: no short vowels; always: whitespace tidied), so `كتاب` "
-             "and `کتاب` give the same ids.", "", "## Generation", "",
+             "ZWNJ only inside words; remove_diacritics: no short vowels; always: whitespace tidied)."
+             + (" So `كتاب` and `کتاب` give the same ids." if normalization["normalize_text"] else ""), "",
+             "## Generation", "",
              f"`generate` stops at the end of the context, {c.block_size} tokens counting the prompt (`max_length`): "
              "transformers does not restart the context as sample.py does. Other settings: sample.py's defaults.", ""]
     meta_path = os.path.join(config["data_dir"], "meta.json") if config.get("data_dir") else ""

@@ -281,6 +281,15 @@ def test_diacritics_are_kept_or_removed_as_set(normalizing_tokenizer):
     assert kept == ("کتاب" if tokenizer.normalization["remove_diacritics"] else "کِتاب")
 
 
+def test_model_card_says_how_the_tokenizer_normalizes(normalizing_tokenizer):
+    tokenizer, _ = normalizing_tokenizer
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=8, vocab_size=tokenizer.vocab_size))
+    card = export.model_card(model, tokenizer, None, "", "GPTNeoXForCausalLM")
+    settings = ", ".join(f"{key}={value}" for key, value in tokenizer.normalization.items())
+    assert f"It normalizes text as the training text was ({settings};" in card
+    assert ("`كتاب` and `کتاب` give the same ids" in card) == tokenizer.normalization["normalize_text"]
+
+
 def test_endoftext_is_found_in_the_normalized_text(normalizing_tokenizer):
     """Our encode normalizes the whole text, then finds <|endoftext|>: the spaces beside it stay."""
     tokenizer, hf_tokenizer = normalizing_tokenizer
