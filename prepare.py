@@ -382,11 +382,11 @@ def read_ahead(stream):
         reader.shutdown(cancel_futures=True)
 
 
-def counted(blocks, report, bar, unit):
+def counted(blocks, report, name, size, unit):
     """The blocks of an input as they are read: counted and hashed in report (its sha256 once the last
     block has gone past), and shown on a progress bar: MB read, MB/s, records parsed, records/s."""
     sha256 = hashlib.sha256()
-    with contextlib.closing(blocks):
+    with contextlib.closing(blocks), tqdm(total=size, unit="B", unit_scale=True, desc=name, mininterval=1) as bar:
         for block in blocks:
             report["bytes_read"] += len(block)
             sha256.update(block)
@@ -455,16 +455,16 @@ class Download:
     def __init__(self, url, user_agent, report, copy=None):
         self.url, self.user_agent, self.report, self.copy = url, user_agent, report, copy
         self.received, self.complete = 0, False
-        self.expected_sha1, report["checksum"] = published_sha1(url, user_agent)
+        self.expected_sha1, self.sha1_source = published_sha1(url, user_agent)
+        report["checksum"] = self.sha1_source
         try:
             self.response = http_get(url, user_agent)
         except urllib.error.HTTPError as e:
             raise common.UsageError(http_problem(url, e)) from e
         except OSError as e:  # URLError (no route, no name, refused) and timeouts
-            raise common.UsageError(
-                f"cannot download {url}: cannot connect to {url.split('/')[2]} "
-                f"({getattr(e, 'reason', e)}); check the network, or fetch the dump elsewhere and pass the "
-                f"file: python prepare.py fawiki-latest-pages-articles.xml.bz2") from e
+            raise common.UsageError(f"cannot download {url}: cannot connect to {url.split('/')[2]} "
+                                    f"({getattr(e, 'reason', e)}); check the network, or fetch the dump "
+                                    f"elsewhere and pass the file: python prepare.py DUMP.xml.bz2") from e
         headers = self.response.headers
         self.size = int(headers["Content-Length"]) if headers["Content-Length"] else None
         # a resumed request sends it as If-Range, so a server whose file has changed sends all of it
@@ -478,18 +478,16 @@ class Download:
     def resume(self):
         """A response from the first byte not received on: the rest of a file of the first response's
         size, or all of it when nothing was received. Two versions of a changed file are never spliced."""
-        headers = {"Range": f"bytes={self.received}-"} if self.received else {}
-        if self.received and self.validator:
-            headers["If-Range"] = self.validator
-        response = http_get(self.url, self.user_agent, headers)
+        headers = {"Range": f"bytes={self.received}-", "If-Range": self.validator} if self.received else {}
+        response = http_get(self.url, self.user_agent, {name: value for name, value in headers.items() if value})
         content_range = response.headers["Content-Range"] or ""
         expected = f"bytes {self.received}-" + (f"{self.size - 1}/{self.size}" if self.size else "")
         if self.received and (response.status != 206 or not content_range.startswith(expected)):
             response.close()
             sent = "the whole file again" if response.status != 206 else f"'{content_range}'"
-            raise common.UsageError(f"{self.url}: after a dropped connection the server sent {sent} instead of "
-                                    f"the rest from {self.position()} (it ignores Range requests, or the dump "
-                                    f"changed meanwhile); run again")
+            raise common.UsageError(f"{self.url}: after a dropped connection the server sent {sent} instead of the "
+                                    f"rest from {self.position()} (it ignores Range requests, or the dump changed "
+                                    f"meanwhile); run again")
         return response
 
     def __iter__(self):
@@ -513,9 +511,7 @@ class Download:
                 problem = f"HTTP {e.code} {e.reason}"
             except (OSError, http.client.HTTPException) as e:  # a timeout, a reset, a broken chunk
                 problem = type(e).__name__ + (f": {getattr(e, 'reason', e)}" if str(e) else "")
-            if self.response is not None:
-                self.response.close()
-            self.response = None
+            self.disconnect()
             failures += 1
             if failures > DOWNLOAD_RETRIES:
                 raise common.UsageError(f"download of {self.url} failed at {self.position()}: {problem}, and "
@@ -526,17 +522,19 @@ class Download:
             time.sleep(delay)
         if self.expected_sha1 and sha1.hexdigest() != self.expected_sha1:
             raise common.UsageError(f"{self.url}: the downloaded bytes have sha1 {sha1.hexdigest()}, but "
-                                    f"{self.expected_sha1} is published for this dump; the download is damaged "
-                                    f"(or a new dump was published meanwhile): run again")
-        if self.expected_sha1:
-            self.report["checksum"] = f"sha1 matches {self.report['checksum']}"
+                                    f"{self.expected_sha1} is published for this dump: the download is damaged, "
+                                    f"or a new dump was published meanwhile; run again")
         self.complete = True
+        if self.expected_sha1:
+            self.report["checksum"] = f"sha1 matches {self.sha1_source}"
 
-    def close(self):
-        if self.expected_sha1 and not self.complete:
-            self.report["checksum"] = f"not checked: reading stopped at {self.position()}, before the end"
+    def disconnect(self):
+        """Close the connection. Until the bytes have been checked, report says where reading stopped."""
         if self.response is not None:
             self.response.close()
+        self.response = None
+        if self.expected_sha1 and not self.complete:
+            self.report["checksum"] = f"not checked: reading stopped at {self.position()}, before the end"
 
 
 def local_name(tag):
@@ -609,13 +607,11 @@ def iter_records(source, report, config):
             if config["save_dump"]:
                 copy = stack.enter_context(open(stack.enter_context(common.atomic_path(config["save_dump"])), "wb"))
             download = Download(source, config["user_agent"], report, copy)
-            stack.callback(download.close)
+            stack.callback(download.disconnect)
             blocks, size = iter(download), download.size
         else:
             blocks, size = file_blocks(stack.enter_context(open_local(source))), os.path.getsize(source)
-        bar = stack.enter_context(tqdm(total=size, unit="B", unit_scale=True, desc=os.path.basename(source),
-                                       mininterval=1))
-        stream = stack.enter_context(BlockReader(counted(blocks, report, bar, unit)))
+        stream = stack.enter_context(BlockReader(counted(blocks, report, os.path.basename(source), size, unit)))
         try:
             if kind == ".xml.bz2" and not download:  # a download waits on the network anyway, and a stalled
                 # one would keep the reading thread, and so an early stop or Ctrl-C, waiting for minutes
@@ -842,11 +838,7 @@ def given_tokenizer(config, argv):
     config, and either given on the command line against it is an error. (A version-1 file records
     none: the options then say how its training text was normalized, as they did when it was written.)"""
     path = config["tokenizer"]
-    if not os.path.isfile(path):
-        raise common.UsageError(f"tokenizer not found: {path}")
-    tokenizer = bpe.Tokenizer.load(path)
-    if tokenizer.vocab_size > 2**16:
-        raise common.UsageError(f"{path}: {tokenizer.vocab_size} tokens do not fit in uint16")
+    tokenizer = bpe.Tokenizer.load(path)  # which refuses a vocabulary that uint16 cannot hold
     given = {arg[2:].partition("=")[0] for arg in argv if arg.startswith("--")}
     for key, value in (tokenizer.normalization or {}).items():
         if key in given and config[key] != value:
