@@ -455,8 +455,8 @@ def test_every_process_checks_its_own_resume_checkpoint(tmp_path, data_dir):
                       "--init_from=resume")
     assert result.returncode != 0
     for rank in (0, 1):
-        assert (f"error: rank {rank} on {socket.gethostname()} (node 0, local rank {rank}): checkpoint not "
-                f"found: {tmp_path / 'out' / 'ckpt.pt'}") in result.stderr
+        assert (f"error: rank {rank} on {socket.gethostname()} (node 0, local rank {rank}): no checkpoint "
+                f"at {tmp_path / 'out' / 'ckpt.pt'}") in result.stderr
     assert "[rank0]: Traceback" not in result.stderr and "[rank1]: Traceback" not in result.stderr
 
 
