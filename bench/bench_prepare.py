@@ -53,6 +53,7 @@ from collections import Counter
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import bpe  # noqa: E402
 import common  # noqa: E402
 import measure  # noqa: E402
 import prepare  # noqa: E402
@@ -102,7 +103,7 @@ def known_words(config):
     counts = Counter()
     with open(path, encoding="utf-8") as f:
         for line in f:
-            counts.update(PERSIAN_WORD.findall(prepare.normalize(json.loads(line)["text"])))
+            counts.update(PERSIAN_WORD.findall(bpe.normalize(json.loads(line)["text"])))
     return {word for word, n in counts.items() if n >= config["word_min_count"]}
 
 
@@ -135,7 +136,7 @@ def prose_words(wikitext):
             link[-1] += token
         elif not hidden:
             visible.append(token)
-    return Counter(PERSIAN_WORD.findall(prepare.normalize(" ".join(visible))))
+    return Counter(PERSIAN_WORD.findall(bpe.normalize(" ".join(visible))))
 
 
 def cleaners():
@@ -184,7 +185,7 @@ CONSTRUCTS = [
 def compare_constructs():
     """Per cleaner: how many CONSTRUCTS it renders as the article shows them, and which it misses."""
     def same(text):
-        return " ".join(prepare.normalize(text).split())
+        return " ".join(bpe.normalize(text).split())
 
     results = {}
     for name, clean in cleaners().items():
@@ -213,14 +214,14 @@ def compare_cleaners(pages, config):
         # ([[کتاب]]ها, '''کتاب'''ها) shows one word
         joined = re.sub(r"\[\[(?:[^\[\]|]*\|)?|\]\]|''+", "", text)
         page_tokens = {TOKEN_EDGES.sub("", token)
-                       for token in MARKUP_OR_SPACE.split(prepare.normalize(joined))}
+                       for token in MARKUP_OR_SPACE.split(bpe.normalize(joined))}
         articles.append((title, text, prose_words(text), page_tokens))
     results = {}
     for name, clean in cleaners().items():
         words, leftovers, glued, kept, seconds = 0, Counter(), Counter(), 0, 0.0
         for title, text, prose, page_tokens in articles:
             start = time.process_time()
-            output = prepare.normalize(clean(title, text))
+            output = bpe.normalize(clean(title, text))
             seconds += time.process_time() - start
             words += len(output.split())
             leftovers.update({mark: len(pattern.findall(output)) for mark, pattern in LEFTOVERS.items()})
