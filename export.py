@@ -190,18 +190,18 @@ def hf_tokenizer(tokenizer):
     specials = [{"id": i, "content": token, "single_word": False, "lstrip": False, "rstrip": False,
                  "normalized": True, "special": True} for token, i in tokenizer.special_tokens.items()]
     eot = {"SpecialToken": {"id": EOT, "type_id": 0}}
-    a, b = ({"Sequence": {"id": sequence, "type_id": i}} for i, sequence in enumerate("AB"))
+    text_a, text_b = ({"Sequence": {"id": sequence, "type_id": i}} for i, sequence in enumerate("AB"))
     return {
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": specials,
         "normalizer": hf_normalizer(tokenizer.normalization),
         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
             {"type": "Split", "pattern": {"Regex": tokenizer.pattern_text}, "behavior": "Isolated", "invert": False},
             {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]},
-        "post_processor": {"type": "TemplateProcessing", "single": [eot, a], "pair": [eot, a, eot, b],
+        "post_processor": {"type": "TemplateProcessing", "single": [eot, text_a], "pair": [eot, text_a, eot, text_b],
                            "special_tokens": {EOT: {"id": EOT, "ids": [tokenizer.eot_id], "tokens": [EOT]}}},
         "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
-        "model": {"type": "BPE", "vocab": {**vocab, **tokenizer.special_tokens},  # the other fields as tokenizers'
-                  "merges": [[strings[a], strings[b]] for a, b in tokenizer.merges]},  # defaults: plain BPE
+        "model": {"type": "BPE", "vocab": {**vocab, **tokenizer.special_tokens},  # tokenizers' defaults for the
+                  "merges": [[strings[left], strings[right]] for left, right in tokenizer.merges]},  # rest: plain BPE
     }
 
 
