@@ -293,6 +293,31 @@ def test_given_tokenizer_files_hold_choose_splits_documents_in_order(tmp_path, n
     assert [p.name for p in out_dir.iterdir() if p.name.startswith(".")] == []
 
 
+def test_given_tokenizer_normalization_is_the_one_used(tmp_path):
+    texts = [f"کِتابِ {i} را خواندم و كتاب دیگری هم خریدم، کتاب‌ها را دوست دارم." for i in range(12)]
+    source = tmp_path / "in.jsonl"
+    lines = (json.dumps({"text": text}, ensure_ascii=False) + "\n" for text in texts)
+    source.write_text("".join(lines), encoding="utf-8")
+    keep_diacritics = {"normalize_text": True, "remove_diacritics": False}
+    tokenizer = Tokenizer.train([bpe.normalize(text, **keep_diacritics) for text in texts], 300,
+                                normalization=keep_diacritics)
+    tokenizer.save(tmp_path / "tokenizer.json")
+    out_dir = tmp_path / "out"
+    args = [source, f"--out_dir={out_dir}", f"--tokenizer={tmp_path / 'tokenizer.json'}", "--num_proc=1",
+            "--min_chars=1", "--val_fraction=0.2", "--test_fraction=0"]
+    result = run_prepare(*args)
+    assert result.returncode == 0, result.stderr
+    documents = [d for split in ("train", "val") for d in read_split(out_dir, split, tokenizer)[1]]
+    assert sorted(documents) == sorted(bpe.normalize(text, **keep_diacritics) for text in texts)
+    assert all("کِتابِ" in d and "كتاب" not in d for d in documents)  # diacritics kept, the Arabic kaf not
+    meta = json.loads((out_dir / "meta.json").read_text(encoding="utf-8"))
+    assert {key: meta["config"][key] for key in keep_diacritics} == keep_diacritics
+    result = run_prepare(*args, "--remove_diacritics=True")
+    assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
+        f"error: --remove_diacritics=True contradicts {tmp_path / 'tokenizer.json'}, which normalizes with "
+        f"remove_diacritics=False; leave it out: the tokenizer's own normalization is used")
+
+
 @pytest.mark.parametrize("n, val_fraction, test_fraction", [
     (1000, 0.01, 0.01), (1000, 0.05, 0.1), (1000, 0.2, 0), (3, 0.01, 0.01), (5, 0.01, 0.9), (2, 0.5, 0)])
 def test_test_split_is_disjoint_from_val_and_leaves_val_alone(n, val_fraction, test_fraction):
