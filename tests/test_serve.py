@@ -394,6 +394,8 @@ def test_fields_openai_clients_send_by_default_are_accepted(client, model, token
 def test_frequency_and_presence_penalties_are_the_decoders(client, model, tokenizer, settings):
     choice = completion(client, prompt=PROMPT, max_tokens=20, seed=6, **settings)
     assert choice["text"] == decoder_text(model, tokenizer, seed=6, max_tokens=20, **settings)
+    unpenalized = {key: value for key, value in settings.items() if key not in ("frequency_penalty", "presence_penalty")}
+    assert choice["text"] != decoder_text(model, tokenizer, seed=6, max_tokens=20, **unpenalized)  # they count
 
 
 def test_logit_bias_forces_and_bans_tokens(client, model, tokenizer):
@@ -467,7 +469,7 @@ def checkpoint_dir(tmp_path_factory, tokenizer):
 
 
 @pytest.mark.parametrize("args, prelude, expected_text", [
-    (("--out_dir=/nonexistent",), "pass", "ckpt.pt"),
+    (("--out_dir=/nonexistent",), "pass", "no checkpoint at /nonexistent"),
     ((), "sys.modules['fastapi'] = None", "pip install -r requirements-serve.txt"),
     (("--device=cuda",), NO_CUDA, "device is cuda but no CUDA GPU is available"),
     (("--device=gpu",), "pass", "unknown device 'gpu'"),
