@@ -116,7 +116,7 @@ class CompletionRequest(BaseModel):
     logit_bias: dict[TokenId, Annotated[float, Field(ge=-100, le=100)]] = Field({}, max_length=MAX_LOGIT_BIAS)
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     best_of: int | None = Field(None, ge=1, le=MAX_CHOICES)  # only n
-    stop: list[Annotated[str, Field(min_length=1)]] = Field([], max_length=MAX_STOPS)  # or one string
+    stop: list[Annotated[str, Field(min_length=1)]] = Field([], max_length=MAX_STOPS)  # or one; normalized as text is
     seed: int | None = Field(None, ge=0, le=2**62)  # choice i samples with seed + i
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)  # log-probs of each token and its top alternatives
     echo: bool = False  # the prompt as sent comes back before the completion (with its log-probs if asked)
