@@ -458,33 +458,35 @@ class Download:
         self.expected_sha1, self.sha1_source = published_sha1(url, user_agent)
         report["checksum"] = self.sha1_source
         try:
-            self.response = http_get(url, user_agent)
+            self.response = self.connect()
         except urllib.error.HTTPError as e:
             raise common.UsageError(http_problem(url, e)) from e
         except OSError as e:  # URLError (no route, no name, refused) and timeouts
             raise common.UsageError(f"cannot download {url}: cannot connect to {url.split('/')[2]} "
                                     f"({getattr(e, 'reason', e)}); check the network, or fetch the dump "
                                     f"elsewhere and pass the file: python prepare.py DUMP.xml.bz2") from e
-        headers = self.response.headers
-        self.size = int(headers["Content-Length"]) if headers["Content-Length"] else None
-        # a resumed request sends it as If-Range, so a server whose file has changed sends all of it
-        # (200), not the rest (206); a server must ignore If-Range with a weak ETag (W/"...")
-        etag, report["last_modified"] = headers["ETag"], headers["Last-Modified"]
-        self.validator = etag if etag and not etag.startswith("W/") else headers["Last-Modified"]
 
     def position(self):
         return f"byte {self.received:,}" + (f" of {self.size:,}" if self.size else "")
 
-    def resume(self):
-        """A response from the first byte not received on: the rest of a file of the first response's
-        size, or all of it when nothing was received. Two versions of a changed file are never spliced."""
+    def connect(self):
+        """A response from the first byte not received on. One from byte 0 gives the size, and the
+        validator that later requests send as If-Range, so that a server whose file has changed sends
+        all of it (200), not the rest (206): the ETag, or Last-Modified if the ETag is weak (W/"..."),
+        since a server must ignore If-Range with a weak one. A later response must be the rest of a
+        file of the first one's size: two versions of a changed file are never spliced together."""
         headers = {"Range": f"bytes={self.received}-", "If-Range": self.validator} if self.received else {}
         response = http_get(self.url, self.user_agent, {name: value for name, value in headers.items() if value})
-        content_range = response.headers["Content-Range"] or ""
+        fields = response.headers
+        if not self.received:
+            self.size = int(fields["Content-Length"]) if fields["Content-Length"] else None
+            etag, self.report["last_modified"] = fields["ETag"], fields["Last-Modified"]
+            self.validator = etag if etag and not etag.startswith("W/") else fields["Last-Modified"]
+            return response
         expected = f"bytes {self.received}-" + (f"{self.size - 1}/{self.size}" if self.size else "")
-        if self.received and (response.status != 206 or not content_range.startswith(expected)):
+        if response.status != 206 or not (fields["Content-Range"] or "").startswith(expected):
             response.close()
-            sent = "the whole file again" if response.status != 206 else f"'{content_range}'"
+            sent = "the whole file again" if response.status != 206 else f"'{fields['Content-Range']}'"
             raise common.UsageError(f"{self.url}: after a dropped connection the server sent {sent} instead of the "
                                     f"rest from {self.position()} (it ignores Range requests, or the dump changed "
                                     f"meanwhile); run again")
@@ -495,7 +497,7 @@ class Download:
         while True:
             try:
                 if self.response is None:
-                    self.response = self.resume()
+                    self.response = self.connect()
                 while data := self.response.read1(BLOCK_BYTES):  # what has arrived: a stall loses nothing
                     sha1.update(data)
                     if self.copy:

@@ -197,7 +197,7 @@ def test_streamed_documents_equal_the_local_files(server, pauses, capsys, local_
         assert reconnections == []
     else:
         problem = "the connection closed early" if misbehaviour == "drop_at" else "TimeoutError"
-        assert len(reconnections) == 1 and reconnections[0].startswith(f"{problem}")
+        assert len(reconnections) == 1 and reconnections[0].startswith(problem)
         assert f" at byte {at:,} of {len(DUMP):,}; reconnecting in " in reconnections[0]
 
 
