@@ -15,11 +15,11 @@ each new token costs one position of work instead of a whole forward pass:
 """
 
 import contextlib
+import functools
 import hashlib
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -78,8 +78,7 @@ class KVCache:
     times, decode together: a forward pass continues a run of rows (cache_row onwards), puts
     each row's new tokens at that row's own positions, and masks out the keys past each row's
     end. One cache per sequence would cost one forward per sequence, and left-padding the rows
-    to a common length would shift their positions. Rows of equal length (one sequence, beams)
-    take the plain path: no mask for one new token, the causal one for a fresh prompt.
+    to a common length would shift their positions.
 
     Buffers are allocated on first use, in the dtype the attention produces (bf16 under
     autocast). `lengths[r]` is how many tokens row r holds, which is also the position of its
@@ -94,31 +93,29 @@ class KVCache:
 
     def begin(self, idx, cache_row=0):
         """Set up a forward of idx (B, T) whose rows continue cache rows cache_row, cache_row + 1, ...
-        Return the positions of its tokens: (T,) if those rows are of equal length, else (B, T).
+        and return the positions of its tokens: (1, T) if those rows are of equal length, else (B, T).
+        The rows hold the new tokens from here on.
 
         A full row is not slid: in a model of two or more layers the cached keys were computed
         with the dropped tokens in view, so the caller starts a fresh window instead."""
         B, T = idx.shape
         if cache_row < 0 or cache_row + B > self.batch_size:
             raise ValueError(f"rows {cache_row}..{cache_row + B - 1} are outside a KV cache of {self.batch_size} rows")
-        self.rows, self.num_new = slice(cache_row, cache_row + B), T
-        lengths = self.lengths[self.rows]
-        self.end = max(lengths) + T  # keys the attention reads: up to the longest row's new end
+        self.rows, past = slice(cache_row, cache_row + B), self.lengths[cache_row:cache_row + B]
+        self.end = max(past) + T  # keys the attention reads: up to the longest row's new end
         if self.end > self.config.block_size:
-            raise ValueError(f"KV cache is full ({max(lengths)} + {T} tokens > block_size "
+            raise ValueError(f"KV cache is full ({max(past)} + {T} tokens > block_size "
                              f"{self.config.block_size}): rebuild it from the last tokens")
-        if min(lengths) == max(lengths):
-            past = self.level = lengths[0]
-            self.is_causal = past == 0 and T > 1
-            self.attn_mask = None  # one new token sees every key
-            if past > 0 and T > 1:  # new token i sits at position past + i and sees every key up to there
-                self.attn_mask = torch.ones(T, self.end, dtype=torch.bool, device=idx.device).tril(diagonal=past)
-            return torch.arange(past, past + T, device=idx.device)
-        self.level, self.is_causal = None, False
-        self.positions = (torch.tensor(lengths, device=idx.device)[:, None]
-                          + torch.arange(T, device=idx.device))  # (B, T)
+        self.lengths[self.rows] = [length + T for length in past]
         keys = torch.arange(self.end, device=idx.device)
-        self.attn_mask = (keys <= self.positions[:, :, None])[:, None]  # (B, 1, T, end), the same for every head
+        if min(past) == max(past):  # one sequence, or beams: the plain path, one new token needs no mask
+            self.level = past[0]
+            self.positions = torch.arange(self.level, self.end, device=idx.device)[None]  # (1, T), for every row
+            self.attn_mask = None if T == 1 else keys <= self.positions[0, :, None]  # (T, end)
+        else:
+            self.level = None
+            self.positions = torch.tensor(past, device=idx.device)[:, None] + torch.arange(T, device=idx.device)
+            self.attn_mask = (keys <= self.positions[:, :, None])[:, None]  # (B, 1, T, end), the same for every head
         return self.positions
 
     def update(self, layer, k, v):
@@ -139,32 +136,21 @@ class KVCache:
             values[batch, :, self.positions] = v.transpose(1, 2)
         return keys[:, :, :self.end], values[:, :, :self.end]
 
-    def advance(self):
-        """The forward set up by begin is done: its rows now hold its tokens."""
-        self.lengths[self.rows] = [length + self.num_new for length in self.lengths[self.rows]]
-
     def reset(self, row):
         """Empty one row (its old entries stay in the buffers, past its length, unread)."""
         self.lengths[row] = 0
 
-    def move(self, source, target):
-        """Copy row source into row target (to keep a run of rows without gaps). Only the
-        positions the row holds are copied: nothing past a row's length is ever read."""
-        held = self.lengths[source]
+    def copy_rows(self, sources, targets):
+        """Row targets[i] becomes a copy of row sources[i]: to keep the active rows one run, or to
+        give each beam its parent's entries (a row may be copied to several). Only the positions
+        the rows hold are copied: nothing past a row's length is ever read."""
+        lengths = [self.lengths[row] for row in sources]
+        for row, length in zip(targets, lengths):
+            self.lengths[row] = length
         if self.k is not None:
-            self.k[:, target, :, :held] = self.k[:, source, :, :held]
-            self.v[:, target, :, :held] = self.v[:, source, :, :held]
-        self.lengths[target] = held
-
-    def reorder(self, batch_indices):
-        """Keep the rows batch_indices (beam search); a row may be repeated or dropped."""
-        batch_indices = torch.as_tensor(batch_indices, dtype=torch.long)
-        self.batch_size = len(batch_indices)
-        self.lengths = [self.lengths[i] for i in batch_indices.tolist()]
-        if self.k is not None:
-            batch_indices = batch_indices.to(self.k.device)
-            self.k = self.k[:, batch_indices]
-            self.v = self.v[:, batch_indices]
+            sources, targets = (torch.tensor(rows, device=self.k.device) for rows in (sources, targets))
+            self.k[:, targets, :, :max(lengths)] = self.k[:, sources, :, :max(lengths)]
+            self.v[:, targets, :, :max(lengths)] = self.v[:, sources, :, :max(lengths)]
 
 
 class CausalSelfAttention(nn.Module):
@@ -187,13 +173,10 @@ class CausalSelfAttention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
-        dropout = self.dropout if self.training else 0.0
-        if kv_cache is None:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        else:
+        if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=kv_cache.attn_mask, dropout_p=dropout,
-                                               is_causal=kv_cache.is_causal)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if kv_cache is None else kv_cache.attn_mask,
+                                           dropout_p=self.dropout if self.training else 0.0, is_causal=kv_cache is None)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.proj(y))
 
@@ -265,23 +248,19 @@ class GPT(nn.Module):
         if kv_cache is None:
             if T > self.config.block_size:
                 raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
-            positions = torch.arange(T, device=idx.device)
+            positions = torch.arange(T, device=idx.device)[None]  # (1, T): the same for every row
         else:
-            positions = kv_cache.begin(idx, cache_row)  # (T,), or (B, T) for rows of different lengths
+            positions = kv_cache.begin(idx, cache_row)  # (B, T): each row from its own length
         x = self.wte(idx)
         rotary = None
         if self.config.pos_emb == "learned":
             x = x + self.wpe(positions)
         else:
-            angles = positions.float()[..., None] * self.inv_freq
-            if angles.dim() == 3:
-                angles = angles[:, None]  # (B, 1, T, D/2): each row's own angles, the same for every head
+            angles = (positions.float()[..., None] * self.inv_freq)[:, None]  # (B or 1, 1, T, D/2), every head alike
             rotary = angles.cos(), angles.sin()
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, rotary, kv_cache)
-        if kv_cache is not None:
-            kv_cache.advance()
         if not head:
             return None, None
         logits = self.lm_head(self.norm_f(x))
@@ -416,47 +395,52 @@ def autocast_for(device):
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
 
 
-class OneDNNLinear(nn.Linear):
-    """An nn.Linear whose product runs in oneDNN's kernel (torch's own CPU backend, the one its
-    compiler uses) rather than in the BLAS library's sgemm, which is slow for the few rows of a
-    decoding step on some CPUs: on an AMD EPYC, 8 rows x 256 -> 8192 took sgemm twice oneDNN's
-    time, and a 16.9M-parameter model decoded 1.4x faster alone and in batches of 8. The
-    product reads packed_weight, a copy of the weight in oneDNN's blocked layout for a batch of
-    about `rows` rows (use_onednn_linears makes it): on that EPYC, 8 rows x 384 -> 16384 took
-    0.8 ms instead of 1.5 and the 16.9M-parameter model decoded 1.4x faster again in batches of
-    8 (1.1x alone). Same fp32 results but for rounding; inference only (it has no backward, and
-    the copy does not follow later changes to the weight)."""
+def int8_linear(x, weight, scale, bias):
+    """x (M, K) times the int8 matrix weight (N, K) whose row n is scaled by scale[n], plus bias: (M, N).
+
+    Written as products summed over K rather than as a matmul: torch.compile turns this into one
+    loop that reads each int8 weight once and widens it in registers, where a matmul would first
+    write the whole matrix out in fp32 (more bytes than the fp32 weights themselves)."""
+    y = (x[:, None, :] * weight).sum(dim=-1) * scale
+    return y if bias is None else y + bias
+
+
+@functools.cache
+def compiled_int8_linear():
+    """int8_linear through torch.compile, made on first use (importing the compiler takes seconds
+    that an fp32 run should not pay). Its shapes are symbolic, so the same compiled loop serves
+    every layer and every batch size: nothing is recompiled from one step to the next."""
+    return torch.compile(int8_linear, dynamic=True)
+
+
+class Int8Linear(nn.Module):
+    """An nn.Linear for inference with int8 weights, one fp32 scale per output row (the row's
+    largest |weight| becomes 127). Only the weights are quantized: activations stay fp32, so a
+    row's outputs do not depend on the rows beside it in a batch."""
+
+    def __init__(self, linear):
+        super().__init__()
+        weight = linear.weight.detach().float()
+        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
+        self.register_buffer("weight", torch.round(weight / scale[:, None]).to(torch.int8))
+        self.register_buffer("scale", scale)
+        self.bias = linear.bias
 
     def forward(self, x):
-        y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.size(-1)), self.packed_weight, self.bias,
-                                               "none", [], "")
+        y = compiled_int8_linear()(x.reshape(-1, x.size(-1)), self.weight, self.scale, self.bias)
         return y.view(*x.shape[:-1], y.size(-1))
-
-
-def use_onednn_linears(model, rows=16):
-    """Run every fp32 nn.Linear of a model on the CPU through OneDNNLinear, its weight packed for
-    batches of about `rows` rows, for inference; any other model (int8, bf16, on a GPU, torch
-    built without oneDNN) is left as it is. The modules change class in place, so their weights,
-    the tied head and the state dict stay as they were (the packed copy is no parameter)."""
-    if not torch.backends.mkldnn.is_available() or not all(
-            hasattr(torch.ops.mkldnn, op) for op in ("_linear_pointwise", "_reorder_linear_weight")):
-        return model  # a build without oneDNN, or a torch whose (private) ops have moved: keep sgemm
-    for module in model.modules():
-        if type(module) is nn.Linear and module.weight.device.type == "cpu" and module.weight.dtype == torch.float32:
-            module.__class__ = OneDNNLinear
-            module.packed_weight = torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), rows)
-    return model
 
 
 def quantize_weights(model, scheme):
     """Return the model with its weights quantized for CPU inference; scheme "none" changes nothing.
 
-    "int8": every nn.Linear, the tied output head included, gets int8 weights (one scale per
-    output row), while the embedding lookup stays fp32. Activations are quantized on the fly
-    (dynamic quantization, fbgemm/x86 kernels) with one scale per tensor, taken from its
-    largest value: in a batch, from all of its rows, so a row's logits move slightly with
-    the rows beside it. Reading a quarter of the bytes per token is what makes it faster:
-    a one-token step on a CPU waits on memory, not arithmetic.
+    "int8": every nn.Linear, the tied output head included, becomes an Int8Linear, while the
+    embedding lookup stays fp32. A decoding step of a few rows waits on memory, not arithmetic:
+    reading a quarter of the bytes is what makes it faster. The product is int8_linear compiled
+    by torch.compile (public API, needing the C++ compiler that torch.compile uses on CPUs):
+    torch's own quantized tensors are deprecated, and torchao's int8 tensors, run eagerly on a
+    CPU, widen the whole weight matrix to fp32 at every call or quantize the activations in a
+    dozen small ops, which makes them slower than fp32.
 
     "bf16": every weight in bf16 and the whole forward in bf16 (torch's CPU kernels; norms and
     softmaxes accumulate in fp32 inside them), the rotary frequencies kept in fp32. Half the
@@ -470,17 +454,22 @@ def quantize_weights(model, scheme):
         raise UsageError(f"quantize must be 'none', 'int8' or 'bf16', got {scheme!r}")
     if model.wte.weight.device.type != "cpu":
         raise UsageError(f"{scheme} weights run on the CPU only (use --device=cpu)")
+    model.eval()
     if scheme == "bf16":
         inv_freq = getattr(model, "inv_freq", None)  # rounded to bf16 (0.4%), it would turn late positions' angles
-        model.eval().to(torch.bfloat16)
+        model.to(torch.bfloat16)
         if inv_freq is not None:
             model.inv_freq = inv_freq
         return model
-    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-    with warnings.catch_warnings():  # torch.ao.quantization warns that it is moving to the torchao package
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model.eval(), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
-                                inplace=True)
+    try:  # compile once here, so that a missing compiler is a one-line error, not a traceback mid-generation
+        compiled_int8_linear()(torch.ones(1, 8), torch.ones(8, 8, dtype=torch.int8), torch.ones(8), None)
+    except Exception as e:
+        raise UsageError(f"int8 weights need torch.compile, which fails here: {str(e).strip().splitlines()[0]}") from e
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if type(child) is nn.Linear:
+                setattr(module, name, Int8Linear(child))
+    return model
 
 
 def tokenizer_hash(tokenizer_text):
@@ -491,7 +480,7 @@ def tokenizer_hash(tokenizer_text):
 def read_checkpoint(path, device):
     """torch.load a checkpoint safely; every way it can be broken becomes a one-line UsageError."""
     if not os.path.isfile(path):
-        raise UsageError(f"checkpoint not found: {path}")
+        raise UsageError(f"no checkpoint at {path} (train one with train.py, or set --out_dir)")
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated zip, garbage bytes, disallowed pickled objects ...
@@ -516,16 +505,11 @@ def model_from_checkpoint(ckpt, path="checkpoint", **overrides):
     return model
 
 
-def load_out_dir_checkpoint(out_dir, device):
-    """load_checkpoint of the ckpt.pt that train.py wrote in out_dir, or a one-line error naming it."""
-    path = os.path.join(out_dir, "ckpt.pt")
-    if not os.path.isfile(path):
-        raise UsageError(f"no checkpoint at {path} (train one with train.py, or set --out_dir)")
-    return load_checkpoint(path, device)
-
-
 def load_checkpoint(path, device):
-    """Return (model in eval mode on device, its tokenizer, the checkpoint dict)."""
+    """Return (model in eval mode on device, its tokenizer, the checkpoint dict) of the checkpoint
+    at path: a ckpt.pt, or the out_dir train.py wrote one in."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "ckpt.pt")
     ckpt = read_checkpoint(path, device)
     model = model_from_checkpoint(ckpt, path).to(device).eval()
     tokenizer = bpe.Tokenizer.from_json(ckpt["tokenizer"])

@@ -11,15 +11,16 @@ or from Python, the continuation alone:
     from sample import generate_text
     text = generate_text("ایران کشوری است", max_new_tokens=50, seed=1, out_dir="out-fawiki-small")
 
-Decoding: sampling with temperature, top-k, nucleus (top-p) and a repetition penalty, greedy
-decoding (or temperature 0), or beam search with a length penalty. Generation goes through
-the model's KV cache: the prompt is read once, then every new token runs the model on a
-single position. When the context is full it restarts from its last half (see
-restart_point), so generation can go on for any number of tokens, with exactly the output
-that re-reading the context would give. A Decoder runs many sequences as rows of one batch,
-one forward pass per step for all of them, each row with its own prompt, settings and
-random generator: --num_samples=N is one batch of N rows. The last line, on stderr, is the
-speed: new tokens over all samples, seconds, tokens per second.
+Decoding: sampling with temperature, top-k, nucleus (top-p), a repetition penalty and OpenAI's
+frequency and presence penalties, greedy decoding (or temperature 0), or beam search with a
+length penalty. All of it runs on one Decoder: rows of generation that share the model's KV
+cache, one forward pass per step for all of them, each row with its own prompt, settings and
+random generator (--num_samples=N is one batch of N rows; beam search keeps its beams as
+rows). The prompt is read once, then every new token runs the model on a single position.
+When the context is full it restarts from its last half (see restart_point), so generation
+can go on for any number of tokens, with exactly the output that re-reading the context
+would give. The last line, on stderr, is the speed: new tokens over all samples, seconds,
+tokens per second.
 """
 
 import codecs
@@ -27,13 +28,12 @@ import collections
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-import numpy as np
 import torch
 
 import common
-from model import autocast_for, load_out_dir_checkpoint, quantize_weights, use_onednn_linears
+from model import autocast_for, load_checkpoint, quantize_weights
 
 DEFAULTS = dict(
     out_dir="out-fawiki-small",  # folder holding ckpt.pt
@@ -44,6 +44,8 @@ DEFAULTS = dict(
     top_k=200,  # sample only among the k most likely tokens; 0 = no limit
     top_p=0.95,  # sample only from the smallest set of tokens holding this much probability; 1 = off
     repetition_penalty=1.0,  # > 1 makes tokens already in the context less likely; 1 = off
+    frequency_penalty=0.0,  # -2..2: a token's logit loses this for every time the sample has generated it
+    presence_penalty=0.0,  # -2..2: a token's logit loses this once if the sample has generated it
     seed=1337,  # same seed, same settings, same checkpoint -> same text; sample i draws from seed + i
     greedy=False,  # always take the most likely token (as does temperature 0; ignores top_k, top_p)
     beams=1,  # > 1 switches to beam search with this many beams
@@ -52,6 +54,7 @@ DEFAULTS = dict(
     use_cache=True,  # False re-reads the whole context for every token (slow; for comparison)
     quantize="none",  # CPU only: "int8" reads a quarter of the bytes per token, "bf16" half (model.quantize_weights)
 )
+SETTINGS = ("temperature", "top_k", "top_p", "repetition_penalty", "frequency_penalty", "presence_penalty")
 
 
 # -----------------------------------------------------------------------------
@@ -69,27 +72,31 @@ def apply_repetition_penalty(logits, context, penalty):
     return logits.scatter(1, context, seen)
 
 
+def apply_frequency_penalties(logits, generated, frequency_penalty, presence_penalty):
+    """OpenAI's penalties, given the tokens each row has generated so far, generated (B, N): a
+    token's logit loses frequency_penalty for every time it was generated, and presence_penalty
+    once if it was generated at all (negative values make repeats more likely)."""
+    counts = torch.zeros_like(logits).scatter_add_(1, generated, torch.ones_like(generated, dtype=logits.dtype))
+    return logits - counts * frequency_penalty - (counts > 0) * presence_penalty
+
+
 def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
-    """Scale by temperature, then set the logits of tokens that may not be sampled to -inf:
-    all but the top_k most likely, then all outside the smallest set holding top_p of the
-    probability that is left (the nucleus; the most likely token always stays)."""
+    """The tokens that may be sampled, after scaling the logits by temperature: the top_k most
+    likely, then of those the smallest set holding top_p of their probability (the nucleus; the
+    most likely token always stays). Returns (their logits, their token ids), (B, n) each, most
+    likely first when a filter is on; top-p marks the tokens it removes with a logit of -inf.
+    Sampling among n kept tokens instead of the whole vocabulary makes each draw cheap."""
     logits = logits / temperature
-    vocab_size = logits.size(-1)
-    k = top_k if 0 < top_k < vocab_size else vocab_size
-    if k == vocab_size and top_p >= 1.0:
-        return logits
-    if logits.device.type == "cpu":  # numpy's selection: torch.topk costs ten times as much on a CPU
-        best_ids = torch.from_numpy(np.argpartition(logits.numpy(), -k, axis=-1)[:, -k:])
-        best = logits.gather(1, best_ids)
+    if 0 < top_k < logits.size(-1):
+        logits, ids = torch.topk(logits, top_k, dim=-1)
+    elif top_p < 1.0:
+        logits, ids = logits.sort(dim=-1, descending=True)
     else:
-        best, best_ids = torch.topk(logits, k, dim=-1, sorted=False)
+        ids = torch.arange(logits.size(-1), device=logits.device).expand_as(logits)
     if top_p < 1.0:
-        best, order = best.sort(dim=-1, descending=True)  # most likely first
-        best_ids = best_ids.gather(1, order)
-        probs = torch.softmax(best, dim=-1)
-        mass_before = torch.cumsum(probs, dim=-1) - probs
-        best = best.masked_fill(mass_before >= top_p, float("-inf"))
-    return torch.full_like(logits, float("-inf")).scatter(1, best_ids, best)
+        probs = torch.softmax(logits, dim=-1)
+        logits = logits.masked_fill(torch.cumsum(probs, dim=-1) - probs >= top_p, float("-inf"))
+    return logits, ids
 
 
 def sample_token(probs, generators):
@@ -98,16 +105,17 @@ def sample_token(probs, generators):
 
     One uniform number per row, placed on the cumulative distribution. (torch.multinomial
     draws an exponential for each of the V entries instead: at 16k tokens that costs more
-    than the model's whole step.) A token of probability 0 is never drawn: its cumulative
-    value equals the one before it, and searchsorted(right=True) skips to the first above u."""
+    than the model's whole step.) A token of probability 0 is never drawn, by construction: a
+    parallel cumsum (a GPU's) can round a filtered-out token's cumulative value above the one
+    before it, a sliver of the line where a draw may land, and a draw that lands on a token of
+    probability 0 takes the row's most likely token instead."""
     cdf = probs.cumsum(dim=-1)
     u = torch.cat([torch.rand(1, generator=generator, device=cdf.device, dtype=cdf.dtype)
                    for generator in generators])
-    return torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True).clamp_(max=probs.size(-1) - 1)
+    drawn = torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True).clamp_(max=probs.size(-1) - 1)
+    impossible = probs.gather(1, drawn) == 0
+    return torch.where(impossible, probs.argmax(dim=-1, keepdim=True), drawn) if impossible.any() else drawn
 
-
-# -----------------------------------------------------------------------------
-# running the model one step at a time
 
 def restart_point(length, start, block_size):
     """Where a context of tokens[start:length] must begin so the model can read it.
@@ -121,36 +129,39 @@ def restart_point(length, start, block_size):
     return length - max(1, block_size // 2) if length - start > block_size else start
 
 
-def next_token_logits(model, rows, start, cache):
-    """Logits (B, V) for the token that follows each row of `rows` (B, T: every token so far,
-    all rows of one length), reading the context rows[:, start:] (see restart_point). With a
-    cache the model reads only the context tokens it does not hold yet; without one, the whole
-    context every time. Returns (logits, start, cache)."""
-    new_start = restart_point(rows.size(1), start, model.config.block_size)
-    if new_start != start and cache is not None:
-        cache = model.new_kv_cache(rows.size(0))
-    context = rows[:, new_start:]
-    with autocast_for(rows.device):
-        logits, _ = model(context if cache is None else context[:, cache.lengths[0]:], kv_cache=cache)
-    return logits[:, -1, :], new_start, cache
-
+# -----------------------------------------------------------------------------
+# the Decoder: rows of generation sharing one model and one KV cache
 
 @dataclass
 class Row:
     """One sequence being generated: its tokens so far and how it picks the next one."""
     id: int
     tokens: list  # the prompt (its last block_size tokens), then every token generated
+    prompt_length: int
     temperature: float
     top_k: int
     top_p: float
     repetition_penalty: float
+    frequency_penalty: float
+    presence_penalty: float
+    logit_bias: torch.Tensor  # (V,) added to the logits, or None
     greedy: bool
     generator: torch.Generator
     max_new_tokens: int
     stop_ids: tuple
     top_logprobs: int
     start: int = 0  # the model reads tokens[start:]
-    new_tokens: int = 0
+
+    def penalize(self, logits):
+        """This row's logits (1, V) after its repetition penalty, its frequency and presence
+        penalties, then its logit_bias; the same logits if it has none of them."""
+        if self.repetition_penalty != 1.0:
+            context = torch.tensor([self.tokens[self.start:]], device=logits.device)
+            logits = apply_repetition_penalty(logits, context, self.repetition_penalty)
+        if self.frequency_penalty or self.presence_penalty:
+            generated = torch.tensor([self.tokens[self.prompt_length:]], dtype=torch.long, device=logits.device)
+            logits = apply_frequency_penalties(logits, generated, self.frequency_penalty, self.presence_penalty)
+        return logits if self.logit_bias is None else logits + self.logit_bias
 
 
 class Decoder:
@@ -191,63 +202,71 @@ class Decoder:
         return self.max_rows - len(self.rows)
 
     @torch.inference_mode()
-    def add(self, prompt_ids, temperature=0.8, top_k=200, top_p=0.95, repetition_penalty=1.0, greedy=False,
-            generator=None, max_new_tokens=200, stop_ids=(), top_logprobs=0):
-        """Start a row from prompt_ids (its last block_size tokens) and return its id.
-
-        temperature 0 means greedy. Raises ValueError for bad settings or when no row is free."""
+    def add(self, prompt_ids, temperature=0.8, top_k=200, top_p=0.95, repetition_penalty=1.0, frequency_penalty=0.0,
+            presence_penalty=0.0, logit_bias=None, greedy=False, generator=None, max_new_tokens=200, stop_ids=(),
+            top_logprobs=0):
+        """Start a row from prompt_ids (its last block_size tokens) and return its id. temperature
+        0 means greedy; logit_bias is {token id: bias added to its logit}. The penalties and
+        logit_bias apply in that order, before temperature, top-k and top-p (and before greedy's
+        choice). Raises ValueError for bad settings or when no row is free."""
+        vocab_size = self.model.config.vocab_size
+        problem = settings_problem(temperature, top_k, top_p, repetition_penalty, frequency_penalty,
+                                   presence_penalty, logit_bias, vocab_size)
         if len(prompt_ids) == 0:
-            raise ValueError("generation needs at least one prompt token (use the end-of-text id)")
-        if not self.free_rows:
-            raise ValueError(f"all {self.max_rows} rows are in use")
-        problem = settings_problem(temperature, top_k, top_p, repetition_penalty)
+            problem = "generation needs at least one prompt token (use the end-of-text id)"
+        elif max_new_tokens < 1 or top_logprobs < 0:
+            problem = "need max_new_tokens >= 1 and top_logprobs >= 0"
+        elif not self.free_rows:
+            problem = f"all {self.max_rows} rows are in use"
         if problem:
             raise ValueError(problem)
-        if max_new_tokens < 1 or top_logprobs < 0:
-            raise ValueError("need max_new_tokens >= 1 and top_logprobs >= 0")
-        used = {row.id for row in self.rows}
-        row = Row(min(set(range(self.max_rows)) - used), list(prompt_ids)[-self.model.config.block_size:],
-                  temperature, top_k, top_p, repetition_penalty, greedy or temperature == 0, generator,
-                  max_new_tokens, tuple(stop_ids), top_logprobs)
+        bias = None
+        if logit_bias:
+            bias = torch.zeros(vocab_size, device=self.device)
+            bias[list(logit_bias)] = torch.tensor(list(logit_bias.values()), dtype=torch.float, device=self.device)
+        tokens = list(prompt_ids)[-self.model.config.block_size:]
+        row = Row(min(set(range(self.max_rows)) - {row.id for row in self.rows}), tokens, len(tokens), temperature,
+                  top_k, top_p, repetition_penalty, frequency_penalty, presence_penalty, bias,
+                  greedy or temperature == 0, generator, max_new_tokens, tuple(stop_ids), top_logprobs)
         self.rows.append(row)
         self._prefill(len(self.rows) - 1)
         return row.id
 
     def _prefill(self, slot):
         """Fill cache row `slot` with its row's context but the last token, which the next step reads."""
-        if self.cache is None:
-            return
         row = self.rows[slot]
-        self.cache.reset(slot)
-        if len(row.tokens) - row.start > 1:
+        if self.cache is not None:
+            self.cache.reset(slot)
+        if self.cache is not None and len(row.tokens) - row.start > 1:
             context = torch.tensor([row.tokens[row.start:-1]], device=self.device)
             with autocast_for(self.device):
                 self.model(context, kv_cache=self.cache, cache_row=slot, head=False)
 
-    def _logits(self):
-        """Logits (rows, V) in fp32 for the token after each active row's context (bf16 autocast
-        on GPUs that have it, as in training; see model.autocast_for)."""
+    @torch.inference_mode()
+    def logits(self):
+        """The raw logits (rows, V), in fp32, for the token after each active row's tokens (bf16
+        autocast on GPUs that have it, as in training; see model.autocast_for). A row whose
+        context is full restarts it first (see restart_point)."""
+        for slot, row in enumerate(self.rows):
+            start = restart_point(len(row.tokens), row.start, self.model.config.block_size)
+            if start != row.start:
+                row.start = start
+                self._prefill(slot)
         with autocast_for(self.device):
             if self.cache is None:
-                logits = [self.model(torch.tensor([row.tokens[row.start:]], device=self.device))[0][:, -1]
-                          for row in self.rows]
-                return torch.cat(logits).float()
-            last = torch.tensor([[row.tokens[-1]] for row in self.rows], device=self.device)
-            logits, _ = self.model(last, kv_cache=self.cache)
-        return logits[:, -1].float()
+                logits = torch.cat([self.model(torch.tensor([row.tokens[row.start:]], device=self.device))[0][:, -1]
+                                    for row in self.rows])
+            else:
+                last = torch.tensor([[row.tokens[-1]] for row in self.rows], device=self.device)
+                logits = self.model(last, kv_cache=self.cache)[0][:, -1]
+        return logits.float()
 
-    def _choose(self, logits):
-        """The next token id (B,) of every active row from its logits (B, V), with the row's own
-        settings and generator. Rows that share settings (the common case) are filtered as one
-        batch: every filter works row by row, so each row picks what it would pick alone, and
-        only the random draw is made row by row."""
-        penalized = [slot for slot, row in enumerate(self.rows) if row.repetition_penalty != 1.0]
-        if penalized:
-            logits = logits.clone()
-        for slot in penalized:
-            row = self.rows[slot]
-            context = torch.tensor([row.tokens[row.start:]], device=self.device)
-            logits[slot] = apply_repetition_penalty(logits[slot, None], context, row.repetition_penalty)[0]
+    def choose(self, logits):
+        """The next token id (rows,) of every active row from its raw logits (rows, V), with the
+        row's own settings and generator. Rows that share settings (the common case) are
+        filtered as one batch: every filter works row by row, so each row picks what it would
+        pick alone, and only the random draw is made row by row."""
+        logits = torch.cat([row.penalize(logits[slot, None]) for slot, row in enumerate(self.rows)])
         groups = collections.defaultdict(list)  # settings (None = greedy) -> slots of the rows that use them
         for slot, row in enumerate(self.rows):
             groups[None if row.greedy else (row.temperature, row.top_k, row.top_p)].append(slot)
@@ -257,8 +276,9 @@ class Decoder:
             if settings is None:
                 chosen[index] = logits[index].argmax(dim=-1)
             else:
-                probs = torch.softmax(filter_logits(logits[index], *settings), dim=-1)
-                chosen[index] = sample_token(probs, [self.rows[slot].generator for slot in slots])[:, 0]
+                kept, ids = filter_logits(logits[index], *settings)
+                drawn = sample_token(torch.softmax(kept, dim=-1), [self.rows[slot].generator for slot in slots])
+                chosen[index] = ids.gather(1, drawn)[:, 0]
         return chosen
 
     @torch.inference_mode()
@@ -267,40 +287,37 @@ class Decoder:
 
         token id is None when the row chose a stop id (which is not part of its text). logprob
         is the chosen token's log-probability under the model's raw distribution (before
-        penalty, temperature and filters); top is [(token id, logprob)] of the row's
+        penalties, temperature and filters); top is [(token id, logprob)] of the row's
         top_logprobs most likely tokens, or None. A finished row (stop id or max_new_tokens)
         is freed."""
         if not self.rows:
             return []
-        block_size = self.model.config.block_size
-        for slot, row in enumerate(self.rows):
-            start = restart_point(len(row.tokens), row.start, block_size)
-            if start != row.start:
-                row.start = start
-                self._prefill(slot)
-        logits = self._logits()
-        chosen = self._choose(logits)
+        logits = self.logits()
+        chosen = self.choose(logits)
         log_probs = torch.log_softmax(logits, dim=-1)
         chosen_log_probs = log_probs.gather(1, chosen[:, None])[:, 0].tolist()  # one device sync for all rows
-        events, ended = [], []
-        for row, token, logprob, row_log_probs in zip(self.rows, chosen.tolist(), chosen_log_probs, log_probs):
+        events = []
+        for row, token, logprob, row_log_probs in zip(list(self.rows), chosen.tolist(), chosen_log_probs, log_probs):
             top = None
             if row.top_logprobs:
                 values, ids = row_log_probs.topk(min(row.top_logprobs, row_log_probs.numel()))
                 top = list(zip(ids.tolist(), values.tolist()))
-            if token in row.stop_ids:
-                events.append((row.id, None, logprob, top, True))
-                ended.append(row)
-                continue
-            row.tokens.append(token)
-            row.new_tokens += 1
-            finished = row.new_tokens >= row.max_new_tokens
-            events.append((row.id, token, logprob, top, finished))
+            stopped = token in row.stop_ids
+            if not stopped:
+                row.tokens.append(token)
+            finished = stopped or len(row.tokens) - row.prompt_length >= row.max_new_tokens
+            events.append((row.id, None if stopped else token, logprob, top, finished))
             if finished:
-                ended.append(row)
-        for row in ended:
-            self._free(row)
+                self._free(row)
         return events
+
+    def branch(self, parents, tokens):
+        """Replace the rows with continuations of them: row i becomes row parents[i] (a slot)
+        followed by tokens[i], with a copy of its parent's cache row (beam search)."""
+        if self.cache is not None:
+            self.cache.copy_rows(parents, range(len(parents)))
+        self.rows = [replace(self.rows[parent], id=i, tokens=self.rows[parent].tokens + [token])
+                     for i, (parent, token) in enumerate(zip(parents, tokens))]
 
     @torch.inference_mode()
     def remove(self, row_id):
@@ -314,14 +331,18 @@ class Decoder:
         slot, last = self.rows.index(row), len(self.rows) - 1
         if slot != last:  # the last row moves into the gap, so active rows stay one run
             if self.cache is not None:
-                self.cache.move(last, slot)
+                self.cache.copy_rows([last], [slot])
             self.rows[slot] = self.rows[last]
         self.rows.pop()
 
 
+# -----------------------------------------------------------------------------
+# generation on a Decoder: sampling, greedy and beam search
+
 @torch.inference_mode()
-def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0,
-             repetition_penalty=1.0, greedy=False, use_cache=True, generator=None, stop_ids=()):
+def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
+             greedy=False, use_cache=True, generator=None, stop_ids=(), frequency_penalty=0.0,
+             presence_penalty=0.0, logit_bias=None):
     """Generate from a batch of prompts together, or from one.
 
     prompts: a list of prompts (lists of token ids, of any lengths), decoded as rows of one
@@ -329,67 +350,64 @@ def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0
     (prompt index, new token id) as each token is chosen. Or one prompt (a list of token
     ids) with one generator: yields its new token ids. A token in stop_ids ends its prompt's
     generation and is not yielded; temperature 0 means greedy."""
-    if len(prompts) == 0 or not isinstance(prompts[0], (list, tuple)):  # one prompt
-        for _, token_id in generate(model, [prompts], max_new_tokens, temperature, top_k, top_p,
-                                    repetition_penalty, greedy, use_cache, [generator], stop_ids):
-            yield token_id
-        return
+    one = len(prompts) == 0 or not isinstance(prompts[0], (list, tuple))
+    prompts, generators = ([prompts], [generator]) if one else (prompts, generator or [None] * len(prompts))
     if max_new_tokens <= 0:
         return
     decoder = Decoder(model, len(prompts), use_cache)
-    generators = generator if generator is not None else [None] * len(prompts)
-    index_of = {decoder.add(prompt, temperature, top_k, top_p, repetition_penalty, greedy, row_generator,
-                            max_new_tokens, stop_ids): i
+    settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                    frequency_penalty=frequency_penalty, presence_penalty=presence_penalty, logit_bias=logit_bias,
+                    greedy=greedy, max_new_tokens=max_new_tokens, stop_ids=stop_ids)
+    index_of = {decoder.add(prompt, generator=row_generator, **settings): i
                 for i, (prompt, row_generator) in enumerate(zip(prompts, generators, strict=True))}
     while len(decoder):
         for row_id, token_id, *_ in decoder.step():
             if token_id is not None:
-                yield index_of[row_id], token_id
+                yield token_id if one else (index_of[row_id], token_id)
 
 
-@torch.no_grad()
-def beam_search(model, prompt_ids, beams, max_new_tokens, length_penalty=1.0, stop_ids=()):
-    """Return the new token ids of the best of `beams` hypotheses, ranked by
-    log-probability / (number of new tokens) ** length_penalty.
+@torch.inference_mode()
+def beam_search(model, prompt_ids, beams, max_new_tokens, length_penalty=1.0, stop_ids=(), use_cache=True):
+    """Return the new token ids (without a stop id) of the best hypothesis a beam search of
+    `beams` beams finds, as transformers' generate(num_beams=beams) finds it. A hypothesis's
+    score is the sum of its tokens' log-probabilities over length ** length_penalty, where
+    length counts its new tokens, a final stop id included.
 
-    Every beam is one row of a batch sharing a KV cache; cache.reorder gives each surviving
-    beam its parent's cache entries (at the first step, copies of the prompt's). A hypothesis
-    ends at a stop token (counted in its length) or after max_new_tokens; the search ends as
-    soon as `beams` hypotheses have ended."""
-    if len(prompt_ids) == 0:
-        raise ValueError("beam_search needs at least one prompt token (use the end-of-text id)")
-    device = next(model.parameters()).device
-    rows = torch.tensor([list(prompt_ids)], dtype=torch.long, device=device)  # one beam to begin with
-    scores = torch.zeros(1, device=device)  # log-probability of each live beam's new tokens
-    start = max(0, rows.size(1) - model.config.block_size)
-    cache = model.new_kv_cache(1)
-    finished = []  # (normalised score, new token ids)
-    for step in range(1, max_new_tokens + 1):
-        logits, start, cache = next_token_logits(model, rows, start, cache)
-        vocab_size = logits.size(-1)
-        candidates = (scores[:, None] + torch.log_softmax(logits.float(), dim=-1)).view(-1)
-        # twice as many as there are beams: enough stay alive even if half of them stop here
-        top_scores, top_flat = torch.topk(candidates, min(2 * beams, candidates.numel()))
-        parents, tokens, alive_scores = [], [], []
-        for score, flat in zip(top_scores.tolist(), top_flat.tolist()):
-            parent, token = divmod(flat, vocab_size)
-            if token in stop_ids:
-                new_ids = rows[parent, len(prompt_ids):].tolist()
-                finished.append((score / step ** length_penalty, new_ids))
+    The beams are rows of one Decoder. Each step ranks every continuation of every live beam by
+    its summed log-probability and looks at the best (1 + len(stop_ids)) * beams (at least
+    2 * beams): the best `beams` of them that do not stop live on. One that stops (a stop id,
+    or max_new_tokens reached) becomes a hypothesis only if it ranks among the best `beams` of
+    its step, and the best `beams` hypotheses are kept. The search ends when the best live
+    beam, scored at its current length, cannot beat the worst hypothesis kept
+    (transformers' heuristic for early_stopping=False)."""
+    if max_new_tokens < 1:
+        return []
+    decoder = Decoder(model, beams, use_cache)
+    decoder.add(prompt_ids, greedy=True, max_new_tokens=max_new_tokens)  # one beam to begin with
+    scores = torch.zeros(1, device=decoder.device)  # summed log-probabilities of each live beam's new tokens
+    hypotheses = []  # the best `beams` that have ended: (score, new token ids), best first
+    width = max(2, 1 + len(stop_ids)) * beams
+    for length in range(1, max_new_tokens + 1):
+        log_probs = torch.log_softmax(decoder.logits(), dim=-1)
+        top_scores, top_ids = (scores[:, None] + log_probs).view(-1).topk(min(width, log_probs.numel()))
+        parents, tokens, alive = [], [], []
+        for rank, (score, flat_id) in enumerate(zip(top_scores.tolist(), top_ids.tolist())):
+            parent, token = divmod(flat_id, log_probs.size(1))
+            if token in stop_ids or length == max_new_tokens:
+                if rank < beams:
+                    row = decoder.rows[parent]
+                    new_ids = row.tokens[row.prompt_length:] + ([] if token in stop_ids else [token])
+                    hypotheses.append((score / length ** length_penalty, new_ids))
             elif len(parents) < beams:
                 parents.append(parent)
                 tokens.append(token)
-                alive_scores.append(score)
-        if len(finished) >= beams or not parents:
+                alive.append(score)
+        hypotheses = sorted(hypotheses, key=lambda hypothesis: hypothesis[0], reverse=True)[:beams]
+        if not parents or (len(hypotheses) == beams and alive[0] / length ** length_penalty <= hypotheses[-1][0]):
             break
-        parent_index = torch.tensor(parents, device=device)
-        rows = torch.cat([rows[parent_index], torch.tensor(tokens, device=device)[:, None]], dim=1)
-        scores = torch.tensor(alive_scores, device=device)
-        cache.reorder(parent_index)
-    else:  # out of tokens: the live beams end here too
-        finished += [(score / max(max_new_tokens, 1) ** length_penalty, row[len(prompt_ids):].tolist())
-                     for score, row in zip(scores.tolist(), rows)]
-    return max(finished, key=lambda hypothesis: hypothesis[0])[1]
+        decoder.branch(parents, tokens)
+        scores = torch.tensor(alive, device=decoder.device)
+    return hypotheses[0][1]
 
 
 @torch.inference_mode()
@@ -478,29 +496,38 @@ def encode_prompt(text, tokenizer, block_size):
     return text, ids
 
 
-def settings_problem(temperature, top_k, top_p, repetition_penalty):
-    """What is wrong with these decoding settings, in one line, or None if they have a meaning."""
+def settings_problem(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0, frequency_penalty=0.0,
+                     presence_penalty=0.0, logit_bias=None, vocab_size=None):
+    """What is wrong with these decoding settings, in one line, or None if they have a meaning.
+    logit_bias is {token id: bias}; its ids are checked against vocab_size when it is given."""
     if temperature < 0:
         return f"temperature must be >= 0 (0 = greedy), got {temperature}"
     if not 0 < top_p <= 1:
         return f"top_p must be in (0, 1], got {top_p}"
     if top_k < 0 or repetition_penalty <= 0:
         return "top_k must be >= 0 and repetition_penalty > 0"
+    if not (-2 <= frequency_penalty <= 2 and -2 <= presence_penalty <= 2):
+        return f"frequency_penalty and presence_penalty must be in [-2, 2], got {frequency_penalty}, {presence_penalty}"
+    for token, bias in (logit_bias or {}).items():
+        if not (isinstance(token, int) and 0 <= token < (vocab_size or token + 1)):
+            return f"logit_bias names token {token!r}, which is not in the vocabulary"
+        if not -100 <= bias <= 100:
+            return f"logit_bias values must be in [-100, 100], got {bias} for token {token}"
     return None
 
 
 def check_settings(config):
     """Refuse decoding settings that have no meaning, before any work is done."""
-    problem = settings_problem(config["temperature"], config["top_k"], config["top_p"], config["repetition_penalty"])
+    problem = settings_problem(**{key: config[key] for key in SETTINGS if key in config})
     if problem:
         raise common.UsageError(problem)
 
 
 def load_out_dir(out_dir, device, quantize="none"):
-    """(model, tokenizer) of the checkpoint in out_dir; an fp32 model on the CPU gets oneDNN's
-    linear layers (model.use_onednn_linears), faster for a batch of rows."""
-    model, tokenizer, _ = load_out_dir_checkpoint(out_dir, device)
-    return use_onednn_linears(quantize_weights(model, quantize)), tokenizer
+    """(model, tokenizer) of the checkpoint in out_dir, with its weights quantized as asked
+    (model.quantize_weights)."""
+    model, tokenizer, _ = load_checkpoint(out_dir, device)
+    return quantize_weights(model, quantize), tokenizer
 
 
 loaded = {}  # generate_text: out_dir -> (checkpoint's modification time, what load_out_dir returned)
@@ -550,14 +577,14 @@ def main(argv=None):
     started = time.perf_counter()
     if config["beams"] > 1:
         produced = [beam_search(model, prompt_ids, config["beams"], config["max_new_tokens"],
-                                config["length_penalty"], stop_ids=(tokenizer.eot_id,))]
+                                config["length_penalty"], (tokenizer.eot_id,), config["use_cache"])]
         samples = produced
     else:  # all samples in one batch; sample i draws from seed + i, as it would alone with --seed=seed+i
         generators = [torch.Generator(device=device).manual_seed(config["seed"] + i)
                       for i in range(config["num_samples"])]
         tokens = generate(model, [prompt_ids] * config["num_samples"], config["max_new_tokens"],
-                          config["temperature"], config["top_k"], config["top_p"], config["repetition_penalty"],
-                          config["greedy"], config["use_cache"], generators, stop_ids=(tokenizer.eot_id,))
+                          greedy=config["greedy"], use_cache=config["use_cache"], generator=generators,
+                          stop_ids=(tokenizer.eot_id,), **{key: config[key] for key in SETTINGS})
         produced = [[] for _ in range(config["num_samples"])]
 
         def first_sample():  # streams while the batch runs; the others are complete when it ends

@@ -41,7 +41,7 @@ import torch.nn.functional as F  # noqa: E402
 import common  # noqa: E402
 import sample  # noqa: E402
 import train  # noqa: E402
-from model import GPT, GPTConfig, load_checkpoint, quantize_weights, use_onednn_linears  # noqa: E402
+from model import GPT, GPTConfig, load_checkpoint, quantize_weights  # noqa: E402
 
 DEFAULTS = {
     **train.DEFAULTS,  # so that config/*.py files for train.py give the shape
@@ -61,7 +61,7 @@ TEMPERATURE, TOP_K = 0.8, 200
 def build_model(config):
     """(model, tokenizer or None, prompt ids)."""
     if config["checkpoint"]:
-        model, tokenizer, _ = load_checkpoint(os.path.join(config["checkpoint"], "ckpt.pt"), config["device"])
+        model, tokenizer, _ = load_checkpoint(config["checkpoint"], config["device"])
         _, prompt_ids = sample.encode_prompt(config["prompt"], tokenizer, model.config.block_size)
         return model, tokenizer, prompt_ids
     torch.manual_seed(config["seed"])
@@ -131,14 +131,10 @@ def copy_bandwidth(device):
 
 def weight_bytes(model):
     """Bytes of weights one step reads: every matrix it multiplies by (int8 ones at a byte a
-    weight), one row of each lookup table, the norms' gains."""
+    weight, with their scales), one row of each lookup table, the norms' gains."""
     total = 0
     for module in model.modules():
-        if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):
-            weight = module.weight()
-            total += weight.numel() * weight.element_size() + weight.size(0) * 8  # + a scale per row
-            total += 0 if module.bias() is None else module.bias().numel() * 4
-        for p in module.parameters(recurse=False):
+        for p in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
             read = p[0] if isinstance(module, nn.Embedding) else p  # a lookup reads one row
             total += read.numel() * read.element_size()
     return total
@@ -163,7 +159,7 @@ def main():
         raise common.UsageError("batch_sizes and max_new_tokens must be at least 1")
     device = config["device"] = str(common.resolve_device(config["device"], None))
     model, tokenizer, prompt_ids = build_model(config)
-    models = {"fp32": use_onednn_linears(copy.deepcopy(model))}  # as sample.py loads it
+    models = {"fp32": model}
     if device == "cpu":
         models["int8"] = quantize_weights(copy.deepcopy(model), "int8")
     block_size, n, seed = model.config.block_size, config["max_new_tokens"], config["seed"]
