@@ -67,7 +67,6 @@ def apply_rotary(x, cos, sin):
     """Rotate pairs of channels (i, i + D/2) of x (B, H, T, D) by position-dependent angles."""
     half = x.size(-1) // 2
     x1, x2 = x[..., :half], x[..., half:]
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
@@ -257,7 +256,7 @@ class GPT(nn.Module):
             x = x + self.wpe(positions)
         else:
             angles = (positions.float()[..., None] * self.inv_freq)[:, None]  # (B or 1, 1, T, D/2), every head alike
-            rotary = angles.cos(), angles.sin()
+            rotary = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, rotary, kv_cache)
@@ -396,12 +395,12 @@ def autocast_for(device):
 
 
 def int8_linear(x, weight, scale, bias):
-    """x (M, K) times the int8 matrix weight (N, K) whose row n is scaled by scale[n], plus bias: (M, N).
+    """x (..., K) times the int8 matrix weight (N, K) whose row n is scaled by scale[n], plus bias: (..., N).
 
     Written as products summed over K rather than as a matmul: torch.compile turns this into one
     loop that reads each int8 weight once and widens it in registers, where a matmul would first
     write the whole matrix out in fp32 (more bytes than the fp32 weights themselves)."""
-    y = (x[:, None, :] * weight).sum(dim=-1) * scale
+    y = (x[..., None, :] * weight).sum(dim=-1) * scale
     return y if bias is None else y + bias
 
 
@@ -427,8 +426,7 @@ class Int8Linear(nn.Module):
         self.bias = linear.bias
 
     def forward(self, x):
-        y = compiled_int8_linear()(x.reshape(-1, x.size(-1)), self.weight, self.scale, self.bias)
-        return y.view(*x.shape[:-1], y.size(-1))
+        return compiled_int8_linear()(x, self.weight, self.scale, self.bias)
 
 
 def quantize_weights(model, scheme):

@@ -86,13 +86,13 @@ def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
     most likely token always stays). Returns (their logits, their token ids), (B, n) each, most
     likely first when a filter is on; top-p marks the tokens it removes with a logit of -inf.
     Sampling among n kept tokens instead of the whole vocabulary makes each draw cheap."""
-    logits = logits / temperature
     if 0 < top_k < logits.size(-1):
         logits, ids = torch.topk(logits, top_k, dim=-1)
     elif top_p < 1.0:
         logits, ids = logits.sort(dim=-1, descending=True)
     else:
         ids = torch.arange(logits.size(-1), device=logits.device).expand_as(logits)
+    logits = logits / temperature  # after top-k, which it does not change: fewer logits to divide
     if top_p < 1.0:
         probs = torch.softmax(logits, dim=-1)
         logits = logits.masked_fill(torch.cumsum(probs, dim=-1) - probs >= top_p, float("-inf"))
