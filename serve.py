@@ -1,7 +1,6 @@
 """
-Serve a trained checkpoint over HTTP: an OpenAI-compatible completions API, a simple
-/generate route, and a small right-to-left Persian page to try the model in a browser.
-Python 3.10 or newer.
+Serve a trained checkpoint over HTTP: an OpenAI-compatible completions API and a small
+right-to-left Persian page to try the model in a browser. Python 3.10 or newer.
 
     pip install -r requirements-serve.txt
     python serve.py --out_dir=out-fawiki-small
@@ -10,13 +9,13 @@ Python 3.10 or newer.
     curl http://127.0.0.1:8000/v1/completions -H 'Content-Type: application/json' \
          -d '{"prompt": "تهران پایتخت", "max_tokens": 40, "stream": true}'
 
-Any OpenAI client works with its base_url at http://127.0.0.1:8000/v1. Generation is sample.py's
-(the same prompt normalisation, sampling and UTF-8-safe text), batched continuously: one model
-thread steps a sample.Decoder of --max_batch rows, a row per prompt and choice of any request;
-new prompts join at the next step, a row leaves as soon as it ends, and each row gets the tokens
-it would get alone. Requests that find too few free rows wait in a queue of --max_queue; beyond
-it the answer is 503. The model runs on one PyTorch thread (--threads), which serves a small
-model on a CPU better than one thread per core: see main.
+Any OpenAI client works with its base_url at http://127.0.0.1:8000/v1; the page streams from the
+same route. Generation is sample.py's (the same prompt normalisation, sampling and UTF-8-safe
+text), batched continuously: one model thread steps a sample.Decoder of --max_batch rows, a row
+per prompt and choice of any request; new prompts join at the next step, a row leaves as soon as
+it ends, and each row gets the tokens it would get alone. Requests that find too few free rows
+wait in a queue of --max_queue; beyond it the answer is 503. The model runs on one PyTorch thread
+(--threads), which serves a small model on a CPU better than one thread per core: see main.
 
 A request goes: its body (at most MAX_BODY_BYTES, BodyLimit) -> CompletionRequest, field by
 field -> Server.submit: prompts tokenized, a Job queued -> Batcher, the model thread: Decoder
@@ -44,8 +43,7 @@ from typing import Annotated, Literal
 import torch
 
 import common
-from sample import (DEFAULTS as SAMPLE_DEFAULTS, Decoder, encode_prompt, load_out_dir, read_token, score_prompt,
-                    utf8_decoder)
+from sample import Decoder, encode_prompt, load_out_dir, read_token, score_prompt, utf8_decoder
 
 try:
     import uvicorn
@@ -134,16 +132,6 @@ class CompletionRequest(BaseModel):
     @classmethod
     def stop_list(cls, stop):
         return [] if stop is None else [stop] if isinstance(stop, str) else stop
-
-
-class GenerateRequest(BaseModel):
-    """POST /generate, for clients that want one string back; defaults as in sample.py."""
-    model_config = ConfigDict(extra="forbid", strict=True)
-    prompt: str = Field("", max_length=MAX_PROMPT_CHARS)
-    max_length: int = Field(SAMPLE_DEFAULTS["max_new_tokens"], ge=1, le=MAX_TOKENS)  # new tokens, prompt not counted
-    temperature: float = Field(SAMPLE_DEFAULTS["temperature"], ge=0, le=2)  # 0 = greedy
-    top_k: int = Field(SAMPLE_DEFAULTS["top_k"], ge=0, le=65536)
-    top_p: float = Field(SAMPLE_DEFAULTS["top_p"], gt=0, le=1)
 
 
 class APIError(Exception):
@@ -544,14 +532,6 @@ class Server:
         choices = await self.complete(job, request)
         return dict(head, choices=choices, usage=job.usage())
 
-    async def generate(self, body: GenerateRequest, request: Request):
-        """{"generated_text": the continuation of `prompt`} (the prompt is not repeated), at most
-        `max_length` new tokens. Batched with /v1/completions."""
-        job = await self.submit(CompletionRequest(prompt=[body.prompt], max_tokens=body.max_length, top_k=body.top_k,
-                                                  temperature=body.temperature, top_p=body.top_p))
-        choices = await self.complete(job, request)
-        return dict(generated_text=choices[0]["text"])
-
     async def models(self):
         """The one model this server holds, as OpenAI's model list."""
         return dict(object="list", data=[dict(id=self.model_name, object="model", created=self.created,
@@ -587,7 +567,6 @@ def create_app(model, tokenizer, model_name, max_batch=DEFAULTS["max_batch"],
     app.exception_handler(Exception)(
         lambda request, exc: APIError(500, f"{type(exc).__name__}: {exc}", kind="server_error").response())
     app.post("/v1/completions")(server.completions)
-    app.post("/generate")(server.generate)
     app.get("/v1/models")(server.models)
     app.get("/health")(server.health)
     app.get("/", include_in_schema=False)(server.page)

@@ -168,7 +168,7 @@ def test_invalid_field_is_a_400_naming_it(client, field, value):
     ("/v1/completions", b'{"prompt": "x",', 400, "not valid JSON"),
     ("/v1/completions", b'["x"]', 400, "body"),
     ("/v1/completions", b"", 400, "body"),
-    ("/generate", b"{prompt}", 400, "not valid JSON"),
+    ("/v1/completions", b"{prompt}", 400, "not valid JSON"),
     ("/v1/chat/completions", b"{}", 404, "Not Found"),
 ])
 def test_malformed_requests_get_openai_errors_never_422(client, path, content, status, needle):
@@ -374,13 +374,6 @@ def test_the_end_of_the_document_is_a_token_of_no_text(model, tokenizer):
     assert choice["logprobs"]["tokens"][-1] == "" and choice["logprobs"]["token_logprobs"][-1] > -1e-3
 
 
-def test_generate_route(client, model, tokenizer):
-    body = client.post("/generate", json=dict(prompt=PROMPT, max_length=9, temperature=0)).json()
-    assert body == dict(generated_text=expected(model, tokenizer, max_tokens=9, greedy=True)[0])
-    response = client.post("/generate", json=dict(prompt=PROMPT, max_length=0))
-    assert response.status_code == 400 and response.json()["error"]["param"] == "max_length"
-
-
 def test_fields_openai_clients_send_by_default_are_accepted(client, model, tokenizer):
     defaults = dict(frequency_penalty=0, presence_penalty=0, logit_bias={}, best_of=1, n=1, user="user-1234")
     choice = completion(client, prompt=PROMPT, max_tokens=10, seed=3, **defaults)
@@ -432,11 +425,11 @@ def test_health_models_and_page(client, model, tokenizer):
     assert health["max_batch"] == serve.DEFAULTS["max_batch"] and health["max_queue"] == serve.DEFAULTS["max_queue"]
     assert health["active_requests"] == health["queued_requests"] == health["active_rows"] == 0
     assert client.get("/v1/models").json()["data"][0]["id"] == "tiny-fa"
-    assert {"/v1/completions", "/generate"} <= set(client.get("/openapi.json").json()["paths"])
+    assert set(client.get("/openapi.json").json()["paths"]) == {"/v1/completions", "/v1/models", "/health"}
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     for needle in ['dir="rtl"', 'lang="fa"', "Vazirmatn", 'id="temperature"', 'id="top_p"', 'id="top_k"',
-                   'id="max_tokens"', 'id="repetition_penalty"', "getReader"]:
+                   'id="max_tokens"', 'id="repetition_penalty"', "getReader", 'fetch("/v1/completions"', "stream: true"]:
         assert needle in page.text
 
 
