@@ -87,30 +87,24 @@ seed = 1337
 
 DEFAULTS = {k: v for k, v in globals().items()
             if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-class TokenWindows(torch.utils.data.Dataset):
-    """Windows of block_size + 1 consecutive tokens: item i is (tokens[i:i+T], tokens[i+1:i+T+1]).
+class TokenWindows:
+    """Batches of random windows of block_size + 1 consecutive tokens: x holds a window's first
+    block_size tokens, y the same tokens shifted by one, the next token to predict at each place.
 
-    batch(batch_size, *key) draws random windows with a generator seeded by (seed, *key), so
-    a batch is a pure function of its key: there is no data position to save for resuming.
-    """
+    batch(batch_size, *key) draws the windows with a generator seeded by (seed, *key), so a
+    batch is a pure function of its key: there is no data position to save for resuming."""
 
     def __init__(self, tokens, block_size, seed=0):
         if len(tokens) <= block_size:
             raise UsageError(f"{len(tokens)} tokens are too few for windows of {block_size + 1}")
         self.tokens, self.block_size, self.seed = tokens, block_size, seed
 
-    def __len__(self):
-        return len(self.tokens) - self.block_size
-
-    def __getitem__(self, i):
-        x, y = self.windows(np.array([i]))
-        return x[0], y[0]
-
-    def windows(self, starts, device="cpu"):
-        """(x, y) int64 tensors of shape (len(starts), block_size) on device for the windows at `starts`."""
+    def batch(self, batch_size, *key, device="cpu"):
+        """(x, y): int64 tensors of shape (batch_size, block_size) on device."""
+        rng = np.random.default_rng((self.seed, *key))
+        starts = rng.integers(0, len(self.tokens) - self.block_size, size=batch_size)
         # one fancy-indexing read touches only these bytes of the memmap, never the whole file
         rows = self.tokens[starts[:, None] + np.arange(self.block_size + 1)]
         rows = torch.from_numpy(rows.astype(np.int64))  # one contiguous block
@@ -119,10 +113,6 @@ class TokenWindows(torch.utils.data.Dataset):
             # block of rows copies it once; x and y, overlapping views of it, are cut on the GPU.
             rows = rows.pin_memory().to(device, non_blocking=True)
         return rows[:, :-1], rows[:, 1:]
-
-    def batch(self, batch_size, *key, device="cpu"):
-        rng = np.random.default_rng((self.seed, *key))
-        return self.windows(rng.integers(0, len(self), size=batch_size), device)
 
 
 def get_lr(cfg, iter_num, train_seconds):
@@ -141,7 +131,7 @@ def get_lr(cfg, iter_num, train_seconds):
 
 
 def check_config(cfg):
-    choices = {"dtype": ("auto", *DTYPES), "lr_schedule": ("cosine", "linear", "constant"),
+    choices = {"dtype": ("auto", "float32", "bfloat16", "float16"), "lr_schedule": ("cosine", "linear", "constant"),
                "compile": (None, True, False)}
     for key, allowed in choices.items():
         if getattr(cfg, key) not in allowed:
@@ -165,8 +155,7 @@ def read_data_dir(data_dir):
             raise UsageError(f"{name} missing in {data_dir} (run prepare.py to write it)")
     try:
         with open(os.path.join(data_dir, "meta.json"), encoding="utf-8") as f:
-            meta = json.load(f)
-        vocab_size = int(meta["vocab_size"])
+            vocab_size = int(json.load(f)["vocab_size"])
         with open(os.path.join(data_dir, "tokenizer.json"), encoding="utf-8") as f:
             tokenizer_text = f.read()
     except (ValueError, KeyError, TypeError) as e:
@@ -206,12 +195,6 @@ def datasheet_peak_flops(device_name):
     return DATASHEET_PEAK_FLOPS[max(known, key=len)] if known else None
 
 
-def node_label(rank):
-    """Which process this is, for messages of a torchrun run (which sets GROUP_RANK and LOCAL_RANK)."""
-    return (f"rank {rank} on {socket.gethostname()} (node {os.environ.get('GROUP_RANK', '0')}, "
-            f"local rank {os.environ.get('LOCAL_RANK', '0')})")
-
-
 @contextlib.contextmanager
 def fail_together(run):
     """Run the block in every process; if it fails in any of them, raise in all of them.
@@ -239,9 +222,11 @@ def fail_together(run):
         dist.all_reduce(any_failed)
         if any_failed.item():
             report = None
-            if error is not None:
+            if error is not None:  # which process failed (torchrun sets GROUP_RANK and LOCAL_RANK), and why
+                where = (f"rank {run.rank} on {socket.gethostname()} (node {os.environ.get('GROUP_RANK', '0')}, "
+                         f"local rank {os.environ.get('LOCAL_RANK', '0')})")
                 text = str(error) if isinstance(error, UsageError) else f"{type(error).__name__}: {error}"
-                report = f"{node_label(run.rank)}: {(text.strip().splitlines() or [type(error).__name__])[0]}"
+                report = f"{where}: {(text.strip().splitlines() or [type(error).__name__])[0]}"
             reports = [None] * run.world_size
             dist.all_gather_object(reports, report)
             if error is None:
@@ -267,7 +252,7 @@ def setup(cfg):
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
-    dtype = DTYPES[cfg.dtype if cfg.dtype != "auto" else "float32" if device.type == "cpu" else "bfloat16"]
+    dtype = getattr(torch, cfg.dtype if cfg.dtype != "auto" else "float32" if device.type == "cpu" else "bfloat16")
     # auto: bf16 only on GPUs that compute it (model.native_bf16); older ones get fp16 and a GradScaler
     if cfg.dtype == "auto" and device.type == "cuda" and not native_bf16(device):
         dtype = torch.float16
@@ -363,78 +348,37 @@ def evaluate(cfg, fast_model, model, splits, run, tokenizer):
     return record
 
 
-class Throughput:
-    """Tokens/s, step time and MFU since the last log line, by the training clock (rank 0's).
+class TrainingLog:
+    """What rank 0 reports, and where: the console, out_dir/log.jsonl (a JSON record a line) and,
+    with wandb_log, a Weights & Biases run. The first record describes the run (what trains,
+    where, how fast it could); step records and evaluations follow. A fresh run starts log.jsonl
+    empty; a resumed one keeps the records up to its checkpoint's step and drops the rest, so the
+    log reads as one uninterrupted run.
 
-    MFU divides the model's FLOP/s in one process by the device's peak: peak_flops if set, else
-    the best rate of large matmuls measured at start-up. Measured while other work shares the
-    device, that peak comes out low, and MFU would pass 100%. So whenever the model runs faster
-    than the peak allows, the peak is measured again and raised to the best of all measurements
-    and of the model's own rate, which the device has evidently reached: MFU never passes 100%.
-    On a GPU of DATASHEET_PEAK_FLOPS, MFU against the datasheet's peak comes too."""
+    A step record gives tokens/s, step time and MFU since the previous one, by the training clock
+    (rank 0's). MFU divides the model's FLOP/s in one process by the device's peak: peak_flops if
+    set, else the best rate of large matmuls measured at start-up. Measured while other work
+    shares the device, that peak comes out low, and MFU would pass 100%. So whenever the model
+    runs faster than the peak allows, the peak is measured again and raised to the best of all
+    measurements and of the model's own rate, which the device has evidently reached: MFU never
+    passes 100%. On a GPU of DATASHEET_PEAK_FLOPS, MFU against the datasheet's peak comes too."""
 
-    def __init__(self, model, cfg, run, iter_num, train_seconds):
-        self.model, self.run = model, run
+    def __init__(self, cfg, config, model, run, iter_num, train_seconds):
+        self.model, self.run, self.last_step = model, run, (iter_num, train_seconds)
         self.tokens_per_step = cfg.gradient_accumulation_steps * cfg.batch_size * model.config.block_size
         self.peak = cfg.peak_flops or measure_peak_flops(run.device, run.dtype)
         self.datasheet_peak = (datasheet_peak_flops(torch.cuda.get_device_name(run.device))
                                if run.device.type == "cuda" and run.dtype != torch.float32 else None)
-        self.since = iter_num, train_seconds
-
-    def take(self, iter_num, train_seconds):
-        """The speed and memory figures of a log record, over the steps since the last call."""
-        steps, seconds = iter_num - self.since[0], train_seconds - self.since[1]
-        self.since = iter_num, train_seconds
-        tokens_per_s = steps * self.tokens_per_step / seconds
-        flops = tokens_per_s / self.run.world_size * self.model.flops_per_token()  # in one process
-        if flops > self.peak:
-            self.peak = max(self.peak, measure_peak_flops(self.run.device, self.run.dtype), flops)
-        record = {"tokens_per_s": tokens_per_s, "step_ms": 1000 * seconds / steps, "mfu": flops / self.peak,
-                  "mfu_datasheet": self.datasheet_peak and flops / self.datasheet_peak, "peak_flops": self.peak}
-        if self.run.device.type == "cuda":
-            record["gpu_mem_mb"] = torch.cuda.max_memory_allocated(self.run.device) / 2**20
-        return record
-
-
-def describe_run(model, run, throughput, iter_num):
-    """The first log record of a run (what trains, where, how fast it could), and its console line."""
-    record = {"iter": iter_num, "params": model.num_params(), "flops_per_token": model.flops_per_token(),
-              "peak_flops": throughput.peak, "datasheet_peak_flops": throughput.datasheet_peak,
-              "tokens_per_step": throughput.tokens_per_step, "processes": run.world_size,
-              "device": str(run.device), "dtype": str(run.dtype)[6:], "compile": run.compile}
-    sheet = f", datasheet {throughput.datasheet_peak / 1e12:,.0f} TFLOP/s" if throughput.datasheet_peak else ""
-    return record, (f"{model.num_params() / 1e6:.2f}M parameters, {throughput.tokens_per_step:,} tokens per step, "
-                    f"{run.world_size} process(es) on {run.device}, {record['dtype']}, compile={run.compile}, "
-                    f"peak {throughput.peak / 1e9:,.0f} GFLOP/s measured{sheet}")
-
-
-def describe_step(iter_num, loss, lr, grad_norm, train_seconds, throughput):
-    """A training step's log record and console line."""
-    record = {"iter": iter_num, "loss": loss, "lr": lr, "grad_norm": grad_norm,
-              **throughput.take(iter_num, train_seconds), "train_s": train_seconds}
-    sheet = f" ({100 * record['mfu_datasheet']:.1f}% of the datasheet peak)" if record["mfu_datasheet"] else ""
-    return record, (f"iter {iter_num}: loss {loss:.4f}, lr {lr:.2e}, {record['tokens_per_s']:,.0f} tokens/s, "
-                    f"{record['step_ms']:.0f} ms/step, mfu {100 * record['mfu']:.1f}%{sheet}")
-
-
-class TrainingLog:
-    """Where rank 0 reports: the console, out_dir/log.jsonl (a JSON record a line) and, with
-    wandb_log, a Weights & Biases run. A fresh run starts log.jsonl empty; a resumed one keeps
-    the records up to its checkpoint's step and drops the rest, so the log reads as one
-    uninterrupted run."""
-
-    def __init__(self, cfg, config, resumed_at):
-        path = os.path.join(cfg.out_dir, "log.jsonl")
+        self.path = os.path.join(cfg.out_dir, "log.jsonl")
         kept = []
-        if resumed_at is not None and os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
+        if cfg.init_from == "resume" and os.path.isfile(self.path):
+            with open(self.path, encoding="utf-8") as f:
                 for line in f:
                     with contextlib.suppress(ValueError, KeyError, TypeError):  # a line cut off by a crash
-                        if json.loads(line)["iter"] <= resumed_at:
+                        if json.loads(line)["iter"] <= iter_num:
                             kept.append(line)
-        with common.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        with common.atomic_path(self.path) as tmp, open(tmp, "w", encoding="utf-8") as f:
             f.writelines(kept)
-        self.file = open(path, "a", encoding="utf-8")
         self.start_time = time.time()
         self.tracker = None
         if cfg.wandb_log:  # wandb is imported only here: nothing else needs it
@@ -444,13 +388,40 @@ class TrainingLog:
                 raise UsageError("wandb_log=True needs wandb: pip install wandb") from e
             name = cfg.wandb_run_name or os.path.basename(os.path.abspath(cfg.out_dir))
             self.tracker = wandb.init(project=cfg.wandb_project, name=name, config=config)
+        dtype = str(run.dtype).removeprefix("torch.")
+        sheet = f", datasheet {self.datasheet_peak / 1e12:,.0f} TFLOP/s" if self.datasheet_peak else ""
+        self.write({"iter": iter_num, "params": model.num_params(), "flops_per_token": model.flops_per_token(),
+                    "peak_flops": self.peak, "datasheet_peak_flops": self.datasheet_peak,
+                    "tokens_per_step": self.tokens_per_step, "processes": run.world_size,
+                    "device": str(run.device), "dtype": dtype, "compile": run.compile},
+                   f"{model.num_params() / 1e6:.2f}M parameters, {self.tokens_per_step:,} tokens per step, "
+                   f"{run.world_size} process(es) on {run.device}, {dtype}, compile={run.compile}, "
+                   f"peak {self.peak / 1e9:,.0f} GFLOP/s{sheet}")
+
+    def step(self, iter_num, loss, lr, grad_norm, train_seconds):
+        """Log a training step, with the speed and memory figures of the steps since the last one."""
+        steps, seconds = iter_num - self.last_step[0], train_seconds - self.last_step[1]
+        self.last_step = iter_num, train_seconds
+        tokens_per_s = steps * self.tokens_per_step / seconds
+        flops = tokens_per_s / self.run.world_size * self.model.flops_per_token()  # in one process
+        if flops > self.peak:
+            self.peak = max(self.peak, measure_peak_flops(self.run.device, self.run.dtype), flops)
+        record = {"iter": iter_num, "loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tokens_per_s,
+                  "step_ms": 1000 * seconds / steps, "mfu": flops / self.peak,
+                  "mfu_datasheet": self.datasheet_peak and flops / self.datasheet_peak, "peak_flops": self.peak,
+                  "train_s": train_seconds}
+        if self.run.device.type == "cuda":
+            record["gpu_mem_mb"] = torch.cuda.max_memory_allocated(self.run.device) / 2**20
+        sheet = f" ({100 * record['mfu_datasheet']:.1f}% of the datasheet peak)" if self.datasheet_peak else ""
+        self.write(record, f"iter {iter_num}: loss {loss:.4f}, lr {lr:.2e}, {tokens_per_s:,.0f} tokens/s, "
+                           f"{record['step_ms']:.0f} ms/step, mfu {100 * record['mfu']:.1f}%{sheet}")
 
     def write(self, record, text):
         """Print text; record, with the seconds since the log opened, to log.jsonl and the tracker."""
         record = {**record, "elapsed_s": time.time() - self.start_time}
         print(text, flush=True)
-        self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.file.flush()
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
         if self.tracker is not None:  # the record's numbers and sample, and the perplexity of each loss
             values = {key: value for key, value in record.items()
                       if key != "iter" and (key == "sample" or type(value) in (int, float))}
@@ -459,7 +430,6 @@ class TrainingLog:
             self.tracker.log(values, step=record["iter"])
 
     def close(self):
-        self.file.close()
         if self.tracker is not None:
             self.tracker.finish()
 
@@ -513,39 +483,32 @@ def optimizer_step(model, optimizers, scaler, lr, grad_clip):
     return grad_norm
 
 
-def save_checkpoint(path, model, optimizers, scaler, config, iter_num, best_val_loss,
-                    train_seconds, from_prepare):
-    ckpt = {"model_args": asdict(model.config), "model": model.state_dict(),
-            "optimizers": [optimizer.state_dict() for optimizer in optimizers], "scaler": scaler.state_dict(),
-            "iter_num": iter_num, "best_val_loss": best_val_loss, "train_seconds": train_seconds,
-            "config": config, **from_prepare}
-    with common.atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
-
-
 def train(config):
     cfg = SimpleNamespace(**config)
     check_config(cfg)
     run = setup(cfg)
     ckpt_path = os.path.join(cfg.out_dir, "ckpt.pt")
     # Every process reads the data and the checkpoint from its own node's disk, so every process
-    # checks that they are there; rank 0 alone measures the peak, reads the tokenizer and opens the log.
+    # checks that they are there; rank 0 alone reads the tokenizer and opens the log (measuring the peak).
     with fail_together(run):
         vocab_size, from_prepare = read_data_dir(cfg.data_dir)
         model, optimizers, scaler, (iter_num, best_val_loss, train_seconds) = init_model(
             cfg, run, vocab_size, from_prepare, ckpt_path)
         train_data, val_data = (TokenWindows(common.load_tokens(os.path.join(cfg.data_dir, f"{split}.bin")),
                                              model.config.block_size, cfg.seed) for split in ("train", "val"))
-        throughput = Throughput(model, cfg, run, iter_num, train_seconds) if run.master else None
         tokenizer = bpe.Tokenizer.from_json(from_prepare["tokenizer"]) if run.master and cfg.sample_tokens else None
-        log = TrainingLog(cfg, config, iter_num if cfg.init_from == "resume" else None) if run.master else None
+        log = TrainingLog(cfg, config, model, run, iter_num, train_seconds) if run.master else None
 
     def fetch(step, micro):  # this process's micro-batch `micro` of optimizer step `step`
         return train_data.batch(cfg.batch_size, 0, step, run.rank * run.accum + micro, device=run.device)
 
-    def save(message):
-        save_checkpoint(ckpt_path, model, optimizers, scaler, config, iter_num, best_val_loss, train_seconds,
-                        from_prepare)
+    def save(message):  # rank 0 only; atomically, so a failure never leaves half a checkpoint
+        ckpt = {"model_args": asdict(model.config), "model": model.state_dict(),
+                "optimizers": [optimizer.state_dict() for optimizer in optimizers], "scaler": scaler.state_dict(),
+                "iter_num": iter_num, "best_val_loss": best_val_loss, "train_seconds": train_seconds,
+                "config": config, **from_prepare}
+        with common.atomic_path(ckpt_path) as tmp:
+            torch.save(ckpt, tmp)
         print(message, flush=True)
 
     def evaluate_and_save():  # rank 0 only
@@ -564,10 +527,8 @@ def train(config):
         fast_model, train_model = wrap_model(model, run)
         with stop_requests() as stop_requested:
             with fail_together(run):
-                if run.master:
-                    log.write(*describe_run(model, run, throughput, iter_num))
-                    if iter_num == 0:
-                        evaluate_and_save()
+                if run.master and iter_num == 0:
+                    evaluate_and_save()
             x, y = fetch(iter_num, 0)
             t_last = time.perf_counter()
             while iter_num < cfg.max_iters and train_seconds < budget:
@@ -601,7 +562,7 @@ def train(config):
                     continue
                 with fail_together(run):  # rank 0 logs, evaluates and saves; the others wait to hear
                     if run.master and log_now:
-                        log.write(*describe_step(iter_num, lossf, lr, grad_norm.item(), train_seconds, throughput))
+                        log.step(iter_num, lossf, lr, grad_norm.item(), train_seconds)
                     if run.master and stop:
                         save(f"stopped at step {iter_num}; saved {ckpt_path} (continue with --init_from=resume)")
                     elif run.master and eval_now:
