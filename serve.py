@@ -50,7 +50,7 @@ try:
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
-    from pydantic import BaseModel, ConfigDict, Field, field_validator
+    from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
     from starlette.exceptions import HTTPException
 except ImportError as e:  # the serving extra is optional: the rest of the project never needs it
     if __name__ != "__main__":
@@ -89,9 +89,17 @@ DECODER_SETTINGS = {"temperature", "top_k", "top_p", "repetition_penalty", "freq
 # -----------------------------------------------------------------------------
 # requests, validated field by field
 
+def one_or_more(value):
+    """prompt and stop take one item or a list of them: a string, or a list of token ids, is one."""
+    one = isinstance(value, str) or isinstance(value, list) and value and isinstance(value[0], int)
+    return [value] if one else value
+
+
+OneOrMore = BeforeValidator(one_or_more)
 TextPrompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]  # "" = a fresh document
 TokenPrompt = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_PROMPT_TOKENS)]
 TokenId = Annotated[int, Field(ge=0, strict=False)]  # as a JSON object's key, a string of digits
+Stop = Annotated[str, Field(min_length=1)]  # a stop sequence, normalized as prompts are
 
 
 class CompletionRequest(BaseModel):
@@ -101,7 +109,7 @@ class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     model: str | None = None  # optional: this server holds one model
     # texts or, as the OpenAI API allows, lists of token ids, read as given; or one of either
-    prompt: list[TextPrompt | TokenPrompt] = Field([""], min_length=1, max_length=MAX_PROMPTS)
+    prompt: Annotated[list[TextPrompt | TokenPrompt], OneOrMore] = Field([""], min_length=1, max_length=MAX_PROMPTS)
     max_tokens: int = Field(16, ge=0, le=MAX_TOKENS)  # 0 with echo and logprobs: score the prompt only
     temperature: float = Field(1.0, ge=0, le=2)  # 0 = greedy
     top_p: float = Field(1.0, gt=0, le=1)
@@ -114,24 +122,13 @@ class CompletionRequest(BaseModel):
     logit_bias: dict[TokenId, Annotated[float, Field(ge=-100, le=100)]] = Field({}, max_length=MAX_LOGIT_BIAS)
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     best_of: int | None = Field(None, ge=1, le=MAX_CHOICES)  # only n
-    stop: list[Annotated[str, Field(min_length=1)]] = Field([], max_length=MAX_STOPS)  # or one; normalized as text is
+    stop: Annotated[list[Stop] | None, OneOrMore] = Field(None, max_length=MAX_STOPS)
     seed: int | None = Field(None, ge=0, le=2**62)  # choice i samples with seed + i
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)  # log-probs of each token and its top alternatives
     echo: bool = False  # the prompt as sent comes back before the completion (with its log-probs if asked)
     stream: bool = False
     stream_options: dict[Literal["include_usage"], bool] | None = None  # include_usage: end with the token counts
     user: str | None = None  # the client's end-user, for OpenAI's abuse monitoring: ignored
-
-    @field_validator("prompt", mode="before")
-    @classmethod
-    def prompt_list(cls, prompt):
-        one = isinstance(prompt, str) or isinstance(prompt, list) and prompt and isinstance(prompt[0], int)
-        return [prompt] if one else prompt
-
-    @field_validator("stop", mode="before")
-    @classmethod
-    def stop_list(cls, stop):
-        return [] if stop is None else [stop] if isinstance(stop, str) else stop
 
 
 class APIError(Exception):
@@ -486,7 +483,7 @@ class Server:
             return prompt[-block_size:], None
         prompts = await asyncio.to_thread(lambda: [read(prompt) for prompt in body.prompt])
         # a stop sequence as the model would write it; one that normalizes to nothing never comes
-        stops = [stop for stop in (tokenizer.normalize(stop, tidy_spaces=False) for stop in body.stop) if stop]
+        stops = [stop for stop in (tokenizer.normalize(stop, tidy_spaces=False) for stop in body.stop or ()) if stop]
         job = Job(body, prompts, stops, secrets.randbits(62) if body.seed is None else body.seed)
         if job.rows_needed > self.batcher.max_batch:
             raise APIError(400, f"n x prompts = {job.rows_needed} completions, more than this server decodes "
