@@ -46,8 +46,7 @@ class GPTConfig:
     tie_weights: bool = True  # the output head shares the token embedding's matrix
 
     def __post_init__(self):
-        choices = {"pos_emb": ("rope", "learned"), "norm": ("layernorm", "rmsnorm"),
-                   "mlp": ("gelu", "relu2")}
+        choices = {"pos_emb": ("rope", "learned"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "relu2")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise UsageError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
@@ -214,10 +213,6 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         if config.pos_emb == "learned":
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
-        else:
-            head_size = config.n_embd // config.n_head
-            inv_freq = 1.0 / 10000 ** (torch.arange(0, head_size, 2).float() / head_size)
-            self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
         self.norm_f = make_norm(config)
@@ -237,6 +232,13 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
+
+    @property
+    def inv_freq(self):
+        """The rotary frequencies, in fp32 whatever the weights' dtype: rounded to bf16 (0.4%),
+        they would turn late positions' angles by far more than the rounding of the weights."""
+        head_size = self.config.n_embd // self.config.n_head
+        return 1.0 / 10000 ** (torch.arange(0, head_size, 2, device=self.wte.weight.device).float() / head_size)
 
     def forward(self, idx, targets=None, kv_cache=None, cache_row=0, head=True):
         """Logits (B, T, vocab_size) and the loss if targets are given. With kv_cache, the rows
@@ -263,11 +265,9 @@ class GPT(nn.Module):
         if not head:
             return None, None
         logits = self.lm_head(self.norm_f(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1),
-                                   ignore_index=-1)
-        return logits, loss
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
 
     def new_kv_cache(self, batch_size):
         return KVCache(self.config, batch_size)
@@ -360,8 +360,7 @@ def measure_peak_flops(device, dtype=torch.float32):
     """Best FLOP/s of large square matmuls on this device: the denominator of MFU."""
     device = torch.device(device)
     size, calls = (8192, 20) if device.type == "cuda" else (2048, 1)
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    a, b = torch.randn(2, size, size, device=device, dtype=dtype)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     best = math.inf
     for _ in range(4):  # the first round warms up; the best round is the peak
@@ -441,7 +440,7 @@ def quantize_weights(model, scheme):
     dozen small ops, which makes them slower than fp32.
 
     "bf16": every weight in bf16 and the whole forward in bf16 (torch's CPU kernels; norms and
-    softmaxes accumulate in fp32 inside them), the rotary frequencies kept in fp32. Half the
+    softmaxes accumulate in fp32 inside them), the rotary frequencies in fp32 (GPT.inv_freq). Half the
     bytes, and on CPUs with bf16 instructions a batch of rows multiplies up to three times
     faster than in fp32, where several rows at once make the step wait on arithmetic. Rounding to bf16
     moves the logits by far more than fp32's last bits (eval.py --quantize=bf16 measures what it
@@ -454,11 +453,7 @@ def quantize_weights(model, scheme):
         raise UsageError(f"{scheme} weights run on the CPU only (use --device=cpu)")
     model.eval()
     if scheme == "bf16":
-        inv_freq = getattr(model, "inv_freq", None)  # rounded to bf16 (0.4%), it would turn late positions' angles
-        model.to(torch.bfloat16)
-        if inv_freq is not None:
-            model.inv_freq = inv_freq
-        return model
+        return model.to(torch.bfloat16)
     try:  # compile once here, so that a missing compiler is a one-line error, not a traceback mid-generation
         compiled_int8_linear()(torch.ones(1, 8), torch.ones(8, 8, dtype=torch.int8), torch.ones(8), None)
     except Exception as e:

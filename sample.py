@@ -58,7 +58,7 @@ SETTINGS = ("temperature", "top_k", "top_p", "repetition_penalty", "frequency_pe
 
 
 # -----------------------------------------------------------------------------
-# decoding filters: each takes and returns logits of shape (B, V)
+# decoding filters on logits (B, V), and the draw
 
 def apply_repetition_penalty(logits, context, penalty):
     """Make every token present in `context` (B, T) less likely, as in CTRL (Keskar et al., 2019).
@@ -100,7 +100,7 @@ def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
 
 
 def sample_token(probs, generators):
-    """Draw one token id from each row of probs (B, V): a (B, 1) tensor. Row i draws from
+    """Draw one index from each row of probs (B, n): a (B, 1) tensor. Row i draws from
     generators[i], a torch.Generator or None (torch's global random state).
 
     One uniform number per row, placed on the cumulative distribution. (torch.multinomial
@@ -138,14 +138,9 @@ class Row:
     id: int
     tokens: list  # the prompt (its last block_size tokens), then every token generated
     prompt_length: int
-    temperature: float
-    top_k: int
-    top_p: float
-    repetition_penalty: float
-    frequency_penalty: float
-    presence_penalty: float
+    sampling: tuple  # (temperature, top_k, top_p), or None for greedy
+    penalties: tuple  # (repetition_penalty, frequency_penalty, presence_penalty)
     logit_bias: torch.Tensor  # (V,) added to the logits, or None
-    greedy: bool
     generator: torch.Generator
     max_new_tokens: int
     stop_ids: tuple
@@ -155,12 +150,13 @@ class Row:
     def penalize(self, logits):
         """This row's logits (1, V) after its repetition penalty, its frequency and presence
         penalties, then its logit_bias; the same logits if it has none of them."""
-        if self.repetition_penalty != 1.0:
+        repetition, frequency, presence = self.penalties
+        if repetition != 1.0:
             context = torch.tensor([self.tokens[self.start:]], device=logits.device)
-            logits = apply_repetition_penalty(logits, context, self.repetition_penalty)
-        if self.frequency_penalty or self.presence_penalty:
+            logits = apply_repetition_penalty(logits, context, repetition)
+        if frequency or presence:
             generated = torch.tensor([self.tokens[self.prompt_length:]], dtype=torch.long, device=logits.device)
-            logits = apply_frequency_penalties(logits, generated, self.frequency_penalty, self.presence_penalty)
+            logits = apply_frequency_penalties(logits, generated, frequency, presence)
         return logits if self.logit_bias is None else logits + self.logit_bias
 
 
@@ -225,9 +221,10 @@ class Decoder:
             bias = torch.zeros(vocab_size, device=self.device)
             bias[list(logit_bias)] = torch.tensor(list(logit_bias.values()), dtype=torch.float, device=self.device)
         tokens = list(prompt_ids)[-self.model.config.block_size:]
-        row = Row(min(set(range(self.max_rows)) - {row.id for row in self.rows}), tokens, len(tokens), temperature,
-                  top_k, top_p, repetition_penalty, frequency_penalty, presence_penalty, bias,
-                  greedy or temperature == 0, generator, max_new_tokens, tuple(stop_ids), top_logprobs)
+        sampling = None if greedy or temperature == 0 else (temperature, top_k, top_p)
+        row = Row(min(set(range(self.max_rows)) - {row.id for row in self.rows}), tokens, len(tokens), sampling,
+                  (repetition_penalty, frequency_penalty, presence_penalty), bias, generator, max_new_tokens,
+                  tuple(stop_ids), top_logprobs)
         self.rows.append(row)
         self._prefill(len(self.rows) - 1)
         return row.id
@@ -238,9 +235,9 @@ class Decoder:
         if self.cache is not None:
             self.cache.reset(slot)
         if self.cache is not None and len(row.tokens) - row.start > 1:
-            context = torch.tensor([row.tokens[row.start:-1]], device=self.device)
             with autocast_for(self.device):
-                self.model(context, kv_cache=self.cache, cache_row=slot, head=False)
+                self.model(torch.tensor([row.tokens[row.start:-1]], device=self.device), kv_cache=self.cache,
+                           cache_row=slot, head=False)
 
     @torch.inference_mode()
     def logits(self):
@@ -269,7 +266,7 @@ class Decoder:
         logits = torch.cat([row.penalize(logits[slot, None]) for slot, row in enumerate(self.rows)])
         groups = collections.defaultdict(list)  # settings (None = greedy) -> slots of the rows that use them
         for slot, row in enumerate(self.rows):
-            groups[None if row.greedy else (row.temperature, row.top_k, row.top_p)].append(slot)
+            groups[row.sampling].append(slot)
         chosen = torch.empty(len(self.rows), dtype=torch.long, device=self.device)
         for settings, slots in groups.items():
             index = slice(None) if len(groups) == 1 else torch.tensor(slots, device=self.device)
@@ -341,23 +338,22 @@ class Decoder:
 
 @torch.inference_mode()
 def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-             greedy=False, use_cache=True, generator=None, stop_ids=(), frequency_penalty=0.0,
-             presence_penalty=0.0, logit_bias=None):
+             greedy=False, use_cache=True, generator=None, stop_ids=(), **penalties):
     """Generate from a batch of prompts together, or from one.
 
     prompts: a list of prompts (lists of token ids, of any lengths), decoded as rows of one
     Decoder; generator is then a list with one generator per prompt (or None). Yields
     (prompt index, new token id) as each token is chosen. Or one prompt (a list of token
     ids) with one generator: yields its new token ids. A token in stop_ids ends its prompt's
-    generation and is not yielded; temperature 0 means greedy."""
+    generation and is not yielded; temperature 0 means greedy. penalties: frequency_penalty,
+    presence_penalty and logit_bias, as Decoder.add takes them."""
     one = len(prompts) == 0 or not isinstance(prompts[0], (list, tuple))
     prompts, generators = ([prompts], [generator]) if one else (prompts, generator or [None] * len(prompts))
     if max_new_tokens <= 0:
         return
     decoder = Decoder(model, len(prompts), use_cache)
     settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                    frequency_penalty=frequency_penalty, presence_penalty=presence_penalty, logit_bias=logit_bias,
-                    greedy=greedy, max_new_tokens=max_new_tokens, stop_ids=stop_ids)
+                    greedy=greedy, max_new_tokens=max_new_tokens, stop_ids=stop_ids, **penalties)
     index_of = {decoder.add(prompt, generator=row_generator, **settings): i
                 for i, (prompt, row_generator) in enumerate(zip(prompts, generators, strict=True))}
     while len(decoder):
