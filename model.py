@@ -76,7 +76,8 @@ class KVCache:
     times, decode together: a forward pass continues a run of rows (cache_row onwards), puts
     each row's new tokens at that row's own positions, and masks out the keys past each row's
     end. One cache per sequence would cost one forward per sequence, and left-padding the rows
-    to a common length would shift their positions.
+    to a common length would shift their positions. Rows of equal length (one sequence, beams)
+    take the plain path: writes into slices, and no mask for one new token.
 
     Buffers are allocated on first use, in the dtype the attention produces (bf16 under
     autocast). `lengths[r]` is how many tokens row r holds, which is also the position of its
@@ -106,7 +107,7 @@ class KVCache:
                              f"{self.config.block_size}): rebuild it from the last tokens")
         self.lengths[self.rows] = [length + T for length in past]
         keys = torch.arange(self.end, device=idx.device)
-        if min(past) == max(past):  # one sequence, or beams: the plain path, one new token needs no mask
+        if min(past) == max(past):  # the plain path
             self.level = past[0]
             self.positions = torch.arange(self.level, self.end, device=idx.device)[None]  # (1, T), for every row
             self.attn_mask = None if T == 1 else keys <= self.positions[0, :, None]  # (T, end)

@@ -179,7 +179,9 @@ class Decoder:
     into its place), so a step reads one run of cache rows without copying them.
 
     Row ids are in range(max_rows); an id is free again once its row ends. With
-    use_cache=False every row re-reads its whole context every step (slow; for comparison)."""
+    use_cache=False every row re-reads its whole context every step (slow; for comparison).
+    Beam search runs a step's two halves itself: logits() for every row, then branch() into
+    the continuations it keeps."""
 
     def __init__(self, model, max_rows, use_cache=True):
         if max_rows < 1:
@@ -243,7 +245,8 @@ class Decoder:
     def logits(self):
         """The raw logits (rows, V), in fp32, for the token after each active row's tokens (bf16
         autocast on GPUs that have it, as in training; see model.autocast_for). A row whose
-        context is full restarts it first (see restart_point)."""
+        context is full restarts it first (see restart_point). The cache now holds every row's
+        tokens: each row must get its next token (step, branch) before the next call."""
         for slot, row in enumerate(self.rows):
             start = restart_point(len(row.tokens), row.start, self.model.config.block_size)
             if start != row.start:
@@ -259,10 +262,11 @@ class Decoder:
         return logits.float()
 
     def choose(self, logits):
-        """The next token id (rows,) of every active row from its raw logits (rows, V), with the
-        row's own settings and generator. Rows that share settings (the common case) are
-        filtered as one batch: every filter works row by row, so each row picks what it would
-        pick alone, and only the random draw is made row by row."""
+        """The next token id (rows,) of every active row from its raw logits (rows, V): the row's
+        penalties and logit_bias (Row.penalize), then its settings and generator. Rows that
+        share settings (the common case) are filtered as one batch: every filter works row by
+        row, so each row picks what it would pick alone, and only the random draw is made row
+        by row."""
         logits = torch.cat([row.penalize(logits[slot, None]) for slot, row in enumerate(self.rows)])
         groups = collections.defaultdict(list)  # settings (None = greedy) -> slots of the rows that use them
         for slot, row in enumerate(self.rows):

@@ -164,6 +164,22 @@ def test_int8_replaces_every_linear_and_nothing_else(bias, tie_weights):
     torch.testing.assert_close(cached, logits[:, 10:], atol=1e-5, rtol=1e-5)
 
 
+def test_int8_without_a_working_compiler_is_a_one_line_error(monkeypatch):
+    """int8's product is compiled; where torch.compile cannot work (no C++ compiler), quantizing
+    says so in one line and leaves the model as it was."""
+    def failing_compile():
+        def compiled(*args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\n  (a long traceback)")
+        return compiled
+
+    monkeypatch.setattr(model_module, "compiled_int8_linear", failing_compile)
+    model = tiny()
+    with pytest.raises(UsageError, match=r"^int8 weights need torch.compile, which fails here: InvalidCxxCompiler: "
+                                         r"No working C\+\+ compiler found$"):
+        quantize_weights(model, "int8")
+    assert type(model.lm_head) is torch.nn.Linear
+
+
 @pytest.mark.parametrize("pos_emb", ["rope", "learned"])
 def test_crop_block_size_keeps_predictions(pos_emb):
     model = tiny(pos_emb=pos_emb)
