@@ -23,7 +23,7 @@ import sys
 import time
 import unicodedata
 from array import array
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from functools import partial
 from itertools import islice
 
@@ -60,8 +60,8 @@ SPACE_AFTER_WHITESPACE = regex.compile(r"\s ")
 FORMAT_VERSION = 2  # of the JSON file; bump when its meaning changes (2: normalization)
 MAX_VOCAB_SIZE = 65536  # ids must fit in uint16
 BATCH_CHARS = 1 << 20  # characters of text handed to a worker process at a time
-CACHE_CHUNKS = 1 << 17  # chunk encodings encode() remembers (~20 MB); cleared when full
-CACHE_WORDS = 1 << 19  # encodings of " " + word encode() remembers (~85 MB); cleared when full
+CACHE_CHUNKS = 1 << 17  # chunk encodings encode() remembers; cleared when full, so memory stays bounded
+CACHE_WORDS = 1 << 19  # encodings of " " + word encode() remembers; cleared when full
 PROGRESS_SECONDS = 10.0  # how often long training runs report on stderr
 REPLACEMENT = "\ufffd".encode()  # what decode gives for an id outside the vocabulary
 PAIR = 1 << 16  # a pair of ids (a, b) is kept as the single int a * PAIR + b
@@ -94,20 +94,20 @@ DIACRITICS = {chr(code): "" for code in range(0x064B, 0x0653)}
 PRESENTATION_FORMS = [*range(0xFB50, 0xFE00), *range(0xFE70, 0xFEFF)]
 
 
-def _build_tables():
-    tables = {flag: str.maketrans({**PERSIAN_CHARACTERS, **(DIACRITICS if flag else {})})
-              for flag in (False, True)}
+def _translation_table(remove_diacritics):
+    """The str.translate table of normalize(): the characters above, and each presentation form as its
+    letters, themselves translated (a presentation-form Arabic yeh becomes a Farsi yeh)."""
+    table = str.maketrans({**PERSIAN_CHARACTERS, **(DIACRITICS if remove_diacritics else {})})
     for code in PRESENTATION_FORMS:
         letters = unicodedata.normalize("NFKC", chr(code))
         if letters != chr(code):
-            for table in tables.values():
-                table[code] = letters.translate(table)
-    return tables
+            table[code] = letters.translate(table)
+    return table
 
 
-TRANSLATION_TABLES = _build_tables()  # remove_diacritics -> str.translate table
+TRANSLATION_TABLES = {flag: _translation_table(flag) for flag in (False, True)}  # remove_diacritics -> table
 # Runs of the characters a table changes. Most text holds few of them, and finding them with re
-# then translating only those is ~10x faster than str.translate over all of a Persian text.
+# then translating only those is much faster than str.translate over all of a Persian text.
 CHANGED_CHARACTERS = {flag: re.compile("[" + re.escape("".join(map(chr, table))) + "]+")
                       for flag, table in TRANSLATION_TABLES.items()}
 ZWNJ_RUN = regex.compile("\u200c{2,}")
@@ -141,9 +141,11 @@ def normalize(text, normalize_text=True, remove_diacritics=True, tidy_spaces=Tru
     return collapse_whitespace(text) if tidy_spaces else text
 
 
+# -----------------------------------------------------------------------------
+# Training: count the chunks of the corpus, then learn the merges from the counts
 
-def _batches(texts, progress=False):
-    """Group an iterable of strings into lists of about BATCH_CHARS characters."""
+def _batches(texts):
+    """Group an iterable of strings into lists of about BATCH_CHARS characters, reporting progress."""
     batch, size, seen = [], 0, 0
     start = last_report = time.time()
     for text in texts:
@@ -154,25 +156,26 @@ def _batches(texts, progress=False):
         if size >= BATCH_CHARS:
             yield batch
             batch, seen, size = [], seen + size, 0
-            if progress and time.time() >= last_report + PROGRESS_SECONDS:
+            if time.time() >= last_report + PROGRESS_SECONDS:
                 last_report = time.time()
-                print(f"bpe: read {seen / 1e6:.0f} M characters in {last_report - start:.0f} s",
-                      file=sys.stderr)
+                print(f"bpe: read {seen / 1e6:.0f} M characters in {last_report - start:.0f} s", file=sys.stderr)
     if batch:
         yield batch
 
 
-def _count_batch(pattern, counts, batch):
-    for text in batch:
-        counts.update(pattern.findall(text))
+def _count(batches):
+    """The chunks of every text in batches of texts -> Counter."""
+    pattern = regex.compile(SPLIT_PATTERN)
+    counts = Counter()
+    for batch in batches:
+        for text in batch:
+            counts.update(pattern.findall(text))
+    return counts
 
 
 def _count_worker(inbox, outbox):
-    pattern = regex.compile(SPLIT_PATTERN)
-    counts = Counter()
-    for batch in iter(inbox.get, None):
-        _count_batch(pattern, counts, batch)
-    outbox.put(counts)
+    """A worker process of count_chunks: counts the batches from inbox until None, then sends its counts."""
+    outbox.put(_count(iter(inbox.get, None)))
 
 
 def _wait(queue_operation, workers):
@@ -191,20 +194,16 @@ def count_chunks(texts, num_proc=1):
     With num_proc > 1 the batches go through a bounded queue to worker processes, each
     keeping its own counts, so memory holds the distinct chunks, never the corpus.
     """
-    counts = Counter()
     if num_proc <= 1:
-        pattern = regex.compile(SPLIT_PATTERN)
-        for batch in _batches(texts, progress=True):
-            _count_batch(pattern, counts, batch)
-        return counts
-    context = multiprocessing.get_context()
-    inbox, outbox = context.Queue(maxsize=2 * num_proc), context.Queue()
-    workers = [context.Process(target=_count_worker, args=(inbox, outbox), daemon=True)
+        return _count(_batches(texts))
+    counts = Counter()
+    inbox, outbox = multiprocessing.Queue(maxsize=2 * num_proc), multiprocessing.Queue()
+    workers = [multiprocessing.Process(target=_count_worker, args=(inbox, outbox), daemon=True)
                for _ in range(num_proc)]
     for worker in workers:
         worker.start()
     try:
-        for batch in _batches(texts, progress=True):
+        for batch in _batches(texts):
             _wait(partial(inbox.put, batch), workers)
         for _ in workers:
             _wait(partial(inbox.put, None), workers)
@@ -216,10 +215,9 @@ def count_chunks(texts, num_proc=1):
                 counts[chunk] += count
         for worker in workers:
             worker.join()
-    finally:
+    finally:  # after an error, the workers still running are stopped (terminate leaves an exited one alone)
         for worker in workers:
-            if worker.is_alive():
-                worker.terminate()
+            worker.terminate()
     return counts
 
 
@@ -357,8 +355,6 @@ class Tokenizer:
         if not 256 + len(special_tokens) <= vocab_size <= MAX_VOCAB_SIZE:
             raise UsageError(f"vocab_size must be between {256 + len(special_tokens)} and "
                              f"{MAX_VOCAB_SIZE} (ids are stored as uint16), got {vocab_size}")
-        if num_proc < 1:
-            raise UsageError(f"num_proc must be at least 1, got {num_proc}")
         start = time.time()
         chunk_counts = count_chunks(texts, num_proc)
         counted = time.time()
@@ -404,67 +400,44 @@ class Tokenizer:
         return array("H", ids).tobytes()
 
     def _encode_chunks(self, text):
+        """uint16 bytes of text cut into chunks by the split pattern."""
         return b"".join(map(self.chunk_cache.__getitem__, self.pattern.findall(text)))
 
-    def _encode_ordinary_bytes(self, text):
+    def _encode_plain(self, text):
+        """uint16 bytes of text in which special tokens are plain characters: cut at its spaces where
+        that gives the pattern's chunks (see SPACE_AFTER_WHITESPACE), else by the pattern."""
         if not self.split_at_spaces or SPACE_AFTER_WHITESPACE.search(text):
             return self._encode_chunks(text)
         words = text.split(" ")
         return self._encode_chunks(words[0]) + b"".join(
             map(self.word_cache.__getitem__, islice(words, 1, None)))
 
-    def encode_ordinary(self, text):
-        """Encode text with no special tokens at all: "<|endoftext|>" is just characters."""
-        return array("H", self._encode_ordinary_bytes(self.normalize(text))).tolist()
-
-    def encode_array(self, text, allowed_special=()):
-        """encode(), as an array of uint16 ("H"): two bytes an id, as a token file holds them."""
-        text = self.normalize(text)
+    def encode_array(self, text, allowed_special=(), normalized=False):
+        """encode(), as an array of uint16 ("H"): two bytes an id, as a token file holds them.
+        normalized=True says that text is already in this tokenizer's normalized form (prepare.py
+        normalizes each document once, for its split key), so it is encoded as it is."""
+        if not normalized:
+            text = self.normalize(text)
         if allowed_special == "all":
             allowed_special = self.special_tokens
         unknown = set(allowed_special) - set(self.special_tokens)
         if unknown:
             raise UsageError(f"not special tokens of this tokenizer: {sorted(unknown)}")
         if not allowed_special:
-            return array("H", self._encode_ordinary_bytes(text))
+            return array("H", self._encode_plain(text))
         alternatives = "|".join(map(regex.escape, sorted(allowed_special, key=len, reverse=True)))
         ids = array("H")
         for i, part in enumerate(regex.split(f"({alternatives})", text)):
             if i % 2:
                 ids.append(self.special_tokens[part])
             else:
-                ids.frombytes(self._encode_ordinary_bytes(part))
+                ids.frombytes(self._encode_plain(part))
         return ids
 
     def encode(self, text, allowed_special=()):
         """Encode text, normalized first; special tokens are recognised only if named in
         allowed_special (or "all")."""
         return self.encode_array(text, allowed_special).tolist()
-
-    def encode_iter(self, texts, num_proc=1, allowed_special=()):
-        """Yield the ids of each text as an encode_array, in order, streaming texts (e.g. a whole corpus).
-
-        With num_proc > 1, batches of texts go to worker processes, at most two per
-        worker in flight, so memory stays bounded. The workers live as long as the
-        iteration, so their chunk caches stay warm over the corpus.
-        """
-        if num_proc <= 1:
-            for text in texts:
-                yield self.encode_array(text, allowed_special)
-            return
-        context = multiprocessing.get_context()
-        with context.Pool(num_proc, _start_encoder, (self.to_json(), allowed_special)) as pool:
-            in_flight = deque()
-            for batch in _batches(texts):
-                in_flight.append(pool.apply_async(_encode_in_worker, (batch,)))
-                if len(in_flight) > 2 * num_proc:
-                    yield from in_flight.popleft().get()
-            while in_flight:
-                yield from in_flight.popleft().get()
-
-    def encode_batch(self, texts, num_proc=1, allowed_special=()):
-        """Encode many texts, in num_proc worker processes; a list of id lists."""
-        return [ids.tolist() for ids in self.encode_iter(texts, num_proc, allowed_special)]
 
     # decoding
 
@@ -523,31 +496,15 @@ class Tokenizer:
         return cls(merges, list(special_tokens), pattern_text, normalization)
 
     def save(self, path):
-        with atomic_path(path) as tmp:
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(self.to_json())
+        with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            f.write(self.to_json())
 
     @classmethod
     def load(cls, path):
         try:
             with open(path, encoding="utf-8") as f:
-                text = f.read()
+                return cls.from_json(f.read())
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"cannot read tokenizer file {path}: {e}") from e
-        try:
-            return cls.from_json(text)
         except UsageError as e:
             raise UsageError(f"{path}: {e}") from e
-
-
-_worker_tokenizer = None  # each encode_batch worker process builds its own from the JSON
-
-
-def _start_encoder(tokenizer_json, allowed_special):
-    global _worker_tokenizer
-    _worker_tokenizer = (Tokenizer.from_json(tokenizer_json), allowed_special)
-
-
-def _encode_in_worker(batch):
-    tokenizer, allowed_special = _worker_tokenizer
-    return [tokenizer.encode_array(text, allowed_special) for text in batch]

@@ -22,6 +22,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import bench_bpe  # noqa: E402
 import bpe  # noqa: E402
 import common  # noqa: E402
 import prepare  # noqa: E402
@@ -69,7 +70,7 @@ def main():
         tokenizer = bpe.Tokenizer.train(train, vocab_size, num_proc=config["num_proc"])
         row = {"vocab_size": vocab_size, "train_s": time.perf_counter() - start}
         for domain, documents in heldout.items():
-            tokens = sum(len(ids) for ids in tokenizer.encode_batch(documents, num_proc=config["num_proc"]))
+            tokens = sum(map(len, bench_bpe.encode_in_processes(tokenizer, documents, config["num_proc"])))
             row[domain] = {"bytes_per_token": sum(len(d.encode()) for d in documents) / tokens,
                            "tokens_per_word": tokens / sum(len(d.split()) for d in documents)}
         rows.append(row)

@@ -187,15 +187,6 @@ def test_parallel_training_equals_serial(monkeypatch):
     assert parallel.merges == serial.merges
 
 
-def test_encode_batch_parallel_equals_encode(tok, monkeypatch):
-    monkeypatch.setattr(bpe, "BATCH_CHARS", 100)
-    texts = CORPUS + ROUND_TRIP
-    expected = [tok.encode(text) for text in texts]
-    assert tok.encode_batch(texts, num_proc=2) == expected
-    assert tok.encode_batch(iter(texts), num_proc=1) == expected
-    assert [ids.tolist() for ids in tok.encode_iter((text for text in texts * 3), num_proc=2)] == expected * 3
-
-
 def test_special_tokens_only_when_allowed(tok):
     text = "پایان<|endoftext|>آغاز"
     assert tok.eot_id not in tok.encode(text)
@@ -203,7 +194,7 @@ def test_special_tokens_only_when_allowed(tok):
         ids = tok.encode(text, allowed_special=allowed)
         assert ids.count(tok.eot_id) == 1
         assert tok.decode(ids) == text
-    assert tok.eot_id in tok.encode_batch([text], allowed_special="all")[0]
+    assert tok.eot_id in tok.encode_array(text, allowed_special="all")
     with pytest.raises(UsageError, match="not special tokens"):
         tok.encode(text, allowed_special={"<|unknown|>"})
 
@@ -269,6 +260,13 @@ def test_normalization_is_the_first_stage_of_encoding(tok, tmp_path, normalizati
     assert normalizing.encode(text) == tok.encode(expected) == normalizing.encode(expected)
     normalizing.save(tmp_path / "tokenizer.json")  # the settings travel with the tokenizer
     assert bpe.Tokenizer.load(tmp_path / "tokenizer.json").encode(text) == tok.encode(expected)
+
+
+def test_text_already_normalized_is_encoded_as_it_is(tok):
+    normalizing = bpe.Tokenizer(tok.merges, normalization={"normalize_text": True, "remove_diacritics": True})
+    text = "\u0643\u0650\u062a\u0627\u0628  \u0661"  # Arabic kaf, kasra and digit, two spaces
+    assert normalizing.encode_array(text, normalized=True).tolist() == tok.encode(text)  # not normalized again
+    assert normalizing.encode_array(normalizing.normalize(text), normalized=True).tolist() == normalizing.encode(text)
 
 
 def test_version_1_files_read_without_normalization(tok):
@@ -345,7 +343,7 @@ def test_real_persian_compression():
         texts = [json.loads(line)["text"] for _, line in zip(range(700), f)]
     train, heldout = texts[:600], texts[600:]
     tok = bpe.Tokenizer.train(train, vocab_size=1024, num_proc=2)
-    ids = tok.encode_batch(heldout, num_proc=2)
+    ids = [tok.encode(text) for text in heldout]
     bytes_per_token = sum(len(t.encode("utf-8")) for t in heldout) / sum(map(len, ids))
     assert bytes_per_token > 3.0, bytes_per_token  # raw bytes would be 1.0
     assert [tok.decode(i) for i in ids] == heldout
