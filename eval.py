@@ -73,16 +73,14 @@ def sliding_windows(num_tokens, context, stride):
 
 @torch.no_grad()
 def token_nll(model, tokens, stride, batch_size=8):
-    """Negative log-likelihood in nats of tokens[1:], each given the tokens before it (float64 array),
-    read in windows of the model's context that move by stride tokens."""
-    context = model.config.block_size
+    """Negative log-likelihood in nats of tokens[1:] (an int64 array), each given the tokens before
+    it (float64 array), read in windows of the model's context that move by stride tokens."""
     device = next(model.parameters()).device
     nll = np.full(len(tokens) - 1, np.nan)
-    windows = sliding_windows(len(tokens), context, stride)
+    windows = sliding_windows(len(tokens), model.config.block_size, stride)
     for i in range(0, len(windows), batch_size):
         batch = windows[i:i + batch_size]
-        rows = torch.from_numpy(np.stack([np.asarray(tokens[begin:end + 1], dtype=np.int64)
-                                          for begin, _, end in batch])).to(device)
+        rows = torch.from_numpy(np.stack([tokens[begin:end + 1] for begin, _, end in batch])).to(device)
         with autocast_for(device):  # bf16 on GPUs that have it natively, else fp32
             logits, _ = model(rows[:, :-1])
         # the log-softmax runs in fp32 whatever the model ran in, so figures stay comparable
@@ -202,15 +200,12 @@ def encode_text_file(path, tokenizer, max_tokens):
     """Tokens of a .txt or .jsonl file laid out as prepare.py lays out its .bin files: each document
     followed by <|endoftext|>. The documents are read and normalized as prepare.py read the training
     text, with the settings the tokenizer records (prepare.py's defaults where it records none)."""
-    parts, num_tokens = [], 0
+    ids = []
     for document in iter_documents(path, **(tokenizer.normalization or {})):
-        parts.append(tokenizer.encode(document) + [tokenizer.eot_id])
-        num_tokens += len(parts[-1])
-        if max_tokens and num_tokens >= max_tokens:
+        ids += tokenizer.encode(document) + [tokenizer.eot_id]
+        if max_tokens and len(ids) >= max_tokens:
             break
-    if not parts:
-        raise common.UsageError(f"{path} holds no text to evaluate")
-    return np.concatenate(parts)
+    return np.array(ids, dtype=np.int64)
 
 
 def read_input(config, tokenizer, ckpt):
@@ -228,10 +223,8 @@ def read_input(config, tokenizer, ckpt):
         path = next((candidate for candidate in held_out if os.path.isfile(candidate)), None)
         if path is None:
             raise common.UsageError(f"no test.bin or val.bin in {data_dir} (run prepare.py, or give --data=FILE.bin)")
-    if kind == "data":
-        tokens = load_token_file(path, tokenizer, ckpt["tokenizer_sha256"])
-    else:
-        tokens = encode_text_file(path, tokenizer, config["max_tokens"])
+    tokens = (load_token_file(path, tokenizer, ckpt["tokenizer_sha256"]) if kind == "data"
+              else encode_text_file(path, tokenizer, config["max_tokens"]))
     tokens = np.asarray(tokens[:config["max_tokens"] or None], dtype=np.int64)
     if len(tokens) == 0:
         raise common.UsageError(f"{path} holds no tokens to evaluate")

@@ -146,18 +146,17 @@ def check_config(cfg):
 
 
 def read_data_dir(data_dir):
-    """Check prepare.py's outputs are there; return (vocab_size, what every checkpoint carries
-    from them: the tokenizer JSON text and its sha256)."""
+    """(vocab_size, what every checkpoint carries of the tokenizer: its JSON text and sha256) from
+    prepare.py's meta.json and tokenizer.json. (Its train.bin and val.bin are checked as they load.)"""
     if not os.path.isdir(data_dir):
         raise UsageError(f"data directory not found: {data_dir} (run prepare.py, or set --data_dir)")
-    for name in ("train.bin", "val.bin", "meta.json", "tokenizer.json"):
-        if not os.path.isfile(os.path.join(data_dir, name)):
-            raise UsageError(f"{name} missing in {data_dir} (run prepare.py to write it)")
     try:
         with open(os.path.join(data_dir, "meta.json"), encoding="utf-8") as f:
             vocab_size = int(json.load(f)["vocab_size"])
         with open(os.path.join(data_dir, "tokenizer.json"), encoding="utf-8") as f:
             tokenizer_text = f.read()
+    except FileNotFoundError as e:
+        raise UsageError(f"{e.filename} not found (run prepare.py to write it)") from e
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"cannot read {data_dir}/meta.json or tokenizer.json: {e}") from e
     return vocab_size, {"tokenizer": tokenizer_text, "tokenizer_sha256": tokenizer_hash(tokenizer_text)}
@@ -335,13 +334,12 @@ def evaluate(cfg, fast_model, model, splits, run, tokenizer):
     next, the text changes only as much as training changed the model."""
     fast_model.eval()
     record = {}
-    for name, data in splits.items():
-        with run.autocast:
+    with run.autocast:
+        for name, data in splits.items():
             losses = [fast_model(*data.batch(cfg.batch_size, 1, k, device=run.device))[1].item()
                       for k in range(cfg.eval_iters)]
-        record[f"{name}_loss"] = sum(losses) / cfg.eval_iters
-    if cfg.sample_tokens:
-        with run.autocast:  # the model itself, not the compiled one: generation's shapes change every token
+            record[f"{name}_loss"] = sum(losses) / cfg.eval_iters
+        if cfg.sample_tokens:  # the model itself, not the compiled one: generation's shapes change every token
             record["sample"] = sample.generate_text(cfg.sample_prompt, cfg.sample_tokens, temperature=0,
                                                     model=model, tokenizer=tokenizer)
     fast_model.train()
