@@ -305,7 +305,8 @@ class Choice:
 
 class Job:
     """One request: its prompts [(token ids, the text sent or None)], stop sequences and seed, and
-    the asyncio queue its updates go to."""
+    the asyncio queue its updates go to. The model thread runs it until every choice has ended or
+    it is cancelled."""
 
     def __init__(self, body, prompts, stops, seed):
         self.body, self.prompts, self.stops, self.seed = body, prompts, stops, seed
@@ -313,8 +314,32 @@ class Job:
         self.num_choices = len(prompts) * body.n  # choice i of prompt p is choice p * n + i
         self.rows_needed = self.num_choices if body.max_tokens else 0
         self.completion_tokens = 0  # counted by the model thread
-        self.loop, self.updates = asyncio.get_running_loop(), asyncio.Queue()
+        self.loop, self.queue = asyncio.get_running_loop(), asyncio.Queue()  # of updates or an APIError
         self.cancelled = False
+
+    async def updates(self, request):
+        """Yield the job's updates until every choice has ended: a list of all that have arrived
+        since the last (one write for a client that has fallen behind, not one per step). Stop
+        early if the client hangs up. Either way the job is then cancelled."""
+        unfinished = self.num_choices
+        try:
+            while unfinished:
+                # an empty entry wakes this up when no update comes, to check the client is still there
+                wake = self.loop.call_later(DISCONNECT_POLL, self.queue.put_nowait, [])
+                entries = [await self.queue.get()]
+                wake.cancel()
+                while not self.queue.empty():
+                    entries.append(self.queue.get_nowait())
+                for entry in entries:
+                    if isinstance(entry, APIError):
+                        raise entry
+                if await request.is_disconnected():
+                    return
+                items = [item for entry in entries for item in entry]
+                unfinished -= sum(item["finish_reason"] is not None for item in items)
+                yield items
+        finally:
+            self.cancelled = True  # the model thread drops its rows before its next step
 
     def usage(self):
         prompt_tokens = sum(len(ids) for ids, _ in self.prompts)
@@ -336,7 +361,7 @@ def send(updates):
 def deliver(entries):
     """In the event loop: put each (job, entry) into the job's queue."""
     for job, entry in entries:
-        job.updates.put_nowait(entry)
+        job.queue.put_nowait(entry)
 
 
 class Batcher:
@@ -359,14 +384,9 @@ class Batcher:
             self.waiting.append(job)
             self.wakeup.notify()
 
-    def cancel(self, job):
-        """Drop a job (its client has gone, or it has ended): its rows leave before the next step."""
-        with self.wakeup:
-            job.cancelled = True
-            self.wakeup.notify()
-
     def run(self):
-        """Forever: drop the jobs whose clients have gone, admit waiting jobs, step the batch."""
+        """Forever: drop the jobs whose clients have gone, admit the waiting jobs that fit (first
+        come, first served), step the batch."""
         with torch.inference_mode():
             while True:
                 with self.wakeup:
@@ -376,8 +396,8 @@ class Batcher:
                     for row in [row for row, (job, _) in self.active.items() if job.cancelled]:
                         self.decoder.remove(row)
                         del self.active[row]
-                    jobs, free = [], self.max_batch - len(self.active)
-                    while self.waiting and self.waiting[0].rows_needed <= free:  # first come, first served
+                    jobs, free = [], self.decoder.free_rows
+                    while self.waiting and self.waiting[0].rows_needed <= free:
                         jobs.append(self.waiting.popleft())
                         free -= jobs[-1].rows_needed
                 try:
@@ -387,7 +407,7 @@ class Batcher:
                         self.step()
                 except Exception as e:  # out of memory, ...: the jobs in the batch fail, the server goes on
                     error = APIError(500, f"generation failed: {type(e).__name__}: {e}", kind="server_error")
-                    send({job: error for job in set(jobs) | {job for job, _ in self.active.values()}})
+                    send(dict.fromkeys({*jobs, *(job for job, _ in self.active.values())}, error))
                     self.active.clear()
                     self.decoder = Decoder(self.model, self.max_batch)
 
@@ -426,30 +446,6 @@ class Batcher:
             if stopped or finished:  # a finished row the Decoder has freed itself
                 del self.active[row]
         send(updates)
-
-    async def updates(self, job, request):
-        """Yield the job's updates until every choice has ended: a list of all that have arrived
-        since the last (one write for a client that has fallen behind, not one per step). Stop
-        early if the client hangs up. Either way the job is dropped."""
-        unfinished = job.num_choices
-        try:
-            while unfinished:
-                # an empty entry wakes this up when no update comes, to check the client is still there
-                wake = job.loop.call_later(DISCONNECT_POLL, job.updates.put_nowait, [])
-                entries = [await job.updates.get()]
-                wake.cancel()
-                while not job.updates.empty():
-                    entries.append(job.updates.get_nowait())
-                for entry in entries:
-                    if isinstance(entry, APIError):
-                        raise entry
-                if await request.is_disconnected():
-                    return
-                items = [item for entry in entries for item in entry]
-                unfinished -= sum(item["finish_reason"] is not None for item in items)
-                yield items
-        finally:
-            self.cancel(job)
 
 
 # -----------------------------------------------------------------------------
@@ -494,7 +490,7 @@ class Server:
     async def complete(self, job, request):
         """The whole job: its choices, each joined from its updates."""
         updates = collections.defaultdict(list)
-        async for items in self.batcher.updates(job, request):
+        async for items in job.updates(request):
             for item in items:
                 updates[item["index"]].append(item)
         return [joined(i, updates[i], job.body.logprobs is not None) for i in range(job.num_choices)]
@@ -503,7 +499,7 @@ class Server:
         """The job as server-sent events: an event per update (but a token that ends inside a
         character, with no logprobs to show), the usage if asked, then [DONE]."""
         try:
-            async for items in self.batcher.updates(job, request):
+            async for items in job.updates(request):
                 events = [sse(dict(head, choices=[item])) for item in items
                           if item["text"] or item["logprobs"] or item["finish_reason"]]
                 if events:

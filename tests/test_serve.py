@@ -665,10 +665,9 @@ def test_client_disconnect_stops_generation(server, stream):
     assert after["active_requests"] == 0 and 20 <= after["generated_tokens"] - before < 400
 
 
-def test_updates_that_wait_together_are_yielded_together(model, tokenizer):
+def test_updates_that_wait_together_are_yielded_together():
     """A client that has fallen behind gets all the updates waiting for it at once (one write),
     in order; the job is dropped when its last choice ends."""
-    batcher = serve.Batcher(model, tokenizer, max_batch=2, max_queue=1)
     first, second = [dict(index=0, finish_reason=None)], [dict(index=1, finish_reason=None)]
     last = [dict(index=0, finish_reason="length"), dict(index=1, finish_reason="stop")]
 
@@ -681,7 +680,7 @@ def test_updates_that_wait_together_are_yielded_together(model, tokenizer):
         serve.send({job: first})
         serve.send({job: second})
         received = []
-        async for items in batcher.updates(job, Connected()):
+        async for items in job.updates(Connected()):
             received.append(items)
             if len(received) == 1:
                 serve.send({job: last})
