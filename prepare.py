@@ -7,21 +7,24 @@ BPE tokenizer into uint16 token files.
     python prepare.py ../shared/data/persian/news.jsonl ../shared/data/books/pg2600.txt --out_dir=data/mix
     python prepare.py more.jsonl --out_dir=data/finetune --tokenizer=data/fawiki/tokenizer.json
 
-Inputs: MediaWiki XML dumps (.xml or .xml.bz2, a local file or the official URL, decompressed as
-it downloads, resumed where a dropped connection stopped, checked against the SHA-1 Wikimedia
-publishes and kept with --save_dump=PATH), .jsonl files with a "text" field, and .txt books. A
-dump is parsed page by page and every page is let go once read, so memory stays flat however
-large the dump. Wikitext is cleaned by the pure functions of the next section (regular
-expressions), and every document is normalized as the tokenizer normalizes (bpe.normalize).
-
-One pass encodes: in num_proc worker processes, each document is cleaned, normalized and encoded
-by the same worker, which sends back only its token ids; they are appended, with <|endoftext|>,
-to train.bin, val.bin or test.bin. Whole documents go to val and test, chosen by a hash of their
-text and the seed. With --tokenizer that is the only pass, and the tokenizer's own normalization
-is used. Otherwise a tokenizer is trained first: the clean documents go to a temporary .jsonl in
-out_dir (about the size of the clean text), the tokenizer learns from its training split, and that
-file is then the encoding pass's input. The outputs replace earlier ones only once everything has
-succeeded.
+The pipeline, in the order of this file:
+- read: MediaWiki XML dumps (.xml or .xml.bz2, a local file or the official URL, decompressed as
+  it downloads, resumed where a dropped connection stopped, checked against the SHA-1 Wikimedia
+  publishes and kept with --save_dump=PATH), .jsonl files with a "text" field, and .txt books. A
+  dump is parsed page by page and every page is let go once read, so memory stays flat however
+  large the dump;
+- clean and normalize, in num_proc worker processes: a page's wikitext becomes plain text
+  (wikitext.clean_wikitext), and every document is normalized as the tokenizer normalizes
+  (bpe.normalize);
+- train a tokenizer, unless --tokenizer gives one (whose own normalization is then used): the
+  clean documents go to a temporary .jsonl in out_dir (about the size of the clean text), the
+  tokenizer learns from its training split, and that file is the encoding pass's input;
+- encode, in one pass over the inputs (with --tokenizer, the only one): each document is cleaned,
+  normalized once and encoded by the same worker, which sends back only its token ids; they are
+  appended, with <|endoftext|>, to a temporary token file;
+- split: whole documents go to val and test, chosen by a hash of their text and the seed, and each
+  document's tokens are copied to train.bin, val.bin or test.bin.
+The outputs replace earlier ones only once everything has succeeded.
 """
 
 import array
@@ -30,14 +33,12 @@ import concurrent.futures
 import contextlib
 import functools
 import hashlib
-import html
 import http.client
 import io
 import itertools
 import json
 import multiprocessing
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -53,6 +54,7 @@ from tqdm import tqdm
 
 import bpe
 import common
+from wikitext import clean_wikitext, page_dropped_as
 
 FAWIKI_URL = "https://dumps.wikimedia.org/fawiki/latest/fawiki-latest-pages-articles.xml.bz2"
 # Wikimedia answers requests without a descriptive User-Agent (tool name/version and a contact, per
@@ -79,234 +81,6 @@ DEFAULTS = dict(
     user_agent=USER_AGENT,  # sent with every download request: "name/version (your URL or e-mail)"
     save_dump="",  # a path: also keep the downloaded dump there, to read it locally next time
 )
-
-# -----------------------------------------------------------------------------
-# Cleaning wikitext with regular expressions: markup that renders as text becomes that text,
-# everything else (templates, tables, references, files, categories ...) goes.
-
-# Rendered in place of a removed element that a reader would see as a break between words: a
-# reference between two sentences (است.<ref>…</ref>جمله) must not glue them (است.جمله).
-GAP = " "
-# <nowiki>text</nowiki> shows its text as written (which may not open <nowiki> again: an unclosed one
-# costs one scan, not one per <nowiki>)
-NOWIKI = regex.compile(r"<nowiki\s*>((?:[^<]++|<(?!/?nowiki\b))*+)</nowiki\s*>", regex.I)
-# inside <nowiki>, markup characters become numeric entities: no rule below sees them as markup,
-# and html.unescape, last of all, gives them back as the literal text MediaWiki shows
-NOWIKI_ESCAPES = str.maketrans({c: f"&#{ord(c)};" for c in "{}[]<>|'=_&*#:;~-"})
-COMMENT = regex.compile(r"<!--.*?(?:-->|\Z)", regex.S)
-# elements whose content is not running text; they are dropped with everything inside
-NOT_TEXT_TAGS = ("ref|references|math|chem|ce|gallery|timeline|imagemap|syntaxhighlight|source|score"
-                 "|graph|mapframe|maplink|hiero|templatedata|categorytree|inputbox|includeonly")
-# From an opening tag (not a self-closing <ref name=x />, see UNCLOSED_INLINE) to its closing
-# tag; the content may not open the same tag again, so an unclosed <ref> costs one scan, not one per <ref>.
-# Possessive quantifiers (*+, ++) never give back what they matched: no backtracking, time linear.
-NOT_TEXT_BLOCK = regex.compile(rf"<({NOT_TEXT_TAGS})\b[^<>]*(?<!/)>[^<]*+(?:<(?!/?\1\b)[^<]*+)*+</\1\s*>",
-                               regex.I)
-# What is left of those is self-closing (<ref name=a />) or unclosed. An unclosed <ref> (or <math>,
-# <ce> ...) inside a sentence costs only its tag; an unclosed gallery, timeline ... holds lines of file
-# names and data up to the next blank line.
-UNCLOSED_INLINE = regex.compile(r"<(?:ref|math|chem|ce|maplink|hiero)\b[^<>]*>", regex.I)
-UNCLOSED_BLOCK = regex.compile(rf"<(?:{NOT_TEXT_TAGS})\b[^<>]*(?<!/)>.*?(?:\n[^\S\n]*\n|\Z)",
-                               regex.I | regex.S)
-# {{{1|default}}}: a template's parameter, copied into an article with its template's code, shows its default
-TEMPLATE_PARAMETER = regex.compile(r"\{\{\{[^{}|]*+(?:\|([^{}]*+))?\}\}\}")
-# A template holding no other template. Its content may hold single braces, balanced ({{math|x ∈ {1, 2}}})
-# or not, so that a stray brace costs only its template, not everything to the end of the paragraph.
-INNERMOST_TEMPLATE = regex.compile(r"\{\{((?:[^{}]++|\{[^{}]*+\}(?=[^}]|\}\})|\{(?!\{)|\}(?!\}))*+)\}\}")
-# a table {| ... |} holding no other table (templates inside it are gone by the time it is matched)
-INNERMOST_TABLE = regex.compile(r"\{\|[^{|]*+(?:(?:\{(?!\|)|\|(?!\}))[^{|]*+)*+\|\}")
-UNCLOSED_TEMPLATE = regex.compile(r"\{\{[^{}|\n]*+\|?")  # a {{ never closed costs only itself and its name
-# [[target|label]] holding no other link; the label may hold single brackets: [[a|b [c]]]
-INNERMOST_LINK = regex.compile(r"\[\[((?:[^\[\]]++|\[[^\[\]]*+\](?=[^\]]|\]\])|\[(?!\[)|\](?!\]))*+)\]\]")
-# Most links are [[target]] or [[target|label]] with no namespace: these show target or label, a
-# replacement done in C; link_text, a Python call per link, decides the rest.
-PLAIN_LINK = regex.compile(r"\[\[(?:[^\[\]|:]*+\|(?=[^\[\]|]*+\]\])(?=\s*+[^\s\]]))?([^\[\]|:]*+)\]\]")
-EXTERNAL_LINK = regex.compile(r"(?<!\[)\[(?:https?:|ftp:)?//[^\s\[\]]*+(?:[ \t]++([^\[\]\n]*+))?\]")
-MAX_NESTING = 40  # bounds the innermost-first passes, so malformed input cannot loop for long
-# links into these namespaces show a picture or put the page in a category: no text to keep
-NO_TEXT_NAMESPACES = {"پرونده", "تصویر", "file", "image", "مدیا", "media", "رده", "category"}
-LANGUAGE_CODE = regex.compile(r"[a-z]{2,3}(?:-[a-z0-9]+)*|simple")  # [[en:Spain]] and the like
-BOLD_ITALIC = regex.compile(r"'{2,}")
-MAGIC_WORD = regex.compile(r"__[^\s_]+__")  # __TOC__, __بی‌فهرست__
-# tags that start a new block on the page: what is on either side of them is not one word
-BLOCK_TAG = regex.compile(r"</?(?:br|div|center|p|blockquote|poem|li|ul|ol|dl|dt|dd|table|tr|td|th|hr"
-                          r"|h[1-6])\b[^<>]*>", regex.I)
-HTML_TAG = regex.compile(r"</?[a-zA-Z][a-zA-Z0-9]*\b[^<>]*>")  # <small>, <span ...>, <sup> ...: keep the text
-HEADING = regex.compile(r"(={1,6})\s*(.+?)\s*\1")
-LIST_MARKS = regex.compile(r"^[*#:;]+\s*")
-TABLE_STARTS = ("|", "!")  # with "{|": rows of a table that could not be matched whole
-LIST_STARTS = ("*", "#", ":", ";")
-WORD = regex.compile(r"\w")
-EMPTY_PARENTHESES = regex.compile(r"\([\s،,;:؛]*\)")
-# (re finds a space before punctuation faster than regex; regex is faster after an opening bracket)
-SPACE_BEFORE_PUNCTUATION = re.compile(r" (?=[،؛:.,;!?؟)\]»])")
-SPACE_AFTER_OPENING = regex.compile(r"([(\[«]) ")
-REDIRECT = regex.compile(r"\s*#\s*(?:redirect|تغییر[ _\u200c]?مسیر)", regex.I)
-# fawiki marks a disambiguation page, a list of links to the articles a title may mean, with
-# {{ابهام‌زدایی}} (or enwiki's name for it, {{disambig}}), or with the Disambiguator extension's magic
-# word, __DISAMBIG__ or its Persian alias __ابهام‌زدایی__
-DISAMBIGUATION = regex.compile(r"\{\{\s*(?:ابهام[ _\u200c]?زدایی|disambig(?:uation)?)\s*(?:\||\}\})"
-                               r"|__(?:DISAMBIG|ابهام[ _\u200c]?زدایی)__", regex.I)
-DISAMBIGUATION_HINTS = ("ابهام", "isambig", "ISAMBIG")  # one is in every page the pattern can match
-
-# -----------------------------------------------------------------------------
-# Templates that show text. Every template is removed (infoboxes, citations, navigation boxes,
-# notices, pronunciations, audio, coordinates ...) except these, whose arguments are words of the
-# sentence they sit in. Names are compared lower-case, with spaces, underscores and ZWNJs alike.
-
-# MediaWiki's Persian month names (languages/messages/MessagesFa.php), for the date templates
-MONTHS = ("ژانویه", "فوریه", "مارس", "آوریل", "مه", "ژوئن", "ژوئیه", "اوت", "سپتامبر", "اکتبر", "نوامبر",
-          "دسامبر")
-# fawiki's language templates are named after the language ({{آلمانی|Berlin}}, {{به انگلیسی|...}})
-# or its code ({{lang-es|España}}); around the foreign words they show the language's name, left out here
-LANGUAGES = ("انگلیسی", "فرانسوی", "آلمانی", "عربی", "اسپانیایی", "ایتالیایی", "روسی", "ترکی",
-             "ترکی استانبولی", "یونانی", "لاتین", "ژاپنی", "چینی", "کره ای", "پرتغالی", "هلندی", "عبری",
-             "کردی", "آذربایجانی", "ارمنی", "گرجی", "اردو", "هندی", "پشتو", "سوئدی", "لهستانی", "فارسی",
-             "پهلوی", "اوستایی", "سانسکریت", "تاجیکی", "ازبکی", "ترکمنی")
-LANGUAGE_TEMPLATE = regex.compile(r"lang-[a-z]{2,3}(?:-[a-z0-9]+)*")  # {{lang-ar|...}}, {{lang-de|...}}
-
-
-def argument(k):
-    """The k-th unnamed argument, as the template shows it."""
-    return lambda args: args[k - 1] if len(args) >= k else ""
-
-
-def date_text(args):
-    """{{birth date|1950|5|3}} -> 3 مه 1950: day, month name, year; an age or anything else is left out."""
-    try:
-        year, month, day = args[:3]
-        return f"{day.strip()} {MONTHS[int(month) - 1]} {year.strip()}"
-    except (ValueError, IndexError):  # not year|month|day: the words given
-        return " ".join(args[:3])
-
-
-def measure_text(args):
-    """{{convert|10|km|mi}} -> 10 km, {{convert|3|to|5|m}} -> 3–5 m: the measure and its unit only."""
-    if len(args) >= 4 and args[1].strip() in ("-", "–", "to", "and", "or", "by", "x", "×"):
-        return f"{args[0].strip()}–{args[2].strip()} {args[3].strip()}"
-    return " ".join(arg.strip() for arg in args[:2])
-
-
-TEMPLATE_TEXT = {
-    **{name: argument(1) for name in LANGUAGES},
-    **{f"به {name}": argument(1) for name in LANGUAGES},
-    "lang": argument(2),  # {{lang|fr|Paris}}
-    "نستعلیق": argument(1), "nastaliq": argument(1),  # text set in the Nastaliq script
-    "nowrap": argument(1), "nobr": argument(1), "small": argument(1), "big": argument(1),
-    "سخ": "\n", "br": "\n", "-": "\n", "clear": "\n", "پاک کن": "\n",  # line breaks and clears
-    "فاصله نشکن": "\u00a0", "nbsp": "\u00a0",  # a space that does not break, as in ۱۰ کیلومتر
-    "birth date": date_text, "death date": date_text, "birth date and age": date_text,
-    "death date and age": date_text, "start date": date_text, "end date": date_text,
-    "convert": measure_text, "cvt": measure_text,
-}
-TEMPLATE_NAME_SPACES = regex.compile(r"[\s_\u200c]+")
-TEMPLATE_NAMESPACE = regex.compile(r"^(?:الگو|template)\s*:\s*", regex.I)
-PIPE_OR_LINK = regex.compile(r"\[\[[^\[\]]*+\]\]|\|")  # a | inside [[target|label]] does not split arguments
-NAMED_ARGUMENT = regex.compile(r"\s*[\w\s-]+=")
-
-
-def template_arguments(body, start):
-    """The unnamed arguments in a template's body from `start` on: split at each | outside a link."""
-    args = []
-    for pipe in PIPE_OR_LINK.finditer(body, start):
-        if pipe[0] == "|":
-            args.append(body[start:pipe.start()])
-            start = pipe.end()
-    args.append(body[start:])
-    return [arg for arg in args if not NAMED_ARGUMENT.match(arg)]
-
-
-def template_text(match):
-    """What a reader sees of an innermost template: its text if TEMPLATE_TEXT knows it, else a gap."""
-    body = match[1]
-    name, pipe, _ = body.partition("|")
-    key = TEMPLATE_NAMESPACE.sub("", TEMPLATE_NAME_SPACES.sub(" ", name).strip().lower())
-    render = TEMPLATE_TEXT.get(key) or (argument(1) if LANGUAGE_TEMPLATE.fullmatch(key) else None)
-    if render is None:
-        return GAP
-    if isinstance(render, str):
-        return render
-    return render(template_arguments(body, len(name) + 1) if pipe else [])
-
-
-def link_text(match):
-    """What a reader sees for [[target|label]]: the label, the target, or nothing."""
-    target, pipe, label = match[1].partition("|")
-    namespace, colon, _ = target.partition(":")
-    namespace = namespace.strip().replace("_", " ").lower()
-    if colon and not target.startswith(":"):  # a leading colon makes [[:رده:x]] an ordinary link
-        if namespace in NO_TEXT_NAMESPACES:
-            return ""  # file links go with their captions, links inside captions included
-        if not pipe and LANGUAGE_CODE.fullmatch(namespace):
-            return ""  # interlanguage link
-    if not pipe:
-        return target.lstrip(":")
-    if not label.strip():  # the pipe trick: [[شیراز (شهر)|]] shows شیراز
-        return regex.sub(r"\s*\(.*\)\s*$", "", target.lstrip(":"))
-    return label
-
-
-def remove_innermost_first(text, rules):
-    """Apply the (pattern, replacement) rules until nothing matches: each pass peels one level of nesting."""
-    for _ in range(MAX_NESTING):
-        changes = 0
-        for pattern, replacement in rules:
-            text, n = pattern.subn(replacement, text)
-            changes += n
-        if not changes:
-            break
-    return text
-
-
-def clean_lines(text):
-    """Headings on their own line, list items as plain lines; table leftovers, empty lines and the
-    headings of sections left empty (their templates or tables removed) dropped."""
-    lines = []  # (heading level, text); level 0 is body text, "" a paragraph break
-    for line in text.split("\n"):
-        line = line.strip()
-        first = line[:1]  # most lines are plain text: their first character rules out the patterns
-        heading = HEADING.fullmatch(line) if first == "=" else None
-        if heading and WORD.search(heading[2]):
-            lines.append((len(heading[1]), heading[2]))
-            continue
-        if first in TABLE_STARTS or line.startswith("{|"):
-            line = ""
-        elif first in LIST_STARTS:
-            line = LIST_MARKS.sub("", line)
-        lines.append((0, line if WORD.search(line) else ""))
-    # Backwards, so we know whether text follows a heading before the next heading of its rank:
-    # top_level is the smallest level (highest rank) among the headings between here and the text.
-    out, text_follows, top_level = [], False, 7
-    for level, line in reversed(lines):
-        if not level:
-            out.append(line)
-            if line:
-                text_follows, top_level = True, 7
-            continue
-        if text_follows and level < top_level:
-            out.extend(["", line, ""])
-        top_level = min(top_level, level)
-    return "\n".join(reversed(out))
-
-
-def clean_wikitext(wikitext):
-    """Plain text of an article's wikitext: paragraphs, headings and list items, no markup."""
-    text = NOWIKI.sub(lambda m: m[1].translate(NOWIKI_ESCAPES), wikitext)
-    text = COMMENT.sub("", text)
-    text = NOT_TEXT_BLOCK.sub(GAP, text)
-    text = UNCLOSED_BLOCK.sub("\n", UNCLOSED_INLINE.sub(GAP, text))
-    text = remove_innermost_first(text, [(TEMPLATE_PARAMETER, r"\1"), (INNERMOST_TEMPLATE, template_text),
-                                         (INNERMOST_TABLE, "\n")])
-    text = UNCLOSED_TEMPLATE.sub(GAP, text).replace("}}", GAP)
-    text = remove_innermost_first(text, [(PLAIN_LINK, r"\1"), (INNERMOST_LINK, link_text),
-                                         (EXTERNAL_LINK, r"\1")])
-    text = text.replace("[[", "").replace("]]", "")
-    text = MAGIC_WORD.sub("", BOLD_ITALIC.sub("", text))
-    text = HTML_TAG.sub("", BLOCK_TAG.sub("\n", text))
-    text = bpe.collapse_whitespace(clean_lines(EMPTY_PARENTHESES.sub("", html.unescape(text))))
-    # the gaps removed references and templates left before punctuation and after an opening bracket
-    return SPACE_AFTER_OPENING.sub(r"\1", SPACE_BEFORE_PUNCTUATION.sub("", text))
-
 
 # -----------------------------------------------------------------------------
 # Reading an input as blocks of bytes, then as records: (title, wikitext) for a dump page, (None, text)
@@ -384,15 +158,14 @@ def read_ahead(stream):
 
 def counted(blocks, report, name, size, unit):
     """The blocks of an input as they are read: counted and hashed in report (its sha256 once the last
-    block has gone past), and shown on a progress bar: MB read, MB/s, records parsed, records/s."""
+    block has gone past), and shown on a progress bar: MB read, MB/s, records parsed."""
     sha256 = hashlib.sha256()
     with contextlib.closing(blocks), tqdm(total=size, unit="B", unit_scale=True, desc=name, mininterval=1) as bar:
         for block in blocks:
             report["bytes_read"] += len(block)
             sha256.update(block)
             if bar.update(len(block)):  # the bar was redrawn: time to update the count shown after it
-                records, seconds = report["records"], bar.format_dict["elapsed"]
-                bar.set_postfix_str(f"{records:,} {unit}, {records / seconds:,.0f}/s", refresh=False)
+                bar.set_postfix_str(f"{report['records']:,} {unit}", refresh=False)
             yield block
     report["sha256"] = sha256.hexdigest()
 
@@ -554,12 +327,11 @@ def iter_pages(stream, report):
         root.clear()  # the page is read: let it go, or a whole dump would stay in memory
         report["records"] += 1
         text = fields.get("text", "")
-        if fields.get("ns", "0") != "0":
-            report["dropped"]["not_article"] += 1
-        elif "redirect" in fields or REDIRECT.match(text):
-            report["dropped"]["redirect"] += 1
-        elif any(hint in text for hint in DISAMBIGUATION_HINTS) and DISAMBIGUATION.search(text):
-            report["dropped"]["disambiguation"] += 1
+        # a page of another namespace, one with a <redirect> element, or wikitext that is no article
+        dropped = ("not_article" if fields.get("ns", "0") != "0" else "redirect" if "redirect" in fields
+                   else page_dropped_as(text))
+        if dropped:
+            report["dropped"][dropped] += 1
         else:
             yield fields.get("title", ""), text
 
@@ -646,47 +418,42 @@ def use_encoder(tokenizer_json):
     encoder = bpe.Tokenizer.from_json(tokenizer_json) if tokenizer_json else None
 
 
-def prepare_record(record, normalization, min_chars, seed):
+def prepare_record(record, config):
     """(None, (split key, UTF-8 bytes, document)) for a record worth keeping, else (why it was dropped,
     None). The document is its text or, in a worker with an encoder, its token ids (an array of uint16):
-    then the text is encoded where it was cleaned and never travels further."""
+    then the text is encoded where it was cleaned and never travels further, and, normalized here for
+    its split key, is not normalized again by the encoder."""
     title, text = record
     if title is not None:
         text = clean_wikitext(text)
-    text = bpe.normalize(text, **normalization)
-    if len(text) < max(1, min_chars):
+    text = bpe.normalize(text, config["normalize_text"], config["remove_diacritics"])
+    if len(text) < max(1, config["min_chars"]):
         return "too_short", None
     if title is not None:
-        text = f"{bpe.normalize(title, **normalization)}\n\n{text}"
-    return None, (split_key(seed, text), len(text.encode()), encoder.encode_array(text) if encoder else text)
+        text = f"{bpe.normalize(title, config['normalize_text'], config['remove_diacritics'])}\n\n{text}"
+    document = encoder.encode_array(text, normalized=True) if encoder else text
+    return None, (split_key(config["seed"], text), len(text.encode()), document)
 
 
-def batches_of_text(items, chars):
-    """Lists of consecutive (key, text) items holding about `chars` characters of text each."""
-    batch, size = [], 0
-    for item in items:
-        batch.append(item)
-        size += len(item[1])
-        if size >= chars:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
-
-
-def parallel_map(work, records, pool, batch_chars, num_proc):
-    """work(record) for every record, in order; with a pool, one batch is read while the last is cleaned."""
+def parallel_map(work, records, pool, chars):
+    """work(record) for every (title, text) record, in order. With a pool, the records go to it in
+    batches of about `chars` characters of text, and the next batch is read while the pool works on
+    the last one: memory holds two batches, however large the input."""
     if pool is None:
         yield from map(work, records)
         return
-    pending = None
-    for batch in batches_of_text(records, batch_chars * num_proc):
-        job = pool.map_async(work, batch, chunksize=max(1, len(batch) // (4 * num_proc)))
-        if pending is not None:
-            yield from pending.get()
-        pending = job
-    if pending is not None:
-        yield from pending.get()
+    batch, size, pending = [], 0, deque()
+    for record in records:
+        batch.append(record)
+        size += len(record[1])
+        if size >= chars:
+            pending.append(pool.map_async(work, batch))
+            batch, size = [], 0
+            if len(pending) > 1:
+                yield from pending.popleft().get()
+    pending.append(pool.map_async(work, batch))  # the last batch, perhaps empty
+    while pending:
+        yield from pending.popleft().get()
 
 
 def new_report():
@@ -696,11 +463,8 @@ def new_report():
 def read_documents(source, report, config, pool=None):
     """prepare_record's (split key, UTF-8 bytes, document) of each kept document of one input, counting
     what was kept and dropped in report."""
-    normalization = {key: config[key] for key in ("normalize_text", "remove_diacritics")}
-    work = functools.partial(prepare_record, normalization=normalization, min_chars=config["min_chars"],
-                             seed=config["seed"])
-    results = parallel_map(work, iter_records(source, report, config), pool, config["batch_chars"],
-                           config["num_proc"])
+    work = functools.partial(prepare_record, config=config)
+    results = parallel_map(work, iter_records(source, report, config), pool, config["batch_chars"] * config["num_proc"])
     with contextlib.closing(results):
         for dropped, document in results:
             if dropped:
@@ -715,9 +479,6 @@ def read_documents(source, report, config, pool=None):
 def iter_documents(source, **options):
     """Clean, normalized documents of a dump (path or URL), a .jsonl or a .txt file, in this process.
     options: any of DEFAULTS, e.g. min_chars=0, remove_diacritics=False."""
-    unknown = set(options) - set(DEFAULTS)
-    if unknown:
-        raise TypeError(f"iter_documents got unknown options {sorted(unknown)}")
     config = {**DEFAULTS, "min_chars": 0, **options}
     return (document for _, _, document in read_documents(source, new_report(), config))
 
@@ -767,12 +528,6 @@ def choose_splits(keys, val_fraction, test_fraction):
     return split
 
 
-def split_by_key(key, val_fraction, test_fraction):
-    """The split of a document by its key alone: choose_splits's choice for all but the few documents
-    it moves so that no split is left empty."""
-    return 1 if key < val_fraction else 2 if key < val_fraction + test_fraction else 0
-
-
 def choose_document_splits(keys, splits, config, inputs, reports):
     """choose_splits's array for the documents' keys, or an error if there are too few documents."""
     if len(keys) < len(splits):
@@ -803,36 +558,31 @@ def train_tokenizer(inputs, reports, config, splits, path):
                                    normalization={key: config[key] for key in ("normalize_text", "remove_diacritics")})
 
 
-def encode_inputs(inputs, reports, config, tokenizer, paths):
+def encode_inputs(inputs, reports, config, tokenizer, path):
     """The encoding pass: each kept document, encoded in the worker that cleaned it, is appended with
-    <|endoftext|> to the .bin of split_by_key's split (paths: split name -> file). Returns the split
-    keys, the split each document went to, the tokens and UTF-8 bytes of each, and a sample."""
-    keys, written_to, tokens, sizes = (array.array(code) for code in "dbqq")
+    <|endoftext|> to the token file at `path`. Returns the split key, the tokens and the UTF-8 bytes
+    of each document, in order, and a sample."""
+    keys, tokens, sizes = array.array("d"), array.array("q"), array.array("q")
     sample = []
-    with contextlib.ExitStack() as stack:
-        files = [stack.enter_context(open(paths[split], "wb")) for split in SPLITS[:len(paths)]]
+    with open(path, "wb") as f:
         for key, size, ids in prepare_inputs(inputs, reports, config, tokenizer):
             if len(sample) < SAMPLE_DOCUMENTS:  # decoding gives back the text, byte for byte
                 sample.append(tokenizer.decode(ids)[:SAMPLE_CHARS])
-            split = split_by_key(key, config["val_fraction"], config["test_fraction"])
             ids.append(tokenizer.eot_id)
-            ids.tofile(files[split])
-            for column, value in zip((keys, written_to, tokens, sizes), (key, split, len(ids), size)):
+            ids.tofile(f)
+            for column, value in zip((keys, tokens, sizes), (key, len(ids), size)):
                 column.append(value)
-    return np.array(keys), np.array(written_to), np.array(tokens), np.array(sizes), sample
+    return np.array(keys), np.array(tokens), np.array(sizes), sample
 
 
-def move_documents(paths, written_to, split_of, tokens, work_dir):
-    """Rewrite the .bin files (paths: split name -> file) so that each document is in choose_splits's
-    split (split_of), in document order, reading them as encode_inputs wrote them (written_to)."""
-    first = {split: os.path.join(work_dir, f"{split}.bin") for split in paths}
-    for split, path in paths.items():
-        os.replace(path, first[split])
+def write_splits(path, split_of, tokens, bins):
+    """Copy the documents of the token file at `path` (tokens: how many each has), in order, to the
+    .bin of their split: bins[split_of[i]] for document i."""
     with contextlib.ExitStack() as stack:
-        readers = [stack.enter_context(open(first[split], "rb")) for split in SPLITS[:len(paths)]]
-        writers = [stack.enter_context(open(paths[split], "wb")) for split in SPLITS[:len(paths)]]
-        for was, now, n in zip(written_to, split_of, tokens):
-            writers[now].write(readers[was].read(2 * int(n)))
+        documents = stack.enter_context(open(path, "rb"))
+        files = [stack.enter_context(open(bin_path, "wb")) for bin_path in bins]
+        for split, n in zip(split_of, tokens):
+            files[split].write(documents.read(2 * int(n)))
 
 
 def given_tokenizer(config, argv):
@@ -899,19 +649,18 @@ def main():
     with contextlib.ExitStack() as stack:
         work_dir = stack.enter_context(tempfile.TemporaryDirectory(dir=out_dir, prefix=".prepare-"))
         tmp = {name: stack.enter_context(common.atomic_path(os.path.join(out_dir, name))) for name in outputs}
-        bins = {split: tmp[f"{split}.bin"] for split in splits}
+        all_tokens = os.path.join(work_dir, "tokens.bin")
         if tokenizer is None:  # the encoding pass reads the clean documents the tokenizer was trained on
             documents = os.path.join(work_dir, "documents.jsonl")
             tokenizer = train_tokenizer(inputs, reports, config, splits, documents)
             tokenizer.save(tmp["tokenizer.json"])
-            encoded = encode_inputs([documents], [new_report()], {**config, "max_articles": 0}, tokenizer, bins)
+            keys, tokens, sizes, sample = encode_inputs([documents], [new_report()], {**config, "max_articles": 0},
+                                                        tokenizer, all_tokens)
         else:  # the only pass: documents are cleaned and encoded together
             shutil.copyfile(config["tokenizer"], tmp["tokenizer.json"])
-            encoded = encode_inputs(inputs, reports, config, tokenizer, bins)
-        keys, written_to, tokens, sizes, sample = encoded
+            keys, tokens, sizes, sample = encode_inputs(inputs, reports, config, tokenizer, all_tokens)
         split_of = choose_document_splits(keys, splits, config, inputs, reports)
-        if (written_to != split_of).any():  # choose_splits moved a few documents to fill every split
-            move_documents(bins, written_to, split_of, tokens, work_dir)
+        write_splits(all_tokens, split_of, tokens, [tmp[f"{split}.bin"] for split in splits])
         counts = {name: {"documents": int((split_of == i).sum()), "tokens": int(tokens[split_of == i].sum()),
                          "bytes": int(sizes[split_of == i].sum())} for i, name in enumerate(splits)}
         write_meta(tmp["meta.json"], tokenizer, tmp["tokenizer.json"], counts, inputs, reports, config)

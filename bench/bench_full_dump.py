@@ -147,7 +147,7 @@ def renames(rng, copy, word_counts, growth, taken):
 
 
 def wikitext(rng, lines):
-    """A page's lines as wikitext that prepare.clean_wikitext turns back into them."""
+    """A page's lines as wikitext that wikitext.clean_wikitext turns back into them."""
     out = []
     for number, line in enumerate(lines):
         tokens = line.split(" ")

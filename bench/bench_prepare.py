@@ -8,7 +8,7 @@ dumps of growing size (the real fawiki dump is ~1.5 GB compressed).
     python bench/bench_prepare.py --sizes=5,10       # a quick check that everything runs
 
 Cleaning, per 10,000 words of output, on the genuine pages of the fawiki sample, each cleaner given
-the same wikitext in this process (ours: prepare.clean_wikitext; WikiExtractor 3.1: its
+the same wikitext in this process (ours: wikitext.clean_wikitext; WikiExtractor 3.1: its
 Extractor.clean_text, templates not expanded since a dump of articles holds no template pages;
 mwparserfromhell: parse(text).strip_code()), every output normalized the same way afterwards:
 - markup leftovers: "{{", "}}", "[[", "]]", runs of "|" and "<tag" openings;
@@ -56,7 +56,7 @@ sys.path.insert(0, ROOT)
 import bpe  # noqa: E402
 import common  # noqa: E402
 import measure  # noqa: E402
-import prepare  # noqa: E402
+import wikitext  # noqa: E402
 
 DEFAULTS = dict(
     data_dir=os.environ.get("SHARED_DATA", os.path.join(ROOT, "..", "shared", "data")),  # real text
@@ -141,7 +141,7 @@ def prose_words(wikitext):
 
 def cleaners():
     """name -> function(title, wikitext) -> text, for our cleaner and each peer that is installed."""
-    found = {"prepare.py": lambda title, text: prepare.clean_wikitext(text)}
+    found = {"prepare.py": lambda title, text: wikitext.clean_wikitext(text)}
     try:
         from wikiextractor.extract import Extractor
         found["WikiExtractor 3.1"] = lambda title, text: "\n".join(

@@ -1,14 +1,16 @@
-"""Cleaning wikitext so the text reads as the article does: no words glued where markup was
-removed, templates that show words keep them, a broken construct costs only itself."""
+"""Cleaning wikitext (wikitext.py) so the text reads as the article does: no words glued where markup
+was removed, templates that show words keep them, a broken construct costs only itself; pages that
+are no article (redirects, disambiguation pages) dropped."""
 
 from collections import Counter
 
 import pytest
 
 import prepare
+import wikitext
 
 
-@pytest.mark.parametrize("wikitext, expected", [
+@pytest.mark.parametrize("source, expected", [
     ("الف {{جعبه|a={{b|c}}|d}} ب", "الف ب"),  # nested templates
     ("{{جعبه اطلاعات کشور\n|نام = ایران\n|پایتخت = [[تهران]]\n}}\nمتن اصلی", "متن اصلی"),  # infobox
     ("پیش\n{| class=wikitable\n|-\n| a || {|\n| درونی\n|}\n|}\nپس", "پیش\n\nپس"),  # nested tables
@@ -36,11 +38,11 @@ import prepare
     ('<small>ریز</small> و <span style="x">متن</span><br/>خط', "ریز و متن\nخط"),  # tags keep text
     ("شهر {{صدا|De-Berlin.ogg|آوا}} ({{IPA|bɛʁˈliːn}})، پایتخت", "شهر، پایتخت"),  # gaps left behind
 ])
-def test_clean_wikitext_rule(wikitext, expected):
-    assert prepare.clean_wikitext(wikitext) == expected
+def test_clean_wikitext_rule(source, expected):
+    assert wikitext.clean_wikitext(source) == expected
 
 
-@pytest.mark.parametrize("wikitext, expected", [
+@pytest.mark.parametrize("source, expected", [
     # a reference between two sentences, or before punctuation, or at a line's end
     ("تهران بزرگ است.<ref>منبع</ref>جملهٔ بعد", "تهران بزرگ است. جملهٔ بعد"),
     ("تهران بزرگ است<ref>منبع</ref>.", "تهران بزرگ است."),
@@ -66,11 +68,11 @@ def test_clean_wikitext_rule(wikitext, expected):
     # comments are no gap: the words around them are one word on the page
     ("کتاب<!-- یادداشت -->خانه", "کتابخانه"),
 ])
-def test_removed_markup_does_not_glue_words(wikitext, expected):
-    assert prepare.clean_wikitext(wikitext) == expected
+def test_removed_markup_does_not_glue_words(source, expected):
+    assert wikitext.clean_wikitext(source) == expected
 
 
-@pytest.mark.parametrize("wikitext, expected", [
+@pytest.mark.parametrize("source, expected", [
     # language templates keep the foreign words
     ("نام آن {{به انگلیسی|Tehran}} است", "نام آن Tehran است"),
     ("برلین {{آلمانی|Berlin}} پایتخت است", "برلین Berlin پایتخت است"),
@@ -96,11 +98,11 @@ def test_removed_markup_does_not_glue_words(wikitext, expected):
     ("متن {{یادکرد وب|نشانی=http://x.org|عنوان=y}} ادامه", "متن ادامه"),
     ("شهر {{صدا|De-Berlin.ogg|آوا}} است", "شهر است"),
 ])
-def test_templates_that_show_text_keep_it(wikitext, expected):
-    assert prepare.clean_wikitext(wikitext) == expected
+def test_templates_that_show_text_keep_it(source, expected):
+    assert wikitext.clean_wikitext(source) == expected
 
 
-@pytest.mark.parametrize("wikitext, expected", [
+@pytest.mark.parametrize("source, expected", [
     # a stray brace inside a template costs that template only
     ("فرمول {{math|x ∈ {1, 2}}} است و جملهٔ بعد هم هست.", "فرمول است و جملهٔ بعد هم هست."),
     ("الف {{x|a { b}} ب و پ", "الف ب و پ"),
@@ -126,8 +128,8 @@ def test_templates_that_show_text_keep_it(wikitext, expected):
     ("<nowiki>''کج'' و &amp;</nowiki>", "''کج'' و &amp;"),
     ("[[کتاب]]<nowiki/>ها", "کتابها"),
 ])
-def test_broken_markup_costs_only_itself(wikitext, expected):
-    assert prepare.clean_wikitext(wikitext) == expected
+def test_broken_markup_costs_only_itself(source, expected):
+    assert wikitext.clean_wikitext(source) == expected
 
 
 def page(title, text):
@@ -162,6 +164,22 @@ def test_articles_that_mention_disambiguation_are_kept(tmp_path, text):
     path = tmp_path / "dump.xml"
     path.write_text(f"<mediawiki>{page('تهران', text)}</mediawiki>", encoding="utf-8")
     assert len(list(prepare.iter_documents(str(path)))) == 1
+    assert wikitext.page_dropped_as(text) is None
+
+
+@pytest.mark.parametrize("text, dropped_as", [
+    ("#REDIRECT [[تهران]]", "redirect"),
+    (" # redirect [[تهران]]", "redirect"),
+    ("#تغییرمسیر [[تهران]]", "redirect"),
+    ("#تغییر_مسیر [[تهران]]", "redirect"),
+    ("#تغییر\u200cمسیر [[تهران]]", "redirect"),
+    (LINKS + "{{ابهام‌زدایی}}", "disambiguation"),
+    ("__DISAMBIG__\n" + LINKS, "disambiguation"),
+    (ARTICLE + "\n#REDIRECT", None),  # only a page that starts with it is a redirect
+    (ARTICLE, None),
+])
+def test_what_a_page_is_dropped_as(text, dropped_as):
+    assert wikitext.page_dropped_as(text) == dropped_as
 
 
 # Malformed markup repeated n times. The innermost-first rules peel a level of nesting per pass over
@@ -204,16 +222,16 @@ def passes(monkeypatch):
     """How many passes clean_wikitext makes with each of the innermost-first rules."""
     counts = Counter()
     for name in NESTING_RULES:
-        monkeypatch.setattr(prepare, name, CountedPattern(getattr(prepare, name), name, counts))
+        monkeypatch.setattr(wikitext, name, CountedPattern(getattr(wikitext, name), name, counts))
     return counts
 
 
 @pytest.mark.parametrize("malformed", MALFORMED.values(), ids=MALFORMED.keys())
 def test_malformed_input_takes_passes_bounded_whatever_its_size(passes, malformed):
-    prepare.clean_wikitext(malformed(10_000))
+    wikitext.clean_wikitext(malformed(10_000))
     passes_on_half = dict(passes)
     passes.clear()
-    text = prepare.clean_wikitext(malformed(20_000))
+    text = wikitext.clean_wikitext(malformed(20_000))
     assert dict(passes) == passes_on_half and set(passes) == set(NESTING_RULES)
-    assert max(passes.values()) < prepare.MAX_NESTING  # the passes stopped when nothing matched
+    assert max(passes.values()) < wikitext.MAX_NESTING  # the passes stopped when nothing matched
     assert "{{" not in text and "[[" not in text and "{|" not in text

@@ -143,6 +143,31 @@ def test_real_book_loses_only_the_gutenberg_wrapping():
     assert sum(map(len, documents)) > 3_000_000
 
 
+@pytest.mark.parametrize("num_proc", [1, 2])
+def test_documents_encoded_in_the_workers_equal_encode(tmp_path, num_proc):
+    # the documents of three inputs go to the workers in many small batches and come back in order,
+    # normalized once and encoded as Tokenizer.encode (which normalizes) encodes them
+    texts = ["می‌خواهم كتاب‌ها را بخوانم. کِتابِ خوبی است؛ «شاهنامه» را خوانده‌ای؟",
+             "سال ۱۴۰۲ و سال ٢٠٢٣ و سال 2023 گذشت؛  قیمت ۱۲۵۰۰۰ تومان بود.",
+             "He said, \"I don't know,\" and you’re sure it's fine. a<|endoftext|>b",
+             "نامه‌ها   رسید\n\n\nو    ما\tخواندیم  ", "emoji 🙂👍🏽 👨‍👩‍👧 done", "آ"]
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": text}) + "\n" for text in texts), encoding="utf-8")
+    normalization = {"normalize_text": True, "remove_diacritics": True}
+    tokenizer = Tokenizer.train([bpe.normalize(text) for text in texts], 400, normalization=normalization)
+    config = {**prepare.DEFAULTS, "num_proc": num_proc, "batch_chars": 100, "min_chars": 1}
+    inputs = [str(source)] * 3
+    encoded = prepare.prepare_inputs(inputs, [prepare.new_report() for _ in inputs], config, tokenizer)
+    assert [ids.tolist() for _, _, ids in encoded] == [tokenizer.encode(text) for text in texts] * 3
+
+
+def test_missing_input_is_an_error_before_any_input_is_read(tmp_path):
+    present = tmp_path / "a.jsonl"
+    present.write_text('{"text": "متن"}\n', encoding="utf-8")
+    with pytest.raises(UsageError, match=r"cannot read .*missing\.jsonl: No such file or directory"):
+        prepare.check_config(dict(prepare.DEFAULTS), [str(present), str(tmp_path / "missing.jsonl")])
+
+
 # -----------------------------------------------------------------------------
 # the command line: bad input leaves earlier outputs alone
 
@@ -262,9 +287,9 @@ def test_tokenizer_reuse_and_seed_decide_the_split(prepared, tmp_path):
     (12, 0.01, 0.01, 1), (12, 0.01, 0.01, 2), (2, 0.98, 0, 2), (40, 0.3, 0.3, 2), (40, 0.05, 0, 1)])
 def test_given_tokenizer_files_hold_choose_splits_documents_in_order(tmp_path, n, val_fraction, test_fraction,
                                                                       num_proc):
-    # with a tokenizer, documents are encoded as they are cleaned and written where their key alone
-    # sends them; choose_splits's forced picks (a val or test document at least, a train one at
-    # least) must still come out as a run that splits first and encodes afterwards would write
+    # with a tokenizer, documents are encoded as they are cleaned, before their splits are known;
+    # choose_splits's forced picks (a val or test document at least, a train one at least) must
+    # still come out as a run that splits first and encodes afterwards would write
     rng = random.Random(n)
     words = ["کتاب", "شهر", "ایران", "تاریخ", "زبان", "دریا", "کوه", "مردم", "سال", "جنگ"]
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) + f" {i}" for i in range(n)]
@@ -281,7 +306,8 @@ def test_given_tokenizer_files_hold_choose_splits_documents_in_order(tmp_path, n
     documents = list(prepare.iter_documents(str(source), min_chars=1))
     keys = np.array([prepare.split_key(prepare.DEFAULTS["seed"], d) for d in documents])
     split_of = prepare.choose_splits(keys, val_fraction, test_fraction)
-    assert (split_of != [prepare.split_by_key(k, val_fraction, test_fraction) for k in keys]).any() == (n < 40)
+    by_key_alone = np.where(keys < val_fraction, 1, np.where(keys < val_fraction + test_fraction, 2, 0))
+    assert (split_of != by_key_alone).any() == (n < 40)  # the small runs need choose_splits's forced picks
     meta = json.loads((out_dir / "meta.json").read_text(encoding="utf-8"))
     for index, split in enumerate(prepare.SPLITS if test_fraction else prepare.SPLITS[:2]):
         ids = [i for d, s in zip(documents, split_of) if s == index
