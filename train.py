@@ -303,7 +303,7 @@ def init_model(cfg, run, vocab_size, from_prepare, ckpt_path):
         scaler.load_state_dict(ckpt["scaler"])
     elif run.master:
         change = ("without loss scaling; this run is float16, so the loss scale starts afresh" if scaler.is_enabled()
-                  else f"in float16 with loss scaling; this run is {str(run.dtype)[6:]} and needs none")
+                  else "in float16 with loss scaling; this run needs none, so the loss scale is dropped")
         print(f"note: {source} was trained {change}", file=sys.stderr, flush=True)
     return model, optimizers, scaler, (ckpt["iter_num"], ckpt["best_val_loss"], ckpt["train_seconds"])
 
