@@ -115,7 +115,7 @@ ZWNJ_RUN = regex.compile("\u200c{2,}")
 ZWNJ_OUTSIDE_WORD = regex.compile(r"(?<![\p{L}\p{M}])\u200c|\u200c(?!\p{L})")
 # Every run of whitespace within a line becomes one space, in two passes with re: the characters
 # other than space and newline that str.isspace (re's \s) knows, all below U+3001, listed rather than
-# written [^\S\n ] (twice as fast to look for), then runs of spaces ("  +" starts with a literal, which
+# written [^\S\n ] (faster to look for), then runs of spaces ("  +" starts with a literal, which
 # re looks for as fast as str.find, not trying a match at every space between words)
 OTHER_SPACES = "".join(chr(code) for code in range(0x3001) if chr(code).isspace() and chr(code) not in " \n")
 OTHER_SPACE = re.compile(f"[{OTHER_SPACES}]")
