@@ -266,27 +266,38 @@ def continuation_text(tokenizer, prompt_ids, new_ids):
     return decoder.decode(tokenizer.decode_bytes(new_ids), final=True)
 
 
-def continue_documents(model, tokenizer, stream, config):
-    """(prompts, true continuations, generated ones) of up to rouge_docs documents spread over the stream."""
+def continuations(model, tokenizer, stream, config):
+    """(figures, the report's "generation" section) of the model's continuations of up to rouge_docs
+    documents spread over the stream: it reads a document's first prompt_tokens tokens and writes
+    reference_tokens more, which ROUGE, BLEU, chrF and diversity compare with the document's own
+    next tokens."""
     k, n = config["prompt_tokens"], config["reference_tokens"]
-    long_enough = [(a, b) for a, b in documents(stream, tokenizer.eot_id) if b - a >= k + n]
+    long_enough = [begin for begin, end in documents(stream, tokenizer.eot_id) if end - begin >= k + n]
     if config["rouge_docs"] and not long_enough:
         print(f"note: no document of {k + n} tokens or more to continue; ROUGE, BLEU and chrF skipped",
               file=sys.stderr)
-    if not config["rouge_docs"] or not long_enough:
-        return [], [], []
-    picks = np.unique(np.linspace(0, len(long_enough) - 1, config["rouge_docs"]).round().astype(int))
+    spread = np.linspace(0, len(long_enough) - 1, config["rouge_docs"] if long_enough else 0)  # evenly apart
     generator = torch.Generator(device=next(model.parameters()).device).manual_seed(config["seed"])
-    prompts, references, generations = [], [], []
-    for begin, _ in (long_enough[i] for i in picks):
+    examples = []
+    for begin in (long_enough[i] for i in np.unique(spread.round().astype(int))):
         prompt = [tokenizer.eot_id] + stream[begin:begin + k].tolist()
-        prompts.append(tokenizer.decode(prompt[1:]))
         new_ids = sample.generate(model, prompt, n, config["temperature"], config["top_k"], config["top_p"],
                                   config["repetition_penalty"], config["greedy"], generator=generator,
                                   stop_ids=(tokenizer.eot_id,))
-        generations.append(continuation_text(tokenizer, prompt, list(new_ids)))
-        references.append(continuation_text(tokenizer, prompt, stream[begin + k:begin + k + n].tolist()))
-    return prompts, references, generations
+        examples.append({"prompt": tokenizer.decode(prompt[1:]),
+                         "reference": continuation_text(tokenizer, prompt, stream[begin + k:begin + k + n].tolist()),
+                         "generated": continuation_text(tokenizer, prompt, list(new_ids))})
+    section = {"documents": len(examples),
+               **{key: config[key] for key in ("prompt_tokens", "reference_tokens", *DECODING)},
+               "sacrebleu_signatures": {}, "examples": examples[:3]}
+    if not examples:
+        return {}, section
+    references, generations = [e["reference"] for e in examples], [e["generated"] for e in examples]
+    scores, section["sacrebleu_signatures"] = bleu_chrf(references, generations)
+    figures = {**rouge(references, generations), **scores, **diversity(generations, config["repeat_n"])}
+    # the same measures on the true continuations: what natural text scores
+    figures.update({f"reference_{key}": value for key, value in diversity(references, config["repeat_n"]).items()})
+    return figures, section
 
 
 def main(argv=None):
@@ -304,25 +315,13 @@ def main(argv=None):
     split = name if kind == "data" else None  # a token file is named after its split; a text is scored whole
 
     results = likelihood(model, tokenizer, stream, stride, config["batch_size"])
-    prompts, references, generations = continue_documents(model, tokenizer, stream, config)
-    signatures = {}
-    if generations:
-        scores, signatures = bleu_chrf(references, generations)
-        results.update({**rouge(references, generations), **scores, **diversity(generations, config["repeat_n"])})
-        # the same measures on the true continuations: what natural text scores
-        results.update({f"reference_{key}": value for key, value in diversity(references, config["repeat_n"]).items()})
+    figures, generation = continuations(model, tokenizer, stream, config)
+    results.update(figures)
     report = {
         "checkpoint": os.path.abspath(ckpt_path), "iter_num": ckpt.get("iter_num"),
         "input": {kind: os.path.abspath(source)}, "split": split, "context": model.config.block_size,
         "quantize": config["quantize"], "stride": stride, "max_tokens": config["max_tokens"],
-        "results": results,
-        "generation": {
-            "documents": len(generations),
-            **{key: config[key] for key in ("prompt_tokens", "reference_tokens", *DECODING)},
-            "sacrebleu_signatures": signatures,
-            "examples": [{"prompt": p, "reference": r, "generated": g}
-                         for p, r, g in zip(prompts[:3], references[:3], generations[:3])],
-        },
+        "results": results, "generation": generation,
     }
     report_path = config["report"] or os.path.join(config["out_dir"], f"eval_{name}.json")
     with common.atomic_path(report_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
@@ -330,10 +329,10 @@ def main(argv=None):
 
     scored = f"the {split} split, {source}" if split else source
     print(f"{ckpt_path} (step {ckpt.get('iter_num')}) on {scored}: context {model.config.block_size}, "
-          f"stride {stride}, {len(generations)} documents continued")
+          f"stride {stride}, {generation['documents']} documents continued")
     for key, value in results.items():
         print(f"{key:<34}{value:>14.4f}" if isinstance(value, float) else f"{key:<34}{value!s:>14}")
-    for metric, signature in signatures.items():
+    for metric, signature in generation["sacrebleu_signatures"].items():
         print(f"{metric} signature: {signature}")
     print(f"report written to {report_path}")
 
