@@ -210,30 +210,28 @@ def fail_together(run):
     announced this way. The failed process exits at once (no barrier on the way out), torchrun
     stops the other processes of its node, and those on other nodes stop when their collective
     times out (ddp_timeout_minutes; with nccl, the watchdog then ends the process)."""
-    error = None
+    error = report = None
     try:
         yield
     except Exception as e:  # a full disk, CUDA out of memory, a file missing on this node ...
-        error = e
+        if not run.ddp:
+            raise
+        # which process failed (torchrun sets GROUP_RANK and LOCAL_RANK), and why, in one line
+        reason = (str(e) if isinstance(e, UsageError) else f"{type(e).__name__}: {e}").strip().partition("\n")[0]
+        where = f"node {os.environ.get('GROUP_RANK', '0')}, local rank {os.environ.get('LOCAL_RANK', '0')}"
+        error, report = e, f"rank {run.rank} on {socket.gethostname()} ({where}): {reason}"
     if run.ddp:
         # one small all-reduce says whether any process failed; only then are the messages gathered
         any_failed = torch.tensor([int(error is not None)], device=run.device)  # nccl needs the GPU
         dist.all_reduce(any_failed)
         if any_failed.item():
-            report = None
-            if error is not None:  # which process failed (torchrun sets GROUP_RANK and LOCAL_RANK), and why
-                where = (f"rank {run.rank} on {socket.gethostname()} (node {os.environ.get('GROUP_RANK', '0')}, "
-                         f"local rank {os.environ.get('LOCAL_RANK', '0')})")
-                text = str(error) if isinstance(error, UsageError) else f"{type(error).__name__}: {error}"
-                report = f"{where}: {(text.strip().splitlines() or [type(error).__name__])[0]}"
             reports = [None] * run.world_size
             dist.all_gather_object(reports, report)
             if error is None:
-                raise UsageError(f"stopping because {next(report for report in reports if report)}")
+                raise UsageError(f"stopping because {next(filter(None, reports))}")
             if isinstance(error, UsageError):
-                raise UsageError(reports[run.rank]) from error
-    if error is not None:
-        raise error
+                raise UsageError(report) from error
+            raise error
 
 
 def setup(cfg):
