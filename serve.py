@@ -37,7 +37,6 @@ import secrets
 import sys
 import threading
 import time
-import uuid
 from typing import Annotated, Literal
 
 import torch
@@ -74,14 +73,14 @@ MAX_BODY_BYTES = 1 << 20  # the request body, refused with 413 before it is pars
 MAX_TOKENS = 4096  # tokens generated per completion
 MAX_CHOICES = 8  # completions per prompt (n)
 MAX_PROMPTS = 64  # prompts per request
-MAX_PROMPT_CHARS = 20_000  # per prompt; a prompt longer than the context is cropped to its end
-MAX_PROMPT_TOKENS = 20_000  # per prompt given as token ids, cropped likewise
+MAX_PROMPT_LENGTH = 20_000  # characters or token ids per prompt; the model reads the last block_size tokens
 MAX_STOPS = 4  # stop sequences per request, as in the OpenAI API
 MAX_LOGPROBS = 5  # alternatives per token in logprobs, as in the OpenAI API
 MAX_LOGIT_BIAS = 300  # tokens in logit_bias
 QUOTED_CHARS = 40  # of a client's string quoted in an error message
 DISCONNECT_POLL = 0.25  # seconds between checks that a waiting client is still connected
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static", "index.html")
+# the request's fields that are a Decoder row's settings, under the names Decoder.add takes
 DECODER_SETTINGS = {"temperature", "top_k", "top_p", "repetition_penalty", "frequency_penalty", "presence_penalty",
                     "logit_bias"}
 
@@ -96,8 +95,8 @@ def one_or_more(value):
 
 
 OneOrMore = BeforeValidator(one_or_more)
-TextPrompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]  # "" = a fresh document
-TokenPrompt = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_PROMPT_TOKENS)]
+TextPrompt = Annotated[str, Field(max_length=MAX_PROMPT_LENGTH)]  # "" = a fresh document
+TokenPrompt = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1, max_length=MAX_PROMPT_LENGTH)]
 TokenId = Annotated[int, Field(ge=0, strict=False)]  # as a JSON object's key, a string of digits
 Stop = Annotated[str, Field(min_length=1)]  # a stop sequence, normalized as prompts are
 
@@ -131,15 +130,18 @@ class CompletionRequest(BaseModel):
     user: str | None = None  # the client's end-user, for OpenAI's abuse monitoring: ignored
 
 
-class APIError(Exception):
+class APIError(HTTPException):
     """An error answered as the OpenAI API shapes them, so its clients show the message."""
 
     def __init__(self, status, message, param=None, code=None, kind="invalid_request_error"):
-        super().__init__(message)
-        self.status, self.body = status, dict(error=dict(message=message, type=kind, param=param, code=code))
+        super().__init__(status, message)
+        self.body = dict(error=dict(message=message, type=kind, param=param, code=code))
 
-    def response(self):
-        return JSONResponse(status_code=self.status, content=self.body)
+
+def error_response(request, exc):
+    """Any HTTP error as an OpenAI error object: ours, or the framework's (unknown path, wrong method)."""
+    error = exc if isinstance(exc, APIError) else APIError(exc.status_code, str(exc.detail))
+    return JSONResponse(error.body, error.status_code)
 
 
 def clipped(text):
@@ -152,10 +154,10 @@ def invalid_request(request, exc):
     (FastAPI would answer 422, which OpenAI clients do not expect)."""
     errors = exc.errors()
     if errors[0]["type"] == "json_invalid":
-        return APIError(400, f"the body is not valid JSON: {errors[0]['ctx']['error']}").response()
+        return error_response(request, APIError(400, f"the body is not valid JSON: {errors[0]['ctx']['error']}"))
     fields = [clipped(".".join(str(part) for part in error["loc"][1:])) or "body" for error in errors]
     message = "; ".join(f"{field}: {error['msg']}" for field, error in zip(fields, errors))
-    return APIError(400, message, param=fields[0]).response()
+    return error_response(request, APIError(400, message, param=fields[0]))
 
 
 class BodyLimit:
@@ -173,7 +175,7 @@ class BodyLimit:
             message = await receive() if declared <= MAX_BODY_BYTES else {}  # over: read nothing
             received += len(message.get("body", b""))
             if max(declared, received) > MAX_BODY_BYTES:
-                raise HTTPException(413, f"the request body is over {MAX_BODY_BYTES} bytes")
+                raise APIError(413, f"the request body is over {MAX_BODY_BYTES} bytes")
             return message
         await self.app(scope, counted, send)
 
@@ -181,17 +183,19 @@ class BodyLimit:
 # -----------------------------------------------------------------------------
 # text and log-probabilities
 
-def cut_at_stop(text, stops):
+def cut_at_stop(text, stops, final=False):
     """Split pending text into (ready, held, stopped) against the stop sequences.
 
     Up to the first stop sequence, text is ready to send and generation ends. Otherwise the
     longest ending of the text that could begin a stop sequence is held back until the next
-    piece decides it, so a client never receives the start of a stop sequence."""
+    piece decides it, so a client never receives the start of a stop sequence; unless the text
+    is final (nothing can follow it)."""
     hits = [position for position in (text.find(stop) for stop in stops) if position >= 0]
     if hits:
         return text[:min(hits)], "", True
-    held = max((size for stop in stops for size in range(1, len(stop)) if text.endswith(stop[:size])),
-               default=0)
+    if final:
+        return text, "", False
+    held = max((size for stop in stops for size in range(1, len(stop)) if text.endswith(stop[:size])), default=0)
     return text[:len(text) - held], text[len(text) - held:], False
 
 
@@ -241,17 +245,17 @@ def echoed(model, tokenizer, prompt_ids, sent, top_n):
     return sent, records, [source[min(cropped + start, len(normalized))] for start in starts]
 
 
+def sse(payload):
+    """One server-sent event in the format of the OpenAI streaming API."""
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
 def joined(index, updates, logprobs):
     """A whole choice from its updates, in order: their texts and logprobs end to end."""
     return dict(text="".join(update["text"] for update in updates), index=index,
                 logprobs={key: [value for update in updates for value in update["logprobs"][key]]
                           for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset")} if logprobs else None,
                 finish_reason=updates[-1]["finish_reason"] if updates else None)
-
-
-def sse(payload):
-    """One server-sent event in the format of the OpenAI streaming API."""
-    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
 # -----------------------------------------------------------------------------
@@ -265,6 +269,7 @@ class Choice:
         self.offset = 0  # characters of the choice's text sent so far
         self.decoder = utf8_decoder()
         self.unsent = []  # token records whose text may still begin a stop sequence
+        self.stopped = False  # whether a stop sequence has ended the text
 
     def update(self, records, finish_reason=None, text=None, offsets=None):
         """What the client receives next: the choice in the API's shape, for the text of these token
@@ -279,8 +284,8 @@ class Choice:
                     finish_reason=finish_reason)
 
     def read(self, tokenizer, token_id, logprob, top, finished):
-        """Take one Decoder event; return (update or None, whether a stop sequence ended the text).
-        Text goes out in whole tokens; the token holding a stop sequence is cut before it. The
+        """Take one Decoder event; return the update it makes, or None. Text goes out in whole
+        tokens; the token holding a stop sequence is cut before it, and the choice is stopped. The
         <|endoftext|> that ends the document (token_id None) is a token of no text, so the
         logprobs list every token the model chose, as log-likelihood clients expect of echo. The
         chosen token is always among its alternatives, as in the OpenAI API (logprobs 0 too)."""
@@ -288,19 +293,17 @@ class Choice:
                                        logprob, (top or []) if self.logprobs else None))
         if finished:  # an unfinished character at the very end becomes U+FFFD
             self.unsent[-1][0] += self.decoder.decode(b"", final=True)
-        ready, _, stopped = cut_at_stop("".join(piece for piece, _, _ in self.unsent), self.stops)
+        ready, _, self.stopped = cut_at_stop("".join(piece for piece, _, _ in self.unsent), self.stops, finished)
         count = size = 0  # the records whose text is ready, and its size
         while count < len(self.unsent) and size + len(self.unsent[count][0]) <= len(ready):
             size += len(self.unsent[count][0])
             count += 1
-        if stopped and size < len(ready):
+        if self.stopped and size < len(ready):  # the record that holds the stop sequence, cut before it
             self.unsent[count][0] = self.unsent[count][0][:len(ready) - size]
             count += 1
-        if stopped or finished:
-            reason = "stop" if stopped or token_id is None else "length"
-            return self.update(self.unsent[:count] if stopped else self.unsent, reason), stopped
         records, self.unsent = self.unsent[:count], self.unsent[count:]
-        return (self.update(records) if records else None), False
+        reason = "stop" if self.stopped or token_id is None else "length" if finished else None
+        return self.update(records, reason) if records or reason else None
 
 
 class Job:
@@ -310,11 +313,13 @@ class Job:
 
     def __init__(self, body, prompts, stops, seed):
         self.body, self.prompts, self.stops, self.seed = body, prompts, stops, seed
-        self.settings = body.model_dump(include=DECODER_SETTINGS)  # each row's, as sample.Decoder.add takes them
+        # each row's settings, as sample.Decoder.add takes them
+        self.settings = dict(body.model_dump(include=DECODER_SETTINGS), max_new_tokens=body.max_tokens,
+                             top_logprobs=body.logprobs or 0)
         self.num_choices = len(prompts) * body.n  # choice i of prompt p is choice p * n + i
         self.rows_needed = self.num_choices if body.max_tokens else 0
         self.completion_tokens = 0  # counted by the model thread
-        self.loop, self.queue = asyncio.get_running_loop(), asyncio.Queue()  # of updates or an APIError
+        self.loop, self.queue = asyncio.get_running_loop(), asyncio.Queue()  # of update lists or an APIError
         self.cancelled = False
 
     async def updates(self, request):
@@ -323,7 +328,7 @@ class Job:
         early if the client hangs up. Either way the job is then cancelled."""
         unfinished = self.num_choices
         try:
-            while unfinished:
+            while unfinished and not await request.is_disconnected():
                 # an empty entry wakes this up when no update comes, to check the client is still there
                 wake = self.loop.call_later(DISCONNECT_POLL, self.queue.put_nowait, [])
                 entries = [await self.queue.get()]
@@ -333,8 +338,6 @@ class Job:
                 for entry in entries:
                     if isinstance(entry, APIError):
                         raise entry
-                if await request.is_disconnected():
-                    return
                 items = [item for entry in entries for item in entry]
                 unfinished -= sum(item["finish_reason"] is not None for item in items)
                 yield items
@@ -351,16 +354,13 @@ def send(updates):
     """From the model thread: hand each job of {job: a list of updates, or an APIError} its entry,
     with one call into each event loop for all its jobs (waking a loop costs more than the
     hand-off itself, and a step has an update for every row)."""
-    by_loop = collections.defaultdict(list)
+    for loop in {job.loop for job in updates}:
+        loop.call_soon_threadsafe(deliver, {job: entry for job, entry in updates.items() if job.loop is loop})
+
+
+def deliver(updates):
+    """In the event loop: put each job's entry into its queue."""
     for job, entry in updates.items():
-        by_loop[job.loop].append((job, entry))
-    for loop, entries in by_loop.items():
-        loop.call_soon_threadsafe(deliver, entries)
-
-
-def deliver(entries):
-    """In the event loop: put each (job, entry) into the job's queue."""
-    for job, entry in entries:
         job.queue.put_nowait(entry)
 
 
@@ -385,31 +385,31 @@ class Batcher:
             self.wakeup.notify()
 
     def run(self):
-        """Forever: drop the jobs whose clients have gone, admit the waiting jobs that fit (first
-        come, first served), step the batch."""
-        with torch.inference_mode():
-            while True:
-                with self.wakeup:
-                    while not self.waiting and not self.active:
-                        self.wakeup.wait()
-                    self.waiting = collections.deque(job for job in self.waiting if not job.cancelled)
-                    for row in [row for row, (job, _) in self.active.items() if job.cancelled]:
-                        self.decoder.remove(row)
-                        del self.active[row]
-                    jobs, free = [], self.decoder.free_rows
-                    while self.waiting and self.waiting[0].rows_needed <= free:
-                        jobs.append(self.waiting.popleft())
-                        free -= jobs[-1].rows_needed
-                try:
-                    for job in jobs:
-                        self.start(job)
-                    if self.active:
-                        self.step()
-                except Exception as e:  # out of memory, ...: the jobs in the batch fail, the server goes on
-                    error = APIError(500, f"generation failed: {type(e).__name__}: {e}", kind="server_error")
-                    send(dict.fromkeys({*jobs, *(job for job, _ in self.active.values())}, error))
-                    self.active.clear()
-                    self.decoder = Decoder(self.model, self.max_batch)
+        """Forever: drop the jobs whose clients have gone and the rows a stop sequence has ended,
+        admit the waiting jobs that fit (first come, first served), step the batch. It sleeps only
+        when no job waits or runs."""
+        while True:
+            with self.wakeup:
+                while not self.waiting and not self.active:
+                    self.wakeup.wait()
+                self.waiting = collections.deque(job for job in self.waiting if not job.cancelled)
+                for row in [row for row, (job, choice) in self.active.items() if job.cancelled or choice.stopped]:
+                    self.decoder.remove(row)
+                    del self.active[row]
+                jobs, free = [], self.decoder.free_rows
+                while self.waiting and self.waiting[0].rows_needed <= free:
+                    jobs.append(self.waiting.popleft())
+                    free -= jobs[-1].rows_needed
+            try:
+                for job in jobs:
+                    self.start(job)
+                if self.active:
+                    self.step()
+            except Exception as e:  # out of memory, ...: the jobs in the batch fail, the server goes on
+                error = APIError(500, f"generation failed: {type(e).__name__}: {e}", kind="server_error")
+                send(dict.fromkeys({*jobs, *(job for job, _ in self.active.values())}, error))
+                self.active.clear()
+                self.decoder = Decoder(self.model, self.max_batch)
 
     def start(self, job):
         """Send each choice its echoed prompt, then read the prompts into free rows."""
@@ -424,11 +424,9 @@ class Batcher:
                 if body.max_tokens:
                     generator = torch.Generator(device=self.decoder.device).manual_seed(job.seed + index)
                     row = self.decoder.add(prompt_ids, **job.settings, generator=generator,
-                                           max_new_tokens=body.max_tokens, stop_ids=(self.tokenizer.eot_id,),
-                                           top_logprobs=body.logprobs or 0)
+                                           stop_ids=(self.tokenizer.eot_id,))
                     self.active[row] = (job, choice)
-        if updates:
-            send({job: updates})
+        send({job: updates})
 
     def step(self):
         """One forward pass for every row; updates go to their jobs; an ended row leaves at once."""
@@ -438,12 +436,10 @@ class Batcher:
             job, choice = self.active[row]
             self.stats["generated_tokens"] += token_id is not None
             job.completion_tokens += 1  # <|endoftext|> too: the model chose it
-            update, stopped = choice.read(self.tokenizer, token_id, logprob, top, finished)
+            update = choice.read(self.tokenizer, token_id, logprob, top, finished)
             if update:
                 updates[job].append(update)
-            if stopped and not finished:
-                self.decoder.remove(row)
-            if stopped or finished:  # a finished row the Decoder has freed itself
+            if finished:  # the Decoder has freed its row
                 del self.active[row]
         send(updates)
 
@@ -517,7 +513,7 @@ class Server:
         prompt comes back as it was sent (text[len(prompt):] is the completion) and its logprobs
         list the tokens the model read, at the offsets of the characters they were read from."""
         job = await self.submit(body)
-        head = dict(id=f"cmpl-{uuid.uuid4().hex}", object="text_completion", created=int(time.time()),
+        head = dict(id=f"cmpl-{secrets.token_hex(16)}", object="text_completion", created=int(time.time()),
                     model=self.model_name)
         if body.stream:
             return StreamingResponse(self.events(job, head, request), media_type="text/event-stream",
@@ -537,7 +533,7 @@ class Server:
         return dict(status="ok", model=self.model_name, parameters=batcher.model.num_params(),
                     vocab_size=batcher.tokenizer.vocab_size, block_size=batcher.model.config.block_size,
                     device=str(batcher.decoder.device), max_batch=batcher.max_batch, max_queue=batcher.max_queue,
-                    queued_requests=len(waiting), active_requests=len({id(job) for job, _ in active}),
+                    queued_requests=len(waiting), active_requests=len({job for job, _ in active}),
                     queued_rows=sum(job.rows_needed for job in waiting), active_rows=len(active), **batcher.stats)
 
     async def page(self):
@@ -554,11 +550,9 @@ def create_app(model, tokenizer, model_name, max_batch=DEFAULTS["max_batch"],
     app.state.batcher = server.batcher
     app.add_middleware(BodyLimit)
     app.exception_handler(RequestValidationError)(invalid_request)
-    app.exception_handler(APIError)(lambda request, exc: exc.response())
-    app.exception_handler(HTTPException)(  # unknown path, wrong method ...
-        lambda request, exc: APIError(exc.status_code, str(exc.detail)).response())
-    app.exception_handler(Exception)(
-        lambda request, exc: APIError(500, f"{type(exc).__name__}: {exc}", kind="server_error").response())
+    app.exception_handler(HTTPException)(error_response)  # ours, and unknown path, wrong method ...
+    app.exception_handler(Exception)(lambda request, exc: error_response(
+        request, APIError(500, f"{type(exc).__name__}: {exc}", kind="server_error")))
     app.post("/v1/completions")(server.completions)
     app.get("/v1/models")(server.models)
     app.get("/health")(server.health)

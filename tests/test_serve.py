@@ -146,7 +146,7 @@ def test_completion_is_sample_generation(client, model, tokenizer, settings):
     ("max_tokens", -1), ("max_tokens", serve.MAX_TOKENS + 1), ("max_tokens", "ten"),
     ("temperature", -0.5), ("temperature", 2.5), ("top_p", 0), ("top_p", 1.01), ("top_k", -1),
     ("repetition_penalty", 0), ("n", 0), ("n", serve.MAX_CHOICES + 1), ("seed", -1), ("stream", "yes"),
-    ("prompt", "ا" * (serve.MAX_PROMPT_CHARS + 1)), ("prompt", []), ("prompt", [[]]), ("prompt", [[1, -2]]),
+    ("prompt", "ا" * (serve.MAX_PROMPT_LENGTH + 1)), ("prompt", []), ("prompt", [[]]), ("prompt", [[1, -2]]),
     ("prompt", [1.5]), ("prompt", [[1, "a"]]), ("prompt", [10**6]),
     ("prompt", ["یک"] * (serve.MAX_PROMPTS + 1)), ("stop", ""), ("stop", ["a", "b", "c", "d", "e"]), ("stop", 7),
     ("logprobs", -1), ("logprobs", serve.MAX_LOGPROBS + 1), ("echo", "yes"), ("suffix", "x"), ("temprature", 0.5),
@@ -271,6 +271,8 @@ def test_stop_sequences_are_normalized_as_the_text_is(normalizing_client, normal
 ])
 def test_cut_at_stop(text, stops, result):
     assert serve.cut_at_stop(text, stops) == result
+    ready, held, stopped = result
+    assert serve.cut_at_stop(text, stops, final=True) == ((ready, "", True) if stopped else (text, "", False))
 
 
 def test_prompt_longer_than_the_context_is_cropped(client, model, tokenizer):
