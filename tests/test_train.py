@@ -144,6 +144,14 @@ def test_error_exits_without_traceback(tmp_path):
                                     "(run prepare.py, or set --data_dir)"
 
 
+@pytest.mark.parametrize("name", ["train.bin", "val.bin", "meta.json", "tokenizer.json"])
+def test_a_missing_data_file_is_named_in_one_line(tmp_path, data_dir, name):
+    os.remove(os.path.join(data_dir, name))
+    with pytest.raises(UsageError, match=f"{re.escape(os.path.join(data_dir, name))} .*run prepare.py") as error:
+        run_train(f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}")
+    assert "\n" not in str(error.value) and not os.path.exists(tmp_path / "out")
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_resume_refuses_a_broken_checkpoint(tmp_path, data_dir, damage):
     out = str(tmp_path / "out")
