@@ -211,18 +211,18 @@ def read_record(tokenizer, decoder, token_id, logprob=None, top=None):
 
 def source_offsets(tokenizer, sent, read):
     """Where each character of `read` (tokenizer.normalize(sent)) comes from in `sent`, then
-    len(sent). Normalization maps a character to itself, to others or to none, and whitespace to
-    single spaces, so each character read is matched to the next one sent that gives it."""
+    len(sent). Normalization maps each character to itself, to others or to none, and whitespace
+    to single spaces: so `sent` is spelt out as the characters each of its own gives (itself where
+    that is none, as for a ZWNJ, which only its neighbours can keep), and each character read is
+    matched to the next one given (a space to any whitespace)."""
     forms = {char: tokenizer.normalize(char, tidy_spaces=False) for char in set(sent)}
-    offsets, i, rest = [], -1, ""
+    given = [(char, i) for i, source in enumerate(sent) for char in forms[source] or source]
+    offsets, j = [], 0
     for char in read:
-        while not (rest[:1] == char or rest[:1].isspace() and char.isspace()):
-            i += 1
-            if i == len(sent):  # nothing sent gives it: the rest maps to the end
-                return offsets + [len(sent)] * (len(read) + 1 - len(offsets))
-            rest = sent[i] if sent[i] == char else forms[sent[i]]
-        offsets.append(i)
-        rest = rest[1:]
+        while j < len(given) and not (given[j][0] == char or given[j][0].isspace() and char.isspace()):
+            j += 1
+        offsets.append(given[j][1] if j < len(given) else len(sent))  # nothing left gives it: the end
+        j += 1
     return offsets + [len(sent)]
 
 
