@@ -284,11 +284,11 @@ class Choice:
                     finish_reason=finish_reason)
 
     def read(self, tokenizer, token_id, logprob, top, finished):
-        """Take one Decoder event; return the update it makes, or None. Text goes out in whole
-        tokens; the token holding a stop sequence is cut before it, and the choice is stopped. The
-        <|endoftext|> that ends the document (token_id None) is a token of no text, so the
-        logprobs list every token the model chose, as log-likelihood clients expect of echo. The
-        chosen token is always among its alternatives, as in the OpenAI API (logprobs 0 too)."""
+        """Take one Decoder event; return the update it makes for the client, or None. Text goes
+        out in whole tokens; the token holding a stop sequence is cut before it, and the choice is
+        stopped. The <|endoftext|> that ends the document (token_id None) is a token of no text, so
+        the logprobs list every token the model chose, as log-likelihood clients expect of echo.
+        The chosen token is always among its alternatives, as in the OpenAI API (logprobs 0 too)."""
         self.unsent.append(read_record(tokenizer, self.decoder, tokenizer.eot_id if token_id is None else token_id,
                                        logprob, (top or []) if self.logprobs else None))
         if finished:  # an unfinished character at the very end becomes U+FFFD
@@ -303,7 +303,8 @@ class Choice:
             count += 1
         records, self.unsent = self.unsent[:count], self.unsent[count:]
         reason = "stop" if self.stopped or token_id is None else "length" if finished else None
-        return self.update(records, reason) if records or reason else None
+        # nothing to send for a token that ends inside a character, unless its logprobs are shown
+        return self.update(records, reason) if reason or size or records and self.logprobs else None
 
 
 class Job:
@@ -492,14 +493,11 @@ class Server:
         return [joined(i, updates[i], job.body.logprobs is not None) for i in range(job.num_choices)]
 
     async def events(self, job, head, request):
-        """The job as server-sent events: an event per update (but a token that ends inside a
-        character, with no logprobs to show), the usage if asked, then [DONE]."""
+        """The job as server-sent events: an event per update, the usage if asked, then [DONE]."""
         try:
             async for items in job.updates(request):
-                events = [sse(dict(head, choices=[item])) for item in items
-                          if item["text"] or item["logprobs"] or item["finish_reason"]]
-                if events:
-                    yield "".join(events)  # all written at once
+                if items:
+                    yield "".join(sse(dict(head, choices=[item])) for item in items)  # all written at once
         except APIError as e:  # the status line has gone: the error is the stream's last event
             yield sse(e.body)
             return
