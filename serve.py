@@ -54,8 +54,7 @@ try:
 except ImportError as e:  # the serving extra is optional: the rest of the project never needs it
     if __name__ != "__main__":
         raise
-    sys.exit(f"error: serve.py needs FastAPI and uvicorn ({e.name} is missing): "
-             f"pip install -r requirements-serve.txt")
+    sys.exit(f"error: serve.py needs FastAPI and uvicorn ({e.name} is missing): pip install -r requirements-serve.txt")
 
 DEFAULTS = dict(
     out_dir="out-fawiki-small",  # folder holding ckpt.pt (its tokenizer is stored inside it)
@@ -121,7 +120,7 @@ class CompletionRequest(BaseModel):
     logit_bias: dict[TokenId, Annotated[float, Field(ge=-100, le=100)]] = Field({}, max_length=MAX_LOGIT_BIAS)
     n: int = Field(1, ge=1, le=MAX_CHOICES)
     best_of: int | None = Field(None, ge=1, le=MAX_CHOICES)  # only n
-    stop: Annotated[list[Stop] | None, OneOrMore] = Field(None, max_length=MAX_STOPS)
+    stop: Annotated[list[Stop] | None, OneOrMore] = Field(None, max_length=MAX_STOPS)  # or one
     seed: int | None = Field(None, ge=0, le=2**62)  # choice i samples with seed + i
     logprobs: int | None = Field(None, ge=0, le=MAX_LOGPROBS)  # log-probs of each token and its top alternatives
     echo: bool = False  # the prompt as sent comes back before the completion (with its log-probs if asked)
@@ -543,8 +542,7 @@ def create_app(model, tokenizer, model_name, max_batch=DEFAULTS["max_batch"],
     """A FastAPI app serving `model` (a GPT in eval mode) with its `tokenizer` under `model_name`.
     Every error is an OpenAI error object (APIError)."""
     server = Server(Batcher(model, tokenizer, max_batch, max_queue), model_name)
-    app = FastAPI(title="Persian GPT",
-                  description=f"OpenAI-compatible completions from the checkpoint {model_name}.")
+    app = FastAPI(title="Persian GPT", description=f"OpenAI-compatible completions from the checkpoint {model_name}.")
     app.state.batcher = server.batcher
     app.add_middleware(BodyLimit)
     app.exception_handler(RequestValidationError)(invalid_request)
