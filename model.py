@@ -176,7 +176,7 @@ class CausalSelfAttention(nn.Module):
             k, v = kv_cache.update(self.layer, k, v)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if kv_cache is None else kv_cache.attn_mask,
                                            dropout_p=self.dropout if self.training else 0.0, is_causal=kv_cache is None)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = y.transpose(1, 2).reshape(B, T, C)  # a copy, not a view
         return self.resid_dropout(self.proj(y))
 
 
@@ -400,22 +400,23 @@ def int8_linear(x, weight, scale, bias):
     Written as products summed over K rather than as a matmul: torch.compile turns this into one
     loop that reads each int8 weight once and widens it in registers, where a matmul would first
     write the whole matrix out in fp32 (more bytes than the fp32 weights themselves)."""
-    y = (x[..., None, :] * weight).sum(dim=-1) * scale
-    return y if bias is None else y + bias
+    return (x[..., None, :] * weight).sum(dim=-1) * scale + bias
 
 
 @functools.cache
 def compiled_int8_linear():
     """int8_linear through torch.compile, made on first use (importing the compiler takes seconds
-    that an fp32 run should not pay). Its shapes are symbolic, so the same compiled loop serves
-    every layer and every batch size: nothing is recompiled from one step to the next."""
+    that an fp32 run should not pay). Its sizes are symbolic, so the same compiled loop serves
+    every layer and every number of rows and tokens (a few variants: one row or several, one
+    token or several), and nothing is recompiled from one step to the next."""
     return torch.compile(int8_linear, dynamic=True)
 
 
 class Int8Linear(nn.Module):
     """An nn.Linear for inference with int8 weights, one fp32 scale per output row (the row's
     largest |weight| becomes 127). Only the weights are quantized: activations stay fp32, so a
-    row's outputs do not depend on the rows beside it in a batch."""
+    row's outputs do not depend on the rows beside it in a batch. A linear without a bias gets
+    zeros, so that every layer runs the same compiled code."""
 
     def __init__(self, linear):
         super().__init__()
@@ -423,7 +424,7 @@ class Int8Linear(nn.Module):
         scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127
         self.register_buffer("weight", torch.round(weight / scale[:, None]).to(torch.int8))
         self.register_buffer("scale", scale)
-        self.bias = linear.bias
+        self.register_buffer("bias", torch.zeros_like(scale) if linear.bias is None else linear.bias.detach().float())
 
     def forward(self, x):
         return compiled_int8_linear()(x, self.weight, self.scale, self.bias)
@@ -455,14 +456,16 @@ def quantize_weights(model, scheme):
     model.eval()
     if scheme == "bf16":
         return model.to(torch.bfloat16)
-    try:  # compile once here, so that a missing compiler is a one-line error, not a traceback mid-generation
-        compiled_int8_linear()(torch.ones(1, 8), torch.ones(8, 8, dtype=torch.int8), torch.ones(8), None)
+    linears = [(module, name, child) for module in model.modules() for name, child in module.named_children()
+               if type(child) is nn.Linear]
+    first = Int8Linear(linears[0][2])
+    try:  # compile now, as a decoding step calls it: a missing compiler is a one-line error, not a traceback later
+        with torch.inference_mode():
+            first(torch.zeros(1, 1, first.weight.size(1)))
     except Exception as e:
         raise UsageError(f"int8 weights need torch.compile, which fails here: {str(e).strip().splitlines()[0]}") from e
-    for module in list(model.modules()):
-        for name, child in list(module.named_children()):
-            if type(child) is nn.Linear:
-                setattr(module, name, Int8Linear(child))
+    for module, name, linear in linears:
+        setattr(module, name, Int8Linear(linear))
     return model
 
 
