@@ -52,7 +52,7 @@ DEFAULTS = dict(
     length_penalty=1.0,  # beam search: > 1 favours longer continuations, < 1 shorter ones
     device="auto",  # cpu, cuda, cuda:1, mps ... or auto (CUDA when available)
     use_cache=True,  # False re-reads the whole context for every token (slow; for comparison)
-    quantize="none",  # CPU only: "int8" reads a quarter of the bytes per token, "bf16" half (model.quantize_weights)
+    quantize="none",  # CPU only: "int8" reads a quarter of the bytes per token (compiled at start), "bf16" half
 )
 SETTINGS = ("temperature", "top_k", "top_p", "repetition_penalty", "frequency_penalty", "presence_penalty")
 
