@@ -261,7 +261,7 @@ class Decoder:
                 logits = self.model(last, kv_cache=self.cache)[0][:, -1]
         return logits.float()
 
-    def choose(self, logits):
+    def _choose(self, logits):
         """The next token id (rows,) of every active row from its raw logits (rows, V): the row's
         penalties and logit_bias (Row.penalize), then its settings and generator. Rows that
         share settings (the common case) are filtered as one batch: every filter works row by
@@ -294,7 +294,7 @@ class Decoder:
         if not self.rows:
             return []
         logits = self.logits()
-        chosen = self.choose(logits)
+        chosen = self._choose(logits)
         log_probs = torch.log_softmax(logits, dim=-1)
         chosen_log_probs = log_probs.gather(1, chosen[:, None])[:, 0].tolist()  # one device sync for all rows
         events = []
