@@ -66,6 +66,7 @@ def apply_rotary(x, cos, sin):
     """Rotate pairs of channels (i, i + D/2) of x (B, H, T, D) by position-dependent angles."""
     half = x.size(-1) // 2
     x1, x2 = x[..., :half], x[..., half:]
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # x's: bf16 under autocast, where the angles are fp32
     return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
@@ -259,7 +260,7 @@ class GPT(nn.Module):
             x = x + self.wpe(positions)
         else:
             angles = (positions.float()[..., None] * self.inv_freq)[:, None]  # (B or 1, 1, T, D/2), every head alike
-            rotary = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+            rotary = angles.cos(), angles.sin()
         x = self.drop(x)
         for block in self.blocks:
             x = block(x, rotary, kv_cache)
