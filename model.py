@@ -78,7 +78,8 @@ class KVCache:
     each row's new tokens at that row's own positions, and masks out the keys past each row's
     end. One cache per sequence would cost one forward per sequence, and left-padding the rows
     to a common length would shift their positions. Rows of equal length (one sequence, beams)
-    take the plain path: writes into slices, and no mask for one new token.
+    take the plain path: writes into slices, no mask for one new token, and the causal one for
+    a fresh prompt.
 
     Buffers are allocated on first use, in the dtype the attention produces (bf16 under
     autocast). `lengths[r]` is how many tokens row r holds, which is also the position of its
@@ -109,11 +110,11 @@ class KVCache:
         self.lengths[self.rows] = [length + T for length in past]
         keys = torch.arange(self.end, device=idx.device)
         if min(past) == max(past):  # the plain path
-            self.level = past[0]
+            self.level, self.is_causal = past[0], past[0] == 0 and T > 1  # a fresh prompt: the causal mask
             self.positions = torch.arange(self.level, self.end, device=idx.device)[None]  # (1, T), for every row
-            self.attn_mask = None if T == 1 else keys <= self.positions[0, :, None]  # (T, end)
+            self.attn_mask = None if T == 1 or self.is_causal else keys <= self.positions[0, :, None]  # (T, end)
         else:
-            self.level = None
+            self.level, self.is_causal = None, False
             self.positions = torch.tensor(past, device=idx.device)[:, None] + torch.arange(T, device=idx.device)
             self.attn_mask = (keys <= self.positions[:, :, None])[:, None]  # (B, 1, T, end), the same for every head
         return self.positions
@@ -176,7 +177,8 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if kv_cache is None else kv_cache.attn_mask,
-                                           dropout_p=self.dropout if self.training else 0.0, is_causal=kv_cache is None)
+                                           dropout_p=self.dropout if self.training else 0.0,
+                                           is_causal=kv_cache is None or kv_cache.is_causal)
         y = y.transpose(1, 2).reshape(B, T, C)  # a copy, not a view
         return self.resid_dropout(self.proj(y))
 
