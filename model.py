@@ -179,7 +179,7 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if kv_cache is None else kv_cache.attn_mask,
                                            dropout_p=self.dropout if self.training else 0.0,
                                            is_causal=kv_cache is None or kv_cache.is_causal)
-        y = y.transpose(1, 2).reshape(B, T, C)  # a copy, not a view
+        y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.proj(y))
 
 
