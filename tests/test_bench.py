@@ -14,7 +14,7 @@ import bench_full_dump  # noqa: E402
 import common  # noqa: E402
 import measure  # noqa: E402
 import bpe  # noqa: E402
-import prepare  # noqa: E402
+import wikitext  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc"), reason="measure.py reads memory from /proc")
 
@@ -63,4 +63,4 @@ def test_the_cleaner_takes_the_synthetic_markup_off_again(seed):
     lines = PERSIAN + ["جمله‌ای کوتاه. جمله‌ای دیگر."]
     text = bench_full_dump.wikitext(random.Random(seed), lines)
     assert "<ref>" in text or "[[" in text
-    assert bpe.normalize(prepare.clean_wikitext(text)) == bpe.normalize("\n\n".join(lines))
+    assert bpe.normalize(wikitext.clean_wikitext(text)) == bpe.normalize("\n\n".join(lines))
