@@ -1,7 +1,7 @@
 """
 What every script shares: nanoGPT-style configuration (config files and --key=value
-overrides), one-line errors for bad input, atomic file writes, the --device option and
-prepare.py's token files.
+overrides), one-line errors for bad input, atomic file writes and
+prepare.py's token files. It imports no torch: prepare.py runs without it.
 
     config = parse_config(DEFAULTS)  # config files and --key=value only
     config, inputs = configure(DEFAULTS, sys.argv[1:], config_files=False)  # and positional inputs
@@ -20,7 +20,6 @@ import sys
 import tempfile
 
 import numpy as np
-import torch
 
 
 class UsageError(Exception):
@@ -129,28 +128,6 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-
-
-def resolve_device(name, local_rank=None):
-    """The torch.device that --device names (auto: CUDA when there is one), checked by putting a
-    tensor on it, so that every script refuses an unusable device with the same one-line error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and local_rank is not None:
-        name = f"cuda:{local_rank}"  # one GPU per process under torchrun
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise UsageError(f"unknown device {name!r}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError("device is cuda but no CUDA GPU is available (use --device=cpu)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("device is mps but no Apple GPU is available (use --device=cpu)")
-    try:  # a GPU index past the last one, or a backend this torch lacks, fails here, not as a bad checkpoint
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError) as e:
-        raise UsageError(f"device {name!r} cannot be used: {str(e).strip().splitlines()[0]}") from e
-    return device
 
 
 def load_tokens(path):

@@ -27,7 +27,7 @@ from sacrebleu.metrics import BLEU, CHRF
 
 import common
 import sample
-from model import autocast_for, load_checkpoint, quantize_weights, tokenizer_hash
+from model import autocast_for, load_checkpoint, quantize_weights, resolve_device, tokenizer_hash
 from prepare import iter_documents
 
 GIVE_ONE_INPUT = "give one of --data_dir=DIR, --data=FILE.bin, --text=FILE.txt, --jsonl=FILE.jsonl"
@@ -304,7 +304,7 @@ def main(argv=None):
     config = common.parse_config(DEFAULTS, argv)
     check_options(config)
     ckpt_path = os.path.join(config["out_dir"], "ckpt.pt")
-    model, tokenizer, ckpt = load_checkpoint(ckpt_path, common.resolve_device(config["device"]))
+    model, tokenizer, ckpt = load_checkpoint(ckpt_path, resolve_device(config["device"]))
     model = quantize_weights(model, config["quantize"])
     stride = config["stride"] or max(1, model.config.block_size // 2)
     if stride > model.config.block_size:

@@ -472,6 +472,28 @@ def quantize_weights(model, scheme):
     return model
 
 
+def resolve_device(name, local_rank=None):
+    """The torch.device that --device names (auto: CUDA when there is one), checked by putting a
+    tensor on it, so that every script refuses an unusable device with the same one-line error."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and local_rank is not None:
+        name = f"cuda:{local_rank}"  # one GPU per process under torchrun
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise UsageError(f"unknown device {name!r}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError("device is cuda but no CUDA GPU is available (use --device=cpu)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("device is mps but no Apple GPU is available (use --device=cpu)")
+    try:  # a GPU index past the last one, or a backend this torch lacks, fails here, not as a bad checkpoint
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as e:
+        raise UsageError(f"device {name!r} cannot be used: {str(e).strip().splitlines()[0]}") from e
+    return device
+
+
 def tokenizer_hash(tokenizer_text):
     """The hash that ties a checkpoint to its tokenizer: sha256 of the tokenizer.json text."""
     return hashlib.sha256(tokenizer_text.encode("utf-8")).hexdigest()

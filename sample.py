@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 import torch
 
 import common
-from model import autocast_for, load_checkpoint, quantize_weights
+from model import autocast_for, load_checkpoint, quantize_weights, resolve_device
 
 DEFAULTS = dict(
     out_dir="out-fawiki-small",  # folder holding ckpt.pt
@@ -549,7 +549,7 @@ def generate_text(prompt, max_new_tokens=200, temperature=0.8, top_k=200, top_p=
         ckpt_path = os.path.join(out_dir, "ckpt.pt")
         mtime = os.path.getmtime(ckpt_path) if os.path.isfile(ckpt_path) else None
         if out_dir not in loaded or loaded[out_dir][0] != mtime:
-            loaded[out_dir] = mtime, load_out_dir(out_dir, common.resolve_device("auto", None))
+            loaded[out_dir] = mtime, load_out_dir(out_dir, resolve_device("auto", None))
         model, tokenizer = loaded[out_dir][1]
     elif tokenizer is None:
         raise ValueError("generate_text needs the model's tokenizer as well as the model")
@@ -570,7 +570,7 @@ def main(argv=None):
     if config["beams"] > 1 and config["num_samples"] > 1:
         raise common.UsageError("beam search has no randomness: every sample would be the same "
                                 "(use num_samples=1)")
-    device = common.resolve_device(config["device"], None)
+    device = resolve_device(config["device"], None)
     model, tokenizer = load_out_dir(config["out_dir"], device, config["quantize"])
     prompt_text, prompt_ids = encode_prompt(read_prompt(config["start"]), tokenizer, model.config.block_size)
     sys.stdout.reconfigure(encoding="utf-8")  # Persian text even where the console says otherwise

@@ -42,6 +42,7 @@ from typing import Annotated, Literal
 import torch
 
 import common
+from model import resolve_device
 from sample import Decoder, encode_prompt, load_out_dir, read_token, score_prompt, utf8_decoder
 
 try:
@@ -566,7 +567,7 @@ def main(argv=None):
         # A small model's step is a chain of small operations: a second thread saves little of
         # it, and its waiting workers take CPU from the event loop that streams the tokens.
         torch.set_num_threads(config["threads"])
-    device = common.resolve_device(config["device"])
+    device = resolve_device(config["device"])
     model, tokenizer = load_out_dir(config["out_dir"], device, config["quantize"])  # in eval mode
     model_name = os.path.basename(os.path.normpath(config["out_dir"]))
     app = create_app(model, tokenizer, model_name, config["max_batch"], config["max_queue"])

@@ -34,7 +34,7 @@ import common
 import sample
 from common import UsageError
 from model import (GPT, GPTConfig, measure_peak_flops, model_from_checkpoint, native_bf16,
-                   read_checkpoint, tokenizer_hash)
+                   read_checkpoint, resolve_device, tokenizer_hash)
 
 # I/O
 out_dir = "out"  # ckpt.pt and log.jsonl go here
@@ -243,7 +243,7 @@ def setup(cfg):
     if cfg.gradient_accumulation_steps % world_size:
         raise UsageError(f"gradient_accumulation_steps ({cfg.gradient_accumulation_steps}) must be "
                          f"divisible by the number of processes ({world_size})")
-    device = common.resolve_device(cfg.device, int(os.environ["LOCAL_RANK"]) if ddp else None)
+    device = resolve_device(cfg.device, int(os.environ["LOCAL_RANK"]) if ddp else None)
     if device.type == "cpu":
         keep_freed_memory()
     if device.type == "cuda":

@@ -41,7 +41,7 @@ import torch.nn.functional as F  # noqa: E402
 import common  # noqa: E402
 import sample  # noqa: E402
 import train  # noqa: E402
-from model import GPT, GPTConfig, load_checkpoint, quantize_weights  # noqa: E402
+from model import GPT, GPTConfig, load_checkpoint, quantize_weights, resolve_device  # noqa: E402
 
 DEFAULTS = {
     **train.DEFAULTS,  # so that config/*.py files for train.py give the shape
@@ -157,7 +157,7 @@ def main():
     batch_sizes = config["batch_sizes"]
     if not all(isinstance(rows, int) and rows >= 1 for rows in batch_sizes) or config["max_new_tokens"] < 1:
         raise common.UsageError("batch_sizes and max_new_tokens must be at least 1")
-    device = config["device"] = str(common.resolve_device(config["device"], None))
+    device = config["device"] = str(resolve_device(config["device"], None))
     model, tokenizer, prompt_ids = build_model(config)
     models = {"fp32": model}
     if device == "cpu":

@@ -3,9 +3,8 @@ import re
 
 import numpy as np
 import pytest
-import torch
 
-from common import UsageError, atomic_path, configure, load_tokens, parse_config, resolve_device
+from common import UsageError, atomic_path, configure, load_tokens, parse_config
 
 DEFAULTS = {"batch_size": 16, "learning_rate": 6e-4, "compile": False, "out_dir": "out", "peak_flops": None}
 
@@ -90,19 +89,6 @@ def test_atomic_path_output_has_umask_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (os.stat(tmp_path / "f.json").st_mode & 0o777) == 0o644
-
-
-def test_resolve_device():
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(UsageError, match="unknown device 'gpu'"):
-        resolve_device("gpu")
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a CUDA GPU")
-def test_cuda_without_a_gpu_is_a_one_line_error():
-    with pytest.raises(UsageError, match=re.escape("device is cuda but no CUDA GPU is available (use --device=cpu)")):
-        resolve_device("cuda", local_rank=1)
 
 
 def test_load_tokens(tmp_path):

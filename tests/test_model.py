@@ -1,6 +1,7 @@
 import hashlib
 import math
 import os
+import re
 from dataclasses import asdict
 
 import pytest
@@ -10,7 +11,7 @@ from bpe import Tokenizer
 from common import UsageError
 import model as model_module
 from model import (GPT, GPTConfig, Int8Linear, load_checkpoint, measure_peak_flops, orthogonalize, quantize_weights,
-                   read_checkpoint)
+                   read_checkpoint, resolve_device)
 
 
 def tiny(**kwargs):
@@ -313,3 +314,16 @@ def test_broken_checkpoints_are_usage_errors(tmp_path, damage):
     with pytest.raises(UsageError) as error:
         load_checkpoint(path, "cpu")
     assert "\n" not in str(error.value) and path in str(error.value)
+
+
+def test_resolve_device():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UsageError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without a CUDA GPU")
+def test_cuda_without_a_gpu_is_a_one_line_error():
+    with pytest.raises(UsageError, match=re.escape("device is cuda but no CUDA GPU is available (use --device=cpu)")):
+        resolve_device("cuda", local_rank=1)
