@@ -296,10 +296,6 @@ class GPT(nn.Module):
         matmul_params = self.num_params() - sum(table.weight.numel() for table in lookups)
         return 6 * matmul_params + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size
 
-    def estimate_mfu(self, tokens_per_second, peak_flops):
-        """Model FLOPs utilisation: the fraction of the device's peak spent on the model's arithmetic."""
-        return tokens_per_second * self.flops_per_token() / peak_flops
-
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, optimizer="adamw"):
         """A list of optimizers that together update every parameter once.
 
