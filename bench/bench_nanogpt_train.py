@@ -27,21 +27,19 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import bench_train  # noqa: E402
 import common  # noqa: E402
 
-nanogpt_dir = ""  # a checkout of github.com/karpathy/nanoGPT (required)
-n_layer = 6
-n_head = 6
-n_embd = 384
-block_size = 256
-batch_size = 16
-vocab_size = 16384
-steps = 10  # timed steps per run
-warmup_steps = 3  # untimed first steps (the first also holds the evaluation at step 0)
-rounds = 2  # runs of each script, in turns
-
-DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, str))}
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size")
+DEFAULTS = {
+    "nanogpt_dir": "",  # a checkout of github.com/karpathy/nanoGPT (required)
+    **{key: bench_train.DEFAULTS[key] for key in SHAPE_KEYS},  # the shape bench_train.py measures
+    "steps": 10,  # timed steps per run
+    "warmup_steps": 3,  # untimed first steps (the first also holds the evaluation at step 0)
+    "rounds": 2,  # runs of each script, in turns
+}
 NANOGPT_STEP = re.compile(r"^iter (\d+): loss [\d.]+, time ([\d.]+)ms", re.M)
 
 
@@ -101,7 +99,7 @@ def main():
             peer_ms += nanogpt(c, peer)
     tokens = c["batch_size"] * c["block_size"]
     ours_rate, peer_rate = tokens * 1000 / statistics.median(ours_ms), tokens * 1000 / statistics.median(peer_ms)
-    shapes = {k: c[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "vocab_size")}
+    shapes = {k: c[k] for k in SHAPE_KEYS}
     print(f"training throughput, {shapes}, median of {len(ours_ms)} and {len(peer_ms)} steps, "
           f"{c['rounds']} runs each in turns")
     print("| script | step | tokens/s | against nanoGPT |\n|---|---|---|---|")
