@@ -242,7 +242,7 @@ def test_corrupt_file_is_a_usage_error(tok, tmp_path, corrupt):
     path.write_text(text, encoding="utf-8")
     with pytest.raises(UsageError, match="tokenizer.json"):
         bpe.Tokenizer.load(path)
-    with pytest.raises(UsageError):
+    with pytest.raises(UsageError, match="tokenizer"):
         bpe.Tokenizer.from_json(text)
 
 
