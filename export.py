@@ -54,13 +54,22 @@ EVALUATION_COLUMNS = ("tokens", "cross_entropy", "perplexity", "bits_per_byte", 
 # -----------------------------------------------------------------------------
 # weights
 
-def copy_with_bias(tensors, state, ours, theirs, transpose=False):
-    """Our LayerNorm or Linear `ours` as their `theirs`, which always has a bias: zeros where ours has
-    none (bias=False). transpose: a matrix goes in as GPT-2's Conv1D layers store it, (in, out); t()
+def hf_weights(model, embeddings, blocks, layer_names, final_norm, head, transpose=False):
+    """{their name: tensor}: our embeddings (named in `embeddings`), each block's LayerNorms and
+    Linears (block i's under f"{blocks}.{i}.", named in `layer_names`), the final norm and an untied
+    output head. Their LayerNorms and Linears always have a bias: zeros where ours has none
+    (bias=False). transpose: a matrix goes in as GPT-2's Conv1D layers store it, (in, out); t()
     leaves a LayerNorm's vector as it is."""
-    weight = state[f"{ours}.weight"]
-    tensors[f"{theirs}.weight"] = weight.t() if transpose else weight
-    tensors[f"{theirs}.bias"] = state.get(f"{ours}.bias", weight.new_zeros(weight.size(0)))
+    c, state = model.config, model.state_dict()
+    tensors = {f"{theirs}.weight": state[f"{ours}.weight"] for ours, theirs in embeddings.items()}
+    names = [(f"blocks.{i}.{ours}", f"{blocks}.{i}.{theirs}") for i in range(c.n_layer) for ours, theirs in layer_names]
+    for ours, theirs in [*names, ("norm_f", final_norm)]:
+        weight = state[f"{ours}.weight"]
+        tensors[f"{theirs}.weight"] = weight.t() if transpose else weight
+        tensors[f"{theirs}.bias"] = state.get(f"{ours}.bias", weight.new_zeros(weight.size(0)))
+    if not c.tie_weights:
+        tensors[f"{head}.weight"] = state["lm_head.weight"]
+    return tensors
 
 
 def qkv_by_head(t, n_head):
@@ -70,19 +79,15 @@ def qkv_by_head(t, n_head):
 
 def neox_state(model):
     """(config.json fields, tensors) of GPTNeoXForCausalLM computing the rotary GPT."""
-    c, state = model.config, model.state_dict()
-    tensors = {"gpt_neox.embed_in.weight": state["wte.weight"]}
-    for i in range(c.n_layer):
-        ours, theirs = f"blocks.{i}.", f"gpt_neox.layers.{i}."
-        for our_name, their_name in (("norm1", "input_layernorm"), ("norm2", "post_attention_layernorm"),
-                                     ("attn.qkv", "attention.query_key_value"), ("attn.proj", "attention.dense"),
-                                     ("mlp.fc", "mlp.dense_h_to_4h"), ("mlp.proj", "mlp.dense_4h_to_h")):
-            copy_with_bias(tensors, state, ours + our_name, theirs + their_name)
-        for qkv in (f"{theirs}attention.query_key_value.weight", f"{theirs}attention.query_key_value.bias"):
-            tensors[qkv] = qkv_by_head(tensors[qkv], c.n_head)
-    copy_with_bias(tensors, state, "norm_f", "gpt_neox.final_layer_norm")
-    if not c.tie_weights:
-        tensors["embed_out.weight"] = state["lm_head.weight"]  # the name every transformers version reads
+    c = model.config
+    # the untied head is embed_out, the name every transformers version reads
+    tensors = hf_weights(model, {"wte": "gpt_neox.embed_in"}, "gpt_neox.layers",
+                         (("norm1", "input_layernorm"), ("norm2", "post_attention_layernorm"),
+                          ("attn.qkv", "attention.query_key_value"), ("attn.proj", "attention.dense"),
+                          ("mlp.fc", "mlp.dense_h_to_4h"), ("mlp.proj", "mlp.dense_4h_to_h")),
+                         "gpt_neox.final_layer_norm", "embed_out")
+    for name in [name for name in tensors if ".query_key_value." in name]:
+        tensors[name] = qkv_by_head(tensors[name], c.n_head)
     fields = {"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox",
               "hidden_size": c.n_embd, "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head,
               "intermediate_size": 4 * c.n_embd, "max_position_embeddings": c.block_size,
@@ -93,16 +98,11 @@ def neox_state(model):
 
 def gpt2_state(model):
     """(config.json fields, tensors) of GPT2LMHeadModel computing the GPT with learned positions."""
-    c, state = model.config, model.state_dict()
-    tensors = {"transformer.wte.weight": state["wte.weight"], "transformer.wpe.weight": state["wpe.weight"]}
-    for i in range(c.n_layer):
-        ours, theirs = f"blocks.{i}.", f"transformer.h.{i}."
-        for our_name, their_name in (("norm1", "ln_1"), ("norm2", "ln_2"), ("attn.qkv", "attn.c_attn"),
-                                     ("attn.proj", "attn.c_proj"), ("mlp.fc", "mlp.c_fc"), ("mlp.proj", "mlp.c_proj")):
-            copy_with_bias(tensors, state, ours + our_name, theirs + their_name, transpose=True)
-    copy_with_bias(tensors, state, "norm_f", "transformer.ln_f")
-    if not c.tie_weights:
-        tensors["lm_head.weight"] = state["lm_head.weight"]
+    c = model.config
+    tensors = hf_weights(model, {"wte": "transformer.wte", "wpe": "transformer.wpe"}, "transformer.h",
+                         (("norm1", "ln_1"), ("norm2", "ln_2"), ("attn.qkv", "attn.c_attn"),
+                          ("attn.proj", "attn.c_proj"), ("mlp.fc", "mlp.c_fc"), ("mlp.proj", "mlp.c_proj")),
+                         "transformer.ln_f", "lm_head", transpose=True)
     fields = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
               "n_embd": c.n_embd, "n_layer": c.n_layer, "n_head": c.n_head, "n_inner": 4 * c.n_embd,
               "n_positions": c.block_size, "layer_norm_epsilon": 1e-5, "scale_attn_weights": True,
@@ -308,6 +308,7 @@ def export(model, tokenizer, export_dir, overwrite=False, ckpt=None, out_dir="")
         os.rename(new, export_dir)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
 
 def main(argv=None):
     config = common.parse_config(DEFAULTS, argv)
