@@ -342,23 +342,22 @@ class Decoder:
 
 @torch.inference_mode()
 def generate(model, prompts, max_new_tokens, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
-             greedy=False, use_cache=True, generator=None, stop_ids=(), **penalties):
+             greedy=False, use_cache=True, generator=None, **settings):
     """Generate from a batch of prompts together, or from one.
 
     prompts: a list of prompts (lists of token ids, of any lengths), decoded as rows of one
     Decoder; generator is then a list with one generator per prompt (or None). Yields
     (prompt index, new token id) as each token is chosen. Or one prompt (a list of token
     ids) with one generator: yields its new token ids. A token in stop_ids ends its prompt's
-    generation and is not yielded; temperature 0 means greedy. penalties: frequency_penalty,
-    presence_penalty and logit_bias, as Decoder.add takes them."""
+    generation and is not yielded; temperature 0 means greedy. settings: stop_ids,
+    frequency_penalty, presence_penalty and logit_bias, as Decoder.add takes them."""
     one = len(prompts) == 0 or not isinstance(prompts[0], (list, tuple))
     prompts, generators = ([prompts], [generator]) if one else (prompts, generator or [None] * len(prompts))
     if max_new_tokens <= 0:
         return
     decoder = Decoder(model, len(prompts), use_cache)
-    settings = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
-                    greedy=greedy, max_new_tokens=max_new_tokens, stop_ids=stop_ids, **penalties)
-    index_of = {decoder.add(prompt, generator=row_generator, **settings): i
+    index_of = {decoder.add(prompt, temperature, top_k, top_p, repetition_penalty, greedy=greedy,
+                            generator=row_generator, max_new_tokens=max_new_tokens, **settings): i
                 for i, (prompt, row_generator) in enumerate(zip(prompts, generators, strict=True))}
     while len(decoder):
         for row_id, token_id, *_ in decoder.step():
@@ -575,24 +574,24 @@ def main(argv=None):
     prompt_text, prompt_ids = encode_prompt(read_prompt(config["start"]), tokenizer, model.config.block_size)
     sys.stdout.reconfigure(encoding="utf-8")  # Persian text even where the console says otherwise
     started = time.perf_counter()
-    if config["beams"] > 1:
-        produced = [beam_search(model, prompt_ids, config["beams"], config["max_new_tokens"],
-                                config["length_penalty"], (tokenizer.eot_id,), config["use_cache"])]
-        samples = produced
+    if config["beams"] > 1:  # one sample, printed once the search ends
+        new_ids = beam_search(model, prompt_ids, config["beams"], config["max_new_tokens"], config["length_penalty"],
+                              (tokenizer.eot_id,), config["use_cache"])
+        tokens = [(0, token_id) for token_id in new_ids]
     else:  # all samples in one batch; sample i draws from seed + i, as it would alone with --seed=seed+i
         generators = [torch.Generator(device=device).manual_seed(config["seed"] + i)
                       for i in range(config["num_samples"])]
         tokens = generate(model, [prompt_ids] * config["num_samples"], config["max_new_tokens"],
                           greedy=config["greedy"], use_cache=config["use_cache"], generator=generators,
                           stop_ids=(tokenizer.eot_id,), **{key: config[key] for key in SETTINGS})
-        produced = [[] for _ in range(config["num_samples"])]
+    produced = [[] for _ in range(config["num_samples"])]
 
-        def first_sample():  # streams while the batch runs; the others are complete when it ends
-            for i, token_id in tokens:
-                produced[i].append(token_id)
-                if i == 0:
-                    yield token_id
-        samples = [first_sample()] + produced[1:]
+    def first_sample():  # streams while the batch runs; the others are complete when it ends
+        for i, token_id in tokens:
+            produced[i].append(token_id)
+            if i == 0:
+                yield token_id
+    samples = [first_sample()] + produced[1:]
     for i, new_ids in enumerate(samples):
         print(prompt_text, end="", flush=True)
         for piece in stream_text(tokenizer, new_ids):
