@@ -484,14 +484,6 @@ class Server:
         self.batcher.submit(job)
         return job
 
-    async def complete(self, job, request):
-        """The whole job: its choices, each joined from its updates."""
-        updates = collections.defaultdict(list)
-        async for items in job.updates(request):
-            for item in items:
-                updates[item["index"]].append(item)
-        return [joined(i, updates[i], job.body.logprobs is not None) for i in range(job.num_choices)]
-
     async def events(self, job, head, request):
         """The job as server-sent events: an event per update, the usage if asked, then [DONE]."""
         try:
@@ -516,7 +508,11 @@ class Server:
         if body.stream:
             return StreamingResponse(self.events(job, head, request), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
-        choices = await self.complete(job, request)
+        updates = collections.defaultdict(list)  # choice index -> its updates, joined once all have come
+        async for items in job.updates(request):
+            for item in items:
+                updates[item["index"]].append(item)
+        choices = [joined(i, updates[i], body.logprobs is not None) for i in range(job.num_choices)]
         return dict(head, choices=choices, usage=job.usage())
 
     async def models(self):
