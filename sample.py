@@ -72,14 +72,6 @@ def apply_repetition_penalty(logits, context, penalty):
     return logits.scatter(1, context, seen)
 
 
-def apply_frequency_penalties(logits, generated, frequency_penalty, presence_penalty):
-    """OpenAI's penalties, given the tokens each row has generated so far, generated (B, N): a
-    token's logit loses frequency_penalty for every time it was generated, and presence_penalty
-    once if it was generated at all (negative values make repeats more likely)."""
-    counts = torch.zeros_like(logits).scatter_add_(1, generated, torch.ones_like(generated, dtype=logits.dtype))
-    return logits - counts * frequency_penalty - (counts > 0) * presence_penalty
-
-
 def filter_logits(logits, temperature=1.0, top_k=0, top_p=1.0):
     """The tokens that may be sampled, after scaling the logits by temperature: the top_k most
     likely, then of those the smallest set holding top_p of their probability (the nucleus; the
@@ -149,14 +141,19 @@ class Row:
 
     def penalize(self, logits):
         """This row's logits (1, V) after its repetition penalty, its frequency and presence
-        penalties, then its logit_bias; the same logits if it has none of them."""
+        penalties, then its logit_bias; the same logits if it has none of them.
+
+        The frequency and presence penalties are OpenAI's: a token's logit loses frequency_penalty
+        for every time this row has generated it, and presence_penalty once if it has generated it
+        at all (negative values make repeats more likely)."""
         repetition, frequency, presence = self.penalties
         if repetition != 1.0:
             context = torch.tensor([self.tokens[self.start:]], device=logits.device)
             logits = apply_repetition_penalty(logits, context, repetition)
         if frequency or presence:
             generated = torch.tensor([self.tokens[self.prompt_length:]], dtype=torch.long, device=logits.device)
-            logits = apply_frequency_penalties(logits, generated, frequency, presence)
+            counts = torch.zeros_like(logits).scatter_add_(1, generated, torch.ones_like(generated, dtype=logits.dtype))
+            logits = logits - counts * frequency - (counts > 0) * presence
         return logits if self.logit_bias is None else logits + self.logit_bias
 
 
@@ -184,8 +181,6 @@ class Decoder:
     the continuations it keeps."""
 
     def __init__(self, model, max_rows, use_cache=True):
-        if max_rows < 1:
-            raise ValueError(f"max_rows must be at least 1, got {max_rows}")
         self.model = model
         self.max_rows = max_rows
         self.device = model.wte.weight.device
@@ -498,7 +493,7 @@ def encode_prompt(text, tokenizer, block_size):
 def settings_problem(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0, frequency_penalty=0.0,
                      presence_penalty=0.0, logit_bias=None, vocab_size=None):
     """What is wrong with these decoding settings, in one line, or None if they have a meaning.
-    logit_bias is {token id: bias}; its ids are checked against vocab_size when it is given."""
+    logit_bias is {token id: bias}, whose ids must be below vocab_size."""
     if temperature < 0:
         return f"temperature must be >= 0 (0 = greedy), got {temperature}"
     if not 0 < top_p <= 1:
@@ -508,7 +503,7 @@ def settings_problem(temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0
     if not (-2 <= frequency_penalty <= 2 and -2 <= presence_penalty <= 2):
         return f"frequency_penalty and presence_penalty must be in [-2, 2], got {frequency_penalty}, {presence_penalty}"
     for token, bias in (logit_bias or {}).items():
-        if not (isinstance(token, int) and 0 <= token < (vocab_size or token + 1)):
+        if not (isinstance(token, int) and 0 <= token < vocab_size):
             return f"logit_bias names token {token!r}, which is not in the vocabulary"
         if not -100 <= bias <= 100:
             return f"logit_bias values must be in [-100, 100], got {bias} for token {token}"
