@@ -429,6 +429,21 @@ class Int8Linear(nn.Module):
         return compiled_int8_linear()(x, self.weight, self.scale, self.bias)
 
 
+def column_major_weights(model):
+    """Lay every weight matrix out column by column, in place, for decoding on a CPU; return the model.
+
+    nn.Linear multiplies by the transpose of its (out, in) weight, and for the one or few rows of
+    a decoding step MKL's product reads a row-major matrix that way well below the memory's
+    speed; the same values stored column by column are the plain layout for that product, which
+    streams them. Only the strides change: values, shapes, the tied head (one parameter) and the
+    state dict stay as they were, and load_state_dict copies into the new layout."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2 and parameter.is_contiguous():
+                parameter.data = parameter.data.t().contiguous().t()
+    return model
+
+
 def quantize_weights(model, scheme):
     """Return the model with its weights quantized for CPU inference; scheme "none" changes nothing.
 

@@ -10,8 +10,8 @@ import torch
 from bpe import Tokenizer
 from common import UsageError
 import model as model_module
-from model import (GPT, GPTConfig, Int8Linear, load_checkpoint, measure_peak_flops, orthogonalize, quantize_weights,
-                   read_checkpoint, resolve_device)
+from model import (GPT, GPTConfig, Int8Linear, column_major_weights, load_checkpoint, measure_peak_flops,
+                   orthogonalize, quantize_weights, read_checkpoint, resolve_device)
 
 
 def tiny(**kwargs):
@@ -328,3 +328,18 @@ def test_resolve_device():
 def test_cuda_without_a_gpu_is_a_one_line_error():
     with pytest.raises(UsageError, match=re.escape("device is cuda but no CUDA GPU is available (use --device=cpu)")):
         resolve_device("cuda", local_rank=1)
+
+
+def test_column_major_weights_change_only_the_layout():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, n_layer=2, n_head=2, n_embd=16, block_size=8)).eval()
+    idx = torch.randint(0, 64, (2, 8))
+    state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    expected, _ = model(idx)
+    column_major_weights(model)
+    assert model.lm_head.weight is model.wte.weight  # still one tied parameter
+    assert all(p.stride(0) == 1 for p in model.parameters() if p.dim() == 2)
+    assert all(torch.equal(state[name], tensor) for name, tensor in model.state_dict().items())
+    torch.testing.assert_close(model(idx)[0], expected)
+    model.load_state_dict(state)  # a later load copies values into the new layout
+    assert model.blocks[0].mlp.fc.weight.stride(0) == 1
