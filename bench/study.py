@@ -1,0 +1,162 @@
+"""
+The hyperparameter study: which model this machine should train in a fixed time. Each run trains
+for a fixed number of steps, the number its time budget buys, so two runs can share the CPU
+without changing their result: the same steps and seed give the same model whatever else runs.
+
+    python bench/study.py time                      # each shape's step time, alone, 2 threads
+    python bench/study.py run --minutes=10          # every run of RUNS not yet done, two at a time
+    python bench/study.py run --minutes=10 --only="['l4-d256', 'l8-d192']"
+
+`time` trains each shape of SHAPES on data_dir for warmup_steps + steps steps with the CPU to
+itself and writes the median step time of the timed steps to results_dir/step_ms.json. Run it
+alone: these times turn minutes into step counts. `run` gives each run of RUNS
+minutes x 60 / its shape's step time steps (what those minutes buy it alone on this machine),
+trains it with train.py for exactly that many steps (the LR decays over them) on one thread,
+`parallel` runs at a time, scores it with eval.py on the data's test split, and appends a JSON
+line to results_dir/runs.jsonl. A run already there is skipped, so a study that stops part-way
+continues where it stopped.
+"""
+
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import common  # noqa: E402
+
+data_dir = "data/fawiki"  # prepare.py's output (with a test split) that every run trains on
+config = "config/fawiki_small.py"  # the recipe every run starts from; RUNS change parts of it
+results_dir = "bench/results/study"  # step_ms.json, runs.jsonl and one out_dir per run
+minutes = 10.0  # run: the time budget each run's step count stands for
+parallel = 2  # run: runs at a time, one thread each
+only = []  # run: names of RUNS to run (empty = all)
+steps = 20  # time: timed steps per shape
+warmup_steps = 3  # time: untimed first steps
+DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str, list))}
+
+# Shapes from ~1 M to ~20 M parameters at vocab 8,192, and three of ~5 M from deep and narrow to
+# shallow and wide. Each keeps config's tokens per step (batch_size x block_size x accumulation).
+SHAPES = {
+    "l4-d128": "--n_layer=4 --n_head=4 --n_embd=128",
+    "l4-d256": "--n_layer=4 --n_head=4 --n_embd=256",
+    "l6-d320": "--n_layer=6 --n_head=5 --n_embd=320",
+    "l6-d384": "--n_layer=6 --n_head=6 --n_embd=384",
+    "l8-d384": "--n_layer=8 --n_head=6 --n_embd=384",
+    "l8-d192": "--n_layer=8 --n_head=3 --n_embd=192",
+    "l2-d320": "--n_layer=2 --n_head=5 --n_embd=320",
+    "l4-d256-ctx256": "--n_layer=4 --n_head=4 --n_embd=256 --block_size=256 --batch_size=8",
+}
+# name -> (shape, train.py overrides beyond the shape)
+RUNS = {
+    **{shape: (shape, "") for shape in SHAPES},
+    "l4-d256-relu2": ("l4-d256", "--mlp=relu2"),
+    "l4-d256-relu2-seed2": ("l4-d256", "--mlp=relu2 --seed=2"),
+    "l4-d256-seed2": ("l4-d256", "--seed=2"),
+    "l4-d256-muon": ("l4-d256", "--optimizer=muon"),
+}
+
+
+def train_args(c, shape, out_dir, extra=""):
+    return [os.path.join(ROOT, "train.py"), c["config"], *SHAPES[shape].split(), *extra.split(),
+            f"--data_dir={c['data_dir']}", f"--out_dir={out_dir}", "--max_minutes=0", "--sample_tokens=0"]
+
+
+def read_log(out_dir):
+    with open(os.path.join(out_dir, "log.jsonl"), encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def time_shapes(c):
+    step_ms = {}
+    for shape in SHAPES:
+        out_dir = os.path.join(c["results_dir"], "timing", shape)
+        total = c["warmup_steps"] + c["steps"]
+        subprocess.run([sys.executable, *train_args(c, shape, out_dir), f"--max_iters={total}", "--log_interval=1",
+                        f"--eval_interval={total}", "--eval_iters=1"], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL)
+        records = read_log(out_dir)
+        timed = [r["step_ms"] for r in records if "loss" in r][c["warmup_steps"]:]
+        step_ms[shape] = {"step_ms": statistics.median(timed), "params": records[0]["params"]}
+        print(f"{shape}: {records[0]['params'] / 1e6:.2f} M parameters, {step_ms[shape]['step_ms']:,.0f} ms/step")
+    path = os.path.join(c["results_dir"], "step_ms.json")
+    with common.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(step_ms, f, indent=1)
+    print(f"wrote {path}")
+
+
+def start_run(c, name, step_counts):
+    """Start train.py then eval.py for one run, one thread; return (the process, its out_dir, its steps)."""
+    shape, extra = RUNS[name]
+    steps = step_counts[shape]
+    out_dir = os.path.join(c["results_dir"], f"{name}-{c['minutes']:g}m")
+    train = train_args(c, shape, out_dir, extra) + [f"--max_iters={steps}", f"--lr_decay_iters={steps}",
+                                                   f"--eval_interval={max(1, steps // 10)}"]
+    evaluate = [os.path.join(ROOT, "eval.py"), f"--out_dir={out_dir}", f"--data_dir={c['data_dir']}"]
+    os.makedirs(out_dir, exist_ok=True)
+    log = open(os.path.join(out_dir, "study.log"), "w", encoding="utf-8")
+    command = " && ".join(shlex.join([sys.executable, *args]) for args in (train, evaluate))
+    process = subprocess.Popen(command, shell=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return process, out_dir, steps
+
+
+def finished_run(c, name, out_dir, steps):
+    """The JSON line of a finished run: its recipe, last validation loss and test-split scores."""
+    records = read_log(out_dir)
+    with open(os.path.join(out_dir, "eval_test.json"), encoding="utf-8") as f:
+        scores = json.load(f)
+    last_eval = [r for r in records if "val_loss" in r][-1]
+    return {"name": name, "minutes": c["minutes"], "shape": RUNS[name][0], "overrides": RUNS[name][1],
+            "steps": steps, "params": records[0]["params"], "tokens": steps * records[0]["tokens_per_step"],
+            "val_loss": last_eval["val_loss"], "test": scores, "out_dir": out_dir}
+
+
+def run_study(c):
+    path = os.path.join(c["results_dir"], "step_ms.json")
+    if not os.path.isfile(path):
+        raise common.UsageError(f"{path} not found: run `python bench/study.py time` first, alone")
+    with open(path, encoding="utf-8") as f:
+        step_counts = {shape: int(c["minutes"] * 60_000 / t["step_ms"]) for shape, t in json.load(f).items()}
+    runs_path = os.path.join(c["results_dir"], "runs.jsonl")
+    done = set()
+    if os.path.isfile(runs_path):
+        with open(runs_path, encoding="utf-8") as f:
+            done = {(r["name"], r["minutes"]) for r in map(json.loads, f)}
+    todo = [name for name in (c["only"] or RUNS) if (name, c["minutes"]) not in done]
+    unknown = set(todo) - set(RUNS)
+    if unknown:
+        raise common.UsageError(f"no such runs: {sorted(unknown)} (RUNS has {sorted(RUNS)})")
+    running = {}
+    while todo or running:
+        while todo and len(running) < c["parallel"]:
+            name = todo.pop(0)
+            running[name] = start_run(c, name, step_counts)
+            print(f"started {name}: {running[name][2]:,} steps", flush=True)
+        time.sleep(5)
+        for name, (process, out_dir, steps) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[name]
+            if process.returncode:
+                print(f"{name} failed (exit {process.returncode}): see {out_dir}/study.log", flush=True)
+                continue
+            with open(runs_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(finished_run(c, name, out_dir, steps), ensure_ascii=False) + "\n")
+            print(f"finished {name}", flush=True)
+
+
+def main():
+    c, positional = common.configure(DEFAULTS, sys.argv[1:], config_files=False)
+    if positional not in (["time"], ["run"]):
+        raise common.UsageError("give `time` or `run`, then --key=value settings")
+    (time_shapes if positional == ["time"] else run_study)(c)
+
+
+if __name__ == "__main__":
+    common.run(main)
