@@ -95,6 +95,12 @@ def parse_config(defaults, argv=None):
     return config
 
 
+def first_line(error):
+    """The first line of an exception's message (its type's name if it has none), for one-line errors."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 def run(main):
     """Call main(); turn a UsageError into one line on stderr and exit code 1."""
     try:

@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import bpe
-from common import UsageError
+from common import UsageError, first_line
 
 
 @dataclass
@@ -477,7 +477,7 @@ def quantize_weights(model, scheme):
         with torch.inference_mode():
             first(torch.zeros(1, 1, first.weight.size(1)))
     except Exception as e:
-        raise UsageError(f"int8 weights need torch.compile, which fails here: {str(e).strip().splitlines()[0]}") from e
+        raise UsageError(f"int8 weights need torch.compile, which fails here: {first_line(e)}") from e
     for module, name, linear in linears:
         setattr(module, name, Int8Linear(linear))
     return model
@@ -501,7 +501,7 @@ def resolve_device(name, local_rank=None):
     try:  # a GPU index past the last one, or a backend this torch lacks, fails here, not as a bad checkpoint
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError) as e:
-        raise UsageError(f"device {name!r} cannot be used: {str(e).strip().splitlines()[0]}") from e
+        raise UsageError(f"device {name!r} cannot be used: {first_line(e)}") from e
     return device
 
 
@@ -517,8 +517,7 @@ def read_checkpoint(path, device):
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated zip, garbage bytes, disallowed pickled objects ...
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"cannot read checkpoint {path} (truncated or not a checkpoint): {reason}") from e
+        raise UsageError(f"cannot read checkpoint {path} (truncated or not a checkpoint): {first_line(e)}") from e
     required = ("model_args", "model", "tokenizer", "tokenizer_sha256")
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in required):
         raise UsageError(f"{path} is not a checkpoint written by train.py")
@@ -533,8 +532,7 @@ def model_from_checkpoint(ckpt, path="checkpoint", **overrides):
         model = GPT(GPTConfig(**{**ckpt["model_args"], **overrides}))
         model.load_state_dict(ckpt["model"])
     except (TypeError, RuntimeError) as e:
-        reason = str(e).strip().splitlines()[0]
-        raise UsageError(f"{path} does not fit this version of model.py: {reason}") from e
+        raise UsageError(f"{path} does not fit this version of model.py: {first_line(e)}") from e
     return model
 
 

@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from common import UsageError, atomic_path, configure, load_tokens, parse_config
+from common import UsageError, atomic_path, configure, first_line, load_tokens, parse_config
 
 DEFAULTS = {"batch_size": 16, "learning_rate": 6e-4, "compile": False, "out_dir": "out", "peak_flops": None}
 
@@ -100,3 +100,9 @@ def test_load_tokens(tmp_path):
         load_tokens(str(tmp_path / "odd.bin"))
     with pytest.raises(UsageError, match=re.escape("token file not found: missing.bin (run prepare.py first)")):
         load_tokens("missing.bin")
+
+
+@pytest.mark.parametrize("error, expected", [(ValueError("bad value\n  at line 2"), "bad value"),
+                                             (RuntimeError("  \n"), "RuntimeError"), (KeyError(), "KeyError")])
+def test_first_line_of_an_error(error, expected):
+    assert first_line(error) == expected
