@@ -199,10 +199,11 @@ def load_token_file(path, tokenizer, tokenizer_sha256):
 def encode_text_file(path, tokenizer, max_tokens):
     """Tokens of a .txt or .jsonl file laid out as prepare.py lays out its .bin files: each document
     followed by <|endoftext|>. The documents are read and normalized as prepare.py read the training
-    text, with the settings the tokenizer records (prepare.py's defaults where it records none)."""
+    text, with the settings the tokenizer records (prepare.py's defaults where it records none), and
+    encoded as they are, not normalized a second time."""
     ids = []
     for document in iter_documents(path, **(tokenizer.normalization or {})):
-        ids += tokenizer.encode(document) + [tokenizer.eot_id]
+        ids += tokenizer.encode_array(document, normalized=True).tolist() + [tokenizer.eot_id]
         if max_tokens and len(ids) >= max_tokens:
             break
     return np.array(ids, dtype=np.int64)
