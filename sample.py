@@ -482,7 +482,7 @@ def encode_prompt(text, tokenizer, block_size):
     The tokenizer normalises the text as the training text was, so Arabic yeh/kaf, digits and
     spacing reach the model in the form it learned."""
     text = tokenizer.normalize(text)
-    ids = [tokenizer.eot_id] + tokenizer.encode(text)
+    ids = [tokenizer.eot_id] + tokenizer.encode_array(text, normalized=True).tolist()
     if len(ids) > block_size:
         print(f"note: the prompt is {len(ids)} tokens but the model reads {block_size}; "
               f"keeping the last {block_size}", file=sys.stderr)
