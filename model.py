@@ -15,7 +15,6 @@ each new token costs one position of work instead of a whole forward pass:
 """
 
 import contextlib
-import functools
 import hashlib
 import math
 import os
@@ -74,84 +73,80 @@ class KVCache:
     """Keys and values of every layer for the tokens seen so far, one row per sequence.
 
     Every row keeps its own length, so sequences of different lengths, started at different
-    times, decode together: a forward pass continues a run of rows (cache_row onwards), puts
-    each row's new tokens at that row's own positions, and masks out the keys past each row's
-    end. One cache per sequence would cost one forward per sequence, and left-padding the rows
-    to a common length would shift their positions. Rows of equal length (one sequence, beams)
-    take the plain path: writes into slices, no mask for one new token, and the causal one for
-    a fresh prompt.
+    times, decode together: a forward pass continues a run of rows (cache_row onwards) and puts
+    each row's new tokens at that row's own positions. (One cache per sequence would cost one
+    forward per sequence, and left-padding the rows to a common length would shift their
+    positions.) Attention reads every row up to the longest row's end and masks out each key
+    past the query's own position: the future, what a shorter row has not written yet, and
+    whatever an earlier, longer sequence left in the row. Steps differ only in sizes, so a
+    compiled model (int8, see quantize_weights), whose sizes are symbolic, runs one graph for all.
 
-    Buffers are allocated on first use, in the dtype the attention produces (bf16 under
-    autocast). `lengths[r]` is how many tokens row r holds, which is also the position of its
-    next one.
+    Buffers are allocated at the first forward, in the dtype the attention computes in (bf16
+    under autocast). `lengths[r]` is how many tokens row r holds, which is also the position of
+    its next one.
     """
 
-    def __init__(self, config, batch_size):
-        self.config = config
-        self.batch_size = batch_size
-        self.k = self.v = None
+    def __init__(self, config, batch_size, dtype):
+        self.config, self.batch_size, self.dtype = config, batch_size, dtype
+        self.k = self.v = None  # one (batch_size, n_head, block_size, head_size) buffer per layer
         self.lengths = [0] * batch_size
 
+    @torch.compiler.disable  # bookkeeping in Python lists: a compiled model runs it as plain Python
     def begin(self, idx, cache_row=0):
         """Set up a forward of idx (B, T) whose rows continue cache rows cache_row, cache_row + 1, ...
-        and return the positions of its tokens: (1, T) if those rows are of equal length, else (B, T).
-        The rows hold the new tokens from here on.
+        and return the positions of its tokens (B, T). The rows hold the new tokens from here on.
 
         A full row is not slid: in a model of two or more layers the cached keys were computed
         with the dropped tokens in view, so the caller starts a fresh window instead."""
         B, T = idx.shape
+        c = self.config
         if cache_row < 0 or cache_row + B > self.batch_size:
             raise ValueError(f"rows {cache_row}..{cache_row + B - 1} are outside a KV cache of {self.batch_size} rows")
-        self.rows, past = slice(cache_row, cache_row + B), self.lengths[cache_row:cache_row + B]
-        self.end = max(past) + T  # keys the attention reads: up to the longest row's new end
-        if self.end > self.config.block_size:
+        past = self.lengths[cache_row:cache_row + B]
+        if max(past) + T > c.block_size:
             raise ValueError(f"KV cache is full ({max(past)} + {T} tokens > block_size "
-                             f"{self.config.block_size}): rebuild it from the last tokens")
-        self.lengths[self.rows] = [length + T for length in past]
-        keys = torch.arange(self.end, device=idx.device)
-        if min(past) == max(past):  # the plain path
-            self.level, self.is_causal = past[0], past[0] == 0 and T > 1  # a fresh prompt: the causal mask
-            self.positions = torch.arange(self.level, self.end, device=idx.device)[None]  # (1, T), for every row
-            self.attn_mask = None if T == 1 or self.is_causal else keys <= self.positions[0, :, None]  # (T, end)
-        else:
-            self.level, self.is_causal = None, False
-            self.positions = torch.tensor(past, device=idx.device)[:, None] + torch.arange(T, device=idx.device)
-            self.attn_mask = (keys <= self.positions[:, :, None])[:, None]  # (B, 1, T, end), the same for every head
+                             f"{c.block_size}): rebuild it from the last tokens")
+        self.lengths[cache_row:cache_row + B] = [length + T for length in past]
+        if self.k is None:
+            device = idx.device.type
+            dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else self.dtype
+            shape = (self.batch_size, c.n_head, c.block_size, c.n_embd // c.n_head)
+            self.k, self.v = ([torch.zeros(shape, dtype=dtype, device=idx.device) for _ in range(c.n_layer)]
+                              for _ in "kv")
+        # Views of what this forward reads, taken here: a compiled model sees tensors of new sizes,
+        # not a cache_row and an end that it would compile a new graph for each value of.
+        end = max(past) + T
+        self.rows_k, self.rows_v = ([buffer[cache_row:cache_row + B, :, :end] for buffer in buffers]
+                                    for buffers in (self.k, self.v))
+        self.row_index = torch.arange(B, device=idx.device)[:, None]
+        self.positions = torch.tensor(past, device=idx.device)[:, None] + torch.arange(T, device=idx.device)
+        keys = torch.arange(end, device=idx.device)
+        self.attn_mask = (keys <= self.positions[:, :, None])[:, None]  # (B, 1, T, end), every head alike
         return self.positions
 
     def update(self, layer, k, v):
-        """Store this layer's new keys/values (B, H, T, D); return all the rows hold (B, H, end, D),
-        the new ones included (entries past a shorter row's end are masked by attn_mask)."""
-        if self.k is None:
-            _, H, _, D = k.shape
-            shape = (self.config.n_layer, self.batch_size, H, self.config.block_size, D)
-            self.k = torch.zeros(shape, dtype=k.dtype, device=k.device)
-            self.v = torch.zeros(shape, dtype=v.dtype, device=v.device)
-        keys, values = self.k[layer, self.rows], self.v[layer, self.rows]  # views into the buffers
-        if self.level is not None:
-            keys[:, :, self.level:self.end] = k
-            values[:, :, self.level:self.end] = v
-        else:
-            batch = torch.arange(k.size(0), device=k.device)[:, None]
-            keys[batch, :, self.positions] = k.transpose(1, 2)
-            values[batch, :, self.positions] = v.transpose(1, 2)
-        return keys[:, :, :self.end], values[:, :, :self.end]
+        """Store this layer's new keys/values (B, H, T, D) at their rows' positions; return the
+        rows' keys and values up to the longest row's end (B, H, end, D), to be masked by attn_mask."""
+        keys, values = self.rows_k[layer], self.rows_v[layer]
+        keys[self.row_index, :, self.positions] = k.transpose(1, 2)
+        values[self.row_index, :, self.positions] = v.transpose(1, 2)
+        return keys, values
 
     def reset(self, row):
-        """Empty one row (its old entries stay in the buffers, past its length, unread)."""
+        """Empty one row (its old entries stay in the buffers, masked, until overwritten)."""
         self.lengths[row] = 0
 
     def copy_rows(self, sources, targets):
         """Row targets[i] becomes a copy of row sources[i]: to keep the active rows one run, or to
         give each beam its parent's entries (a row may be copied to several). Only the positions
-        the rows hold are copied: nothing past a row's length is ever read."""
+        the rows hold are copied: nothing past a row's length is ever read unmasked."""
         lengths = [self.lengths[row] for row in sources]
         for row, length in zip(targets, lengths):
             self.lengths[row] = length
         if self.k is not None:
-            sources, targets = (torch.tensor(rows, device=self.k.device) for rows in (sources, targets))
-            self.k[:, targets, :, :max(lengths)] = self.k[:, sources, :, :max(lengths)]
-            self.v[:, targets, :, :max(lengths)] = self.v[:, sources, :, :max(lengths)]
+            sources, targets = (torch.tensor(rows, device=self.k[0].device) for rows in (sources, targets))
+            for buffer in self.k + self.v:
+                buffer[targets, :, :max(lengths)] = buffer[sources, :, :max(lengths)]
 
 
 class CausalSelfAttention(nn.Module):
@@ -177,8 +172,7 @@ class CausalSelfAttention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer, k, v)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=None if kv_cache is None else kv_cache.attn_mask,
-                                           dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=kv_cache is None or kv_cache.is_causal)
+                                           dropout_p=self.dropout if self.training else 0.0, is_causal=kv_cache is None)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.resid_dropout(self.proj(y))
 
@@ -274,7 +268,7 @@ class GPT(nn.Module):
         return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
 
     def new_kv_cache(self, batch_size):
-        return KVCache(self.config, batch_size)
+        return KVCache(self.config, batch_size, self.wte.weight.dtype)
 
     def crop_block_size(self, block_size):
         """Shrink the context (e.g. to fine-tune a checkpoint on shorter windows)."""
@@ -398,24 +392,23 @@ def int8_linear(x, weight, scale, bias):
 
     Written as products summed over K rather than as a matmul: torch.compile turns this into one
     loop that reads each int8 weight once and widens it in registers, where a matmul would first
-    write the whole matrix out in fp32 (more bytes than the fp32 weights themselves)."""
+    write the whole matrix out in fp32 (more bytes than the fp32 weights themselves). Run eagerly
+    (a model not compiled, or a call past the compiler's limit on graphs), that sum would hold all
+    the products in memory at once, so there the weights are widened to fp32 and multiplied instead."""
+    if not torch.compiler.is_compiling():
+        return F.linear(x, weight.to(x.dtype)) * scale + bias
+    # A view of x as it is. The compiler fuses the work that produced x (a norm, an activation)
+    # into the loop that reads it, which here would redo that work once for each of the N
+    # outputs; taking a view with explicit strides needs x in memory, so it is computed once.
+    x = x.as_strided(x.size(), x.stride())
     return (x[..., None, :] * weight).sum(dim=-1) * scale + bias
-
-
-@functools.cache
-def compiled_int8_linear():
-    """int8_linear through torch.compile, made on first use (importing the compiler takes seconds
-    that an fp32 run should not pay). Its sizes are symbolic, so the same compiled loop serves
-    every layer and every number of rows and tokens (a few variants: one row or several, one
-    token or several), and nothing is recompiled from one step to the next."""
-    return torch.compile(int8_linear, dynamic=True)
 
 
 class Int8Linear(nn.Module):
     """An nn.Linear for inference with int8 weights, one fp32 scale per output row (the row's
     largest |weight| becomes 127). Only the weights are quantized: activations stay fp32, so a
     row's outputs do not depend on the rows beside it in a batch. A linear without a bias gets
-    zeros, so that every layer runs the same compiled code."""
+    zeros, so that every layer has the same form. Fast only compiled, as quantize_weights does."""
 
     def __init__(self, linear):
         super().__init__()
@@ -426,21 +419,36 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", torch.zeros_like(scale) if linear.bias is None else linear.bias.detach().float())
 
     def forward(self, x):
-        return compiled_int8_linear()(x, self.weight, self.scale, self.bias)
+        return int8_linear(x, self.weight, self.scale, self.bias)
 
 
-def column_major_weights(model):
-    """Lay every weight matrix out column by column, in place, for decoding on a CPU; return the model.
+class DecodingLinear(nn.Module):
+    """An nn.Linear for decoding on a CPU: the same weight and bias (the parameters themselves, so
+    the state dict and the tied head are unchanged), multiplied as weight · xᵀ.
 
-    nn.Linear multiplies by the transpose of its (out, in) weight, and for the one or few rows of
-    a decoding step MKL's product reads a row-major matrix that way well below the memory's
-    speed; the same values stored column by column are the plain layout for that product, which
-    streams them. Only the strides change: values, shapes, the tied head (one parameter) and the
-    state dict stay as they were, and load_state_dict copies into the new layout."""
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() == 2 and parameter.is_contiguous():
-                parameter.data = parameter.data.t().contiguous().t()
+    A decoding step multiplies a few rows x by every weight matrix. MKL computes x · weightᵀ for
+    a few rows, and a one-row product (a matrix-vector product) with either layout, well below
+    the memory's speed; weight · xᵀ with two or more columns is its matrix product, which
+    streams the weights. So a single row is multiplied beside a copy of itself."""
+
+    def __init__(self, linear):
+        super().__init__()
+        self.weight, self.bias = linear.weight, linear.bias
+
+    def forward(self, x):
+        rows = x.reshape(-1, x.size(-1))
+        columns = (rows if rows.size(0) > 1 else rows.expand(2, -1).contiguous()).t()
+        y = torch.mm(self.weight, columns)[:, :rows.size(0)].t().contiguous()
+        y = y if self.bias is None else y + self.bias
+        return y.reshape(*x.shape[:-1], y.size(-1))
+
+
+def replace_linears(model, replacement):
+    """Put replacement(linear) in the place of every nn.Linear of the model; return the model."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is nn.Linear:
+                setattr(module, name, replacement(child))
     return model
 
 
@@ -449,8 +457,8 @@ def quantize_weights(model, scheme):
 
     "int8": every nn.Linear, the tied output head included, becomes an Int8Linear, while the
     embedding lookup stays fp32. A decoding step of a few rows waits on memory, not arithmetic:
-    reading a quarter of the bytes is what makes it faster. The product is int8_linear compiled
-    by torch.compile (public API, needing the C++ compiler that torch.compile uses on CPUs):
+    reading a quarter of the bytes is what makes it faster. The product is int8_linear, and the
+    model runs compiled by torch.compile (public API, needing the C++ compiler it uses on CPUs):
     torch's own quantized tensors are deprecated, and torchao's int8 tensors, run eagerly on a
     CPU, widen the whole weight matrix to fp32 at every call or quantize the activations in a
     dozen small ops, which makes them slower than fp32.
@@ -470,16 +478,17 @@ def quantize_weights(model, scheme):
     model.eval()
     if scheme == "bf16":
         return model.to(torch.bfloat16)
-    linears = [(module, name, child) for module in model.modules() for name, child in module.named_children()
-               if type(child) is nn.Linear]
-    first = Int8Linear(linears[0][2])
-    try:  # compile now, as a decoding step calls it: a missing compiler is a one-line error, not a traceback later
+    replace_linears(model, Int8Linear)
+    # The whole model compiled as one graph per kind of call (a prompt, a step of one row, of
+    # several): the products of every layer, and the norms, attention and activations between
+    # them, run as a few compiled loops, without Python between layers. Sizes are symbolic, so
+    # steps of any number of rows and lengths reuse those graphs.
+    model.compile(dynamic=True)
+    try:  # compile a one-row step now: a missing compiler is a one-line error, not a traceback later
         with torch.inference_mode():
-            first(torch.zeros(1, 1, first.weight.size(1)))
+            model(torch.zeros(1, 1, dtype=torch.long), kv_cache=model.new_kv_cache(1))
     except Exception as e:
         raise UsageError(f"int8 weights need torch.compile, which fails here: {first_line(e)}") from e
-    for module, name, linear in linears:
-        setattr(module, name, Int8Linear(linear))
     return model
 
 

@@ -41,7 +41,8 @@ import torch.nn.functional as F  # noqa: E402
 import common  # noqa: E402
 import sample  # noqa: E402
 import train  # noqa: E402
-from model import GPT, GPTConfig, column_major_weights, load_checkpoint, quantize_weights, resolve_device  # noqa: E402
+from model import (GPT, DecodingLinear, GPTConfig, load_checkpoint, quantize_weights, replace_linears,  # noqa: E402
+                   resolve_device)
 
 DEFAULTS = {
     **train.DEFAULTS,  # so that config/*.py files for train.py give the shape
@@ -161,7 +162,7 @@ def main():
     model, tokenizer, prompt_ids = build_model(config)
     models = {"fp32": model}
     if device == "cpu":  # as sample.py loads a checkpoint; nanoGPT's loop keeps the plain layout
-        models = {"fp32": column_major_weights(copy.deepcopy(model)),
+        models = {"fp32": replace_linears(copy.deepcopy(model), DecodingLinear),
                   "int8": quantize_weights(copy.deepcopy(model), "int8")}
     block_size, n, seed = model.config.block_size, config["max_new_tokens"], config["seed"]
     print(f"{model.num_params() / 1e6:.1f}M parameters, block_size {block_size}, vocab {model.config.vocab_size}, "

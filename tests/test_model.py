@@ -10,7 +10,7 @@ import torch
 from bpe import Tokenizer
 from common import UsageError
 import model as model_module
-from model import (GPT, GPTConfig, Int8Linear, column_major_weights, load_checkpoint, measure_peak_flops,
+from model import (GPT, DecodingLinear, GPTConfig, Int8Linear, replace_linears, load_checkpoint, measure_peak_flops,
                    orthogonalize, quantize_weights, read_checkpoint, resolve_device)
 
 
@@ -166,19 +166,17 @@ def test_int8_replaces_every_linear_and_nothing_else(bias, tie_weights):
 
 
 def test_int8_without_a_working_compiler_is_a_one_line_error(monkeypatch):
-    """int8's product is compiled; where torch.compile cannot work (no C++ compiler), quantizing
-    says so in one line and leaves the model as it was."""
-    def failing_compile():
-        def compiled(*args):
+    """An int8 model runs compiled; where torch.compile cannot work (no C++ compiler), quantizing
+    says so in one line, at once, not at the first token."""
+    def failing_compile(function, **options):
+        def compiled(*args, **kwargs):
             raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found\n  (a long traceback)")
         return compiled
 
-    monkeypatch.setattr(model_module, "compiled_int8_linear", failing_compile)
-    model = tiny()
+    monkeypatch.setattr(torch, "compile", failing_compile)
     with pytest.raises(UsageError, match=r"^int8 weights need torch.compile, which fails here: InvalidCxxCompiler: "
                                          r"No working C\+\+ compiler found$"):
-        quantize_weights(model, "int8")
-    assert type(model.lm_head) is torch.nn.Linear
+        quantize_weights(tiny(), "int8")
 
 
 @pytest.mark.parametrize("pos_emb", ["rope", "learned"])
@@ -330,16 +328,30 @@ def test_cuda_without_a_gpu_is_a_one_line_error():
         resolve_device("cuda", local_rank=1)
 
 
-def test_column_major_weights_change_only_the_layout():
+@pytest.mark.parametrize("bias", [False, True])
+def test_decoding_linears_keep_the_parameters_and_the_outputs(bias):
+    """DecodingLinear multiplies the same parameters another way: the state dict, the tied head
+    and the logits (of one row, of several, of a prompt) stay as they were."""
     torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=64, n_layer=2, n_head=2, n_embd=16, block_size=8)).eval()
-    idx = torch.randint(0, 64, (2, 8))
+    model = GPT(GPTConfig(vocab_size=64, n_layer=2, n_head=2, n_embd=16, block_size=8, bias=bias)).eval()
+    idx = torch.randint(0, 64, (3, 8))
     state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    expected, _ = model(idx)
-    column_major_weights(model)
+    expected = [model(rows)[0] for rows in (idx[:1, :1], idx[:, :1], idx)]
+    assert replace_linears(model, DecodingLinear) is model
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
     assert model.lm_head.weight is model.wte.weight  # still one tied parameter
-    assert all(p.stride(0) == 1 for p in model.parameters() if p.dim() == 2)
+    assert state.keys() == model.state_dict().keys()
     assert all(torch.equal(state[name], tensor) for name, tensor in model.state_dict().items())
-    torch.testing.assert_close(model(idx)[0], expected)
-    model.load_state_dict(state)  # a later load copies values into the new layout
-    assert model.blocks[0].mlp.fc.weight.stride(0) == 1
+    for rows, logits in zip((idx[:1, :1], idx[:, :1], idx), expected):
+        torch.testing.assert_close(model(rows)[0], logits)
+
+
+def test_int8_linear_eagerly_gives_what_the_compiled_loop_gives():
+    """Int8Linear outside a compiled model (or past the compiler's limit on graphs) widens its
+    weights instead of summing all the products at once: the same outputs, within rounding."""
+    linear = torch.nn.Linear(64, 24)
+    int8 = Int8Linear(linear)
+    x = torch.randn(3, 5, 64)
+    eager = int8(x)
+    torch.testing.assert_close(eager, torch.compile(int8, dynamic=True)(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(eager, linear(x), atol=0.02, rtol=0)

@@ -42,7 +42,7 @@ class MarkovModel(torch.nn.Module):
         self.register_buffer("log_probs", probs.log())
 
     def new_kv_cache(self, batch_size):
-        return KVCache(self.config, batch_size)
+        return KVCache(self.config, batch_size, torch.float32)
 
     def forward(self, idx, kv_cache=None, cache_row=0, head=True):
         return self.log_probs[idx], None
@@ -723,7 +723,7 @@ def test_bf16_weights_and_cache_with_fp32_rotary_angles(pos_emb):
         decoder.add(prompt, greedy=True, max_new_tokens=20)
     tokens = [token for _ in range(20) for _, token, *_ in decoder.step()]
     assert len(tokens) == 40 and all(token is not None and 0 <= token < 64 for token in tokens)
-    assert decoder.cache.k.dtype == torch.bfloat16
+    assert all(buffer.dtype == torch.bfloat16 for buffer in decoder.cache.k + decoder.cache.v)
 
 
 @pytest.mark.parametrize("scheme", ["int8", "bf16"])
