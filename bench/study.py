@@ -7,10 +7,10 @@ without changing their result: the same steps and seed give the same model whate
     python bench/study.py run --minutes=10          # every run of RUNS not yet done, two at a time
     python bench/study.py run --minutes=10 --only="['l4-d256', 'l8-d192']"
 
-`time` trains each shape of SHAPES on data_dir for warmup_steps + steps steps with the CPU to
-itself and writes the median step time of the timed steps to results_dir/step_ms.json. Run it
-alone: these times turn minutes into step counts. `run` gives each run of RUNS
-minutes x 60 / its shape's step time steps (what those minutes buy it alone on this machine),
+`time` trains each shape of SHAPES not yet in results_dir/step_ms.json on data_dir for
+warmup_steps + steps steps with the CPU to itself and adds the median step time of the timed
+steps to that file. Run it alone: these times turn minutes into step counts. `run` gives each
+run of RUNS minutes x 60 / its shape's step time steps (what those minutes buy it alone on this machine),
 trains it with train.py for exactly that many steps (the LR decays over them) on one thread,
 `parallel` runs at a time, scores it with eval.py on the data's test split, and appends a JSON
 line to results_dir/runs.jsonl. A run already there is skipped, so a study that stops part-way
@@ -43,7 +43,9 @@ DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isin
 # Shapes from ~1 M to ~20 M parameters at vocab 8,192, and three of ~5 M from deep and narrow to
 # shallow and wide. Each keeps config's tokens per step (batch_size x block_size x accumulation).
 SHAPES = {
+    "l2-d128": "--n_layer=2 --n_head=4 --n_embd=128",
     "l4-d128": "--n_layer=4 --n_head=4 --n_embd=128",
+    "l4-d192": "--n_layer=4 --n_head=3 --n_embd=192",
     "l4-d256": "--n_layer=4 --n_head=4 --n_embd=256",
     "l6-d320": "--n_layer=6 --n_head=5 --n_embd=320",
     "l6-d384": "--n_layer=6 --n_head=6 --n_embd=384",
@@ -76,8 +78,12 @@ def read_log(out_dir):
 
 
 def time_shapes(c):
+    path = os.path.join(c["results_dir"], "step_ms.json")
     step_ms = {}
-    for shape in SHAPES:
+    if os.path.isfile(path):  # shapes timed before keep their times: only new shapes are timed
+        with open(path, encoding="utf-8") as f:
+            step_ms = json.load(f)
+    for shape in set(SHAPES) - set(step_ms):
         out_dir = os.path.join(c["results_dir"], "timing", shape)
         total = c["warmup_steps"] + c["steps"]
         subprocess.run([sys.executable, *train_args(c, shape, out_dir), f"--max_iters={total}", "--log_interval=1",
@@ -87,7 +93,6 @@ def time_shapes(c):
         timed = [r["step_ms"] for r in records if "loss" in r][c["warmup_steps"]:]
         step_ms[shape] = {"step_ms": statistics.median(timed), "params": records[0]["params"]}
         print(f"{shape}: {records[0]['params'] / 1e6:.2f} M parameters, {step_ms[shape]['step_ms']:,.0f} ms/step")
-    path = os.path.join(c["results_dir"], "step_ms.json")
     with common.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(step_ms, f, indent=1)
     print(f"wrote {path}")
