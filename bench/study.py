@@ -6,6 +6,7 @@ without changing their result: the same steps and seed give the same model whate
     python bench/study.py time                      # each shape's step time, alone, 2 threads
     python bench/study.py run --minutes=10          # every run of RUNS not yet done, two at a time
     python bench/study.py run --minutes=10 --only="['l4-d256', 'l8-d192']"
+    python bench/study.py heldout                   # each domain's held-out text; score the runs on it
 
 `time` trains each shape of SHAPES not yet in results_dir/step_ms.json on data_dir for
 warmup_steps + steps steps with the CPU to itself and adds the median step time of the timed
@@ -15,8 +16,15 @@ trains it with train.py for exactly that many steps (the LR decays over them) on
 `parallel` runs at a time, scores it with eval.py on the data's test split, and appends a JSON
 line to results_dir/runs.jsonl. A run already there is skipped, so a study that stops part-way
 continues where it stopped.
+
+`heldout` decodes the test split of each HELDOUT folder (a domain's text prepared by prepare.py)
+back into whole documents, about heldout_chars characters of each, into results_dir/heldout/,
+and scores every finished run there that has no scores for them yet. `run` scores each new run on
+them too. Bits per byte on the same text compare models whatever their tokenizers: that is how
+runs trained on different data (a RUNS entry may set --data_dir) are judged on every domain.
 """
 
+import itertools
 import json
 import os
 import shlex
@@ -28,6 +36,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import bpe  # noqa: E402
 import common  # noqa: E402
 
 data_dir = "data/fawiki"  # prepare.py's output (with a test split) that every run trains on
@@ -38,6 +47,7 @@ parallel = 2  # run: runs at a time, one thread each
 only = []  # run: names of RUNS to run (empty = all)
 steps = 20  # time: timed steps per shape
 warmup_steps = 3  # time: untimed first steps
+heldout_chars = 300_000  # heldout: characters of held-out documents kept per domain (whole documents)
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str, list))}
 
 # Shapes from ~1 M to ~20 M parameters at vocab 8,192, and three of ~5 M from deep and narrow to
@@ -54,6 +64,9 @@ SHAPES = {
     "l2-d320": "--n_layer=2 --n_head=5 --n_embd=320",
     "l4-d256-ctx256": "--n_layer=4 --n_head=4 --n_embd=256 --block_size=256 --batch_size=8",
 }
+# domain -> a prepare.py folder whose test split is that domain's held-out text (--val_fraction=0.05
+# --test_fraction=0.05, as data_dir, so a mix prepared with the same fractions holds out the same documents)
+HELDOUT = {"fawiki": "data/fawiki", "news": "data/heldout-news", "poems": "data/heldout-poems"}
 # name -> (shape, train.py overrides beyond the shape). Squared ReLU beat GELU at l4-d256 (the
 # first two runs), so the size sweep and the tweaks after it build on squared ReLU.
 RUNS = {
@@ -64,12 +77,42 @@ RUNS = {
     "l4-d256-relu2-seed2": ("l4-d256", "--mlp=relu2 --seed=2"),
     "l4-d256-relu2-dropout0": ("l4-d256", "--mlp=relu2 --dropout=0"),
     "l4-d256-relu2-muon": ("l4-d256", "--mlp=relu2 --optimizer=muon"),
+    # the data: every Persian text there is (fawiki, news, poetry: prepare.py with the fractions of HELDOUT)
+    "l4-d256-relu2-all": ("l4-d256", "--mlp=relu2 --data_dir=data/persian-all"),
+    "l4-d128-relu2-all": ("l4-d128", "--mlp=relu2 --data_dir=data/persian-all"),
 }
+
+
+def data_dir_of(c, extra):
+    """The data a run trains on: its own --data_dir override, else data_dir."""
+    return next((arg.split("=", 1)[1] for arg in extra.split() if arg.startswith("--data_dir=")), c["data_dir"])
 
 
 def train_args(c, shape, out_dir, extra=""):
     return [os.path.join(ROOT, "train.py"), c["config"], *SHAPES[shape].split(), *extra.split(),
-            f"--data_dir={c['data_dir']}", f"--out_dir={out_dir}", "--max_minutes=0", "--sample_tokens=0"]
+            f"--data_dir={data_dir_of(c, extra)}", f"--out_dir={out_dir}", "--max_minutes=0", "--sample_tokens=0"]
+
+
+def heldout_path(c, domain):
+    return os.path.join(c["results_dir"], "heldout", f"{domain}.jsonl")
+
+
+def heldout_evals(c, out_dir):
+    """eval.py's arguments for scoring a run on every domain's held-out text written so far."""
+    return [[os.path.join(ROOT, "eval.py"), f"--out_dir={out_dir}", f"--jsonl={heldout_path(c, domain)}",
+             "--rouge_docs=0", f"--report={os.path.join(out_dir, f'eval_heldout_{domain}.json')}"]
+            for domain in HELDOUT if os.path.isfile(heldout_path(c, domain))]
+
+
+def heldout_scores(out_dir):
+    """{domain: bits per byte} of the held-out texts the run has been scored on."""
+    scores = {}
+    for domain in HELDOUT:
+        path = os.path.join(out_dir, f"eval_heldout_{domain}.json")
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                scores[domain] = json.load(f)["results"]["bits_per_byte"]
+    return scores
 
 
 def read_log(out_dir):
@@ -105,10 +148,10 @@ def start_run(c, name, step_counts):
     out_dir = os.path.join(c["results_dir"], f"{name}-{c['minutes']:g}m")
     train = train_args(c, shape, out_dir, extra) + [f"--max_iters={steps}", f"--lr_decay_iters={steps}",
                                                    f"--eval_interval={max(1, steps // 10)}"]
-    evaluate = [os.path.join(ROOT, "eval.py"), f"--out_dir={out_dir}", f"--data_dir={c['data_dir']}"]
+    evaluate = [os.path.join(ROOT, "eval.py"), f"--out_dir={out_dir}", f"--data_dir={data_dir_of(c, extra)}"]
     os.makedirs(out_dir, exist_ok=True)
     log = open(os.path.join(out_dir, "study.log"), "w", encoding="utf-8")
-    command = " && ".join(shlex.join([sys.executable, *args]) for args in (train, evaluate))
+    command = " && ".join(shlex.join([sys.executable, *args]) for args in (train, evaluate, *heldout_evals(c, out_dir)))
     process = subprocess.Popen(command, shell=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                env={**os.environ, "OMP_NUM_THREADS": "1"})
     return process, out_dir, steps
@@ -122,7 +165,7 @@ def finished_run(c, name, out_dir, steps):
     last_eval = [r for r in records if "val_loss" in r][-1]
     return {"name": name, "minutes": c["minutes"], "shape": RUNS[name][0], "overrides": RUNS[name][1],
             "steps": steps, "params": records[0]["params"], "tokens": steps * records[0]["tokens_per_step"],
-            "val_loss": last_eval["val_loss"], "test": scores, "out_dir": out_dir}
+            "val_loss": last_eval["val_loss"], "test": scores, "heldout": heldout_scores(out_dir), "out_dir": out_dir}
 
 
 def run_study(c):
@@ -159,11 +202,41 @@ def run_study(c):
             print(f"finished {name}", flush=True)
 
 
+def write_heldout(c):
+    """Each HELDOUT domain's test documents as a .jsonl of texts, then every finished run's scores on them."""
+    for domain, data_dir in HELDOUT.items():
+        with open(os.path.join(ROOT, data_dir, "tokenizer.json"), encoding="utf-8") as f:
+            tokenizer = bpe.Tokenizer.from_json(f.read())
+        tokens = common.load_tokens(os.path.join(ROOT, data_dir, "test.bin")).tolist()
+        path, chars = heldout_path(c, domain), 0
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with common.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            for is_eot, document in itertools.groupby(tokens, key=lambda token: token == tokenizer.eot_id):
+                if not is_eot and chars < c["heldout_chars"]:
+                    text = tokenizer.decode(list(document))
+                    f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+                    chars += len(text)
+        print(f"wrote {path}: {chars:,} characters of {domain}")
+    runs_path = os.path.join(c["results_dir"], "runs.jsonl")
+    with open(runs_path, encoding="utf-8") as f:
+        runs = [json.loads(line) for line in f]
+    for run in runs:
+        missing = [args for args in heldout_evals(c, run["out_dir"]) if not os.path.isfile(args[-1].split("=", 1)[1])]
+        for args in missing:
+            subprocess.run([sys.executable, *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+        run["heldout"] = heldout_scores(run["out_dir"])
+        print(f"{run['name']}: {run['heldout']}")
+    with common.atomic_path(runs_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(run, ensure_ascii=False) + "\n" for run in runs)
+
+
 def main():
     c, positional = common.configure(DEFAULTS, sys.argv[1:], config_files=False)
-    if positional not in (["time"], ["run"]):
-        raise common.UsageError("give `time` or `run`, then --key=value settings")
-    (time_shapes if positional == ["time"] else run_study)(c)
+    commands = {"time": time_shapes, "run": run_study, "heldout": write_heldout}
+    if len(positional) != 1 or positional[0] not in commands:
+        raise common.UsageError("give `time`, `run` or `heldout`, then --key=value settings")
+    commands[positional[0]](c)
 
 
 if __name__ == "__main__":
