@@ -534,6 +534,16 @@ class Server:
         return FileResponse(PAGE, media_type="text/html; charset=utf-8")
 
 
+def warm_up(model, max_batch):
+    """Run each kind of step the server will take (prompts of one and of several tokens, a step of
+    one row and of several), so that a compiled model (int8) compiles them now, not while a client waits."""
+    decoder = Decoder(model, min(2, max_batch))
+    for length in range(decoder.max_rows):  # rows that end one step apart: two rows, then one
+        decoder.add([0] * (3 - length), greedy=True, max_new_tokens=2 + length)
+    while len(decoder):
+        decoder.step()
+
+
 def create_app(model, tokenizer, model_name, max_batch=DEFAULTS["max_batch"],
                max_queue=DEFAULTS["max_queue"]):
     """A FastAPI app serving `model` (a GPT in eval mode) with its `tokenizer` under `model_name`.
@@ -566,6 +576,7 @@ def main(argv=None):
     device = resolve_device(config["device"])
     model, tokenizer = load_out_dir(config["out_dir"], device, config["quantize"])  # in eval mode
     model_name = os.path.basename(os.path.normpath(config["out_dir"]))
+    warm_up(model, config["max_batch"])
     app = create_app(model, tokenizer, model_name, config["max_batch"], config["max_queue"])
     print(f"serving {model_name} on {device} at http://{config['host']}:{config['port']}/ (API docs at /docs)",
           flush=True)
