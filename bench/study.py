@@ -219,14 +219,16 @@ def write_heldout(c):
         print(f"wrote {path}: {chars:,} characters of {domain}")
     runs_path = os.path.join(c["results_dir"], "runs.jsonl")
     with open(runs_path, encoding="utf-8") as f:
-        runs = [json.loads(line) for line in f]
-    for run in runs:
-        missing = [args for args in heldout_evals(c, run["out_dir"]) if not os.path.isfile(args[-1].split("=", 1)[1])]
-        for args in missing:
-            subprocess.run([sys.executable, *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-                           env={**os.environ, "OMP_NUM_THREADS": "1"})
-        run["heldout"] = heldout_scores(run["out_dir"])
-        print(f"{run['name']}: {run['heldout']}")
+        out_dirs = [json.loads(line)["out_dir"] for line in f]
+    for out_dir in out_dirs:
+        for args in heldout_evals(c, out_dir):
+            if not os.path.isfile(args[-1].split("=", 1)[1]):
+                subprocess.run([sys.executable, *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+        print(f"{out_dir}: {heldout_scores(out_dir)}", flush=True)
+    # read again: a `run` may have added lines meanwhile
+    with open(runs_path, encoding="utf-8") as f:
+        runs = [{**run, "heldout": heldout_scores(run["out_dir"])} for run in map(json.loads, f)]
     with common.atomic_path(runs_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(run, ensure_ascii=False) + "\n" for run in runs)
 
