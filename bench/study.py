@@ -7,6 +7,7 @@ without changing their result: the same steps and seed give the same model whate
     python bench/study.py run --minutes=10          # every run of RUNS not yet done, two at a time
     python bench/study.py run --minutes=10 --only="['l4-d256', 'l8-d192']"
     python bench/study.py heldout                   # each domain's held-out text; score the runs on it
+    python bench/study.py table                     # the finished runs as a Markdown table
 
 `time` trains each shape of SHAPES not yet in results_dir/step_ms.json on data_dir for
 warmup_steps + steps steps with the CPU to itself and adds the median step time of the timed
@@ -233,11 +234,28 @@ def write_heldout(c):
         f.writelines(json.dumps(run, ensure_ascii=False) + "\n" for run in runs)
 
 
+def print_table(c):
+    """The finished runs of runs.jsonl, best test bits per byte first, as a Markdown table."""
+    with open(os.path.join(c["results_dir"], "runs.jsonl"), encoding="utf-8") as f:
+        runs = sorted(map(json.loads, f), key=lambda run: (run["minutes"], run["test"]["results"]["bits_per_byte"]))
+    print("| run | minutes | parameters | steps | tokens | passes over train | final val loss | test bits per byte | "
+          + " | ".join(f"{domain} held out, bits per byte" for domain in HELDOUT) + " |")
+    print("|---" * (8 + len(HELDOUT)) + "|")
+    for run in runs:
+        with open(os.path.join(ROOT, data_dir_of(c, run["overrides"]), "meta.json"), encoding="utf-8") as f:
+            train_tokens = json.load(f)["splits"]["train"]["tokens"]
+        scores = heldout_scores(run["out_dir"])
+        heldout = [f"{scores[domain]:.3f}" if domain in scores else "" for domain in HELDOUT]
+        print(f"| {run['name']} | {run['minutes']:g} | {run['params'] / 1e6:.2f} M | {run['steps']:,} | "
+              f"{run['tokens'] / 1e6:.2f} M | {run['tokens'] / train_tokens:.1f} | {run['val_loss']:.3f} | "
+              f"{run['test']['results']['bits_per_byte']:.3f} | " + " | ".join(heldout) + " |")
+
+
 def main():
     c, positional = common.configure(DEFAULTS, sys.argv[1:], config_files=False)
-    commands = {"time": time_shapes, "run": run_study, "heldout": write_heldout}
+    commands = {"time": time_shapes, "run": run_study, "heldout": write_heldout, "table": print_table}
     if len(positional) != 1 or positional[0] not in commands:
-        raise common.UsageError("give `time`, `run` or `heldout`, then --key=value settings")
+        raise common.UsageError("give `time`, `run`, `heldout` or `table`, then --key=value settings")
     commands[positional[0]](c)
 
 
