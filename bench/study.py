@@ -8,6 +8,7 @@ without changing their result: the same steps and seed give the same model whate
     python bench/study.py run --minutes=10 --only="['l4-d256', 'l8-d192']"
     python bench/study.py heldout                   # each domain's held-out text; score the runs on it
     python bench/study.py table                     # the finished runs as a Markdown table
+    python bench/study.py plot --out=docs/study-10-minutes.png   # their validation curves
 
 `time` trains each shape of SHAPES not yet in results_dir/step_ms.json on data_dir for
 warmup_steps + steps steps with the CPU to itself and adds the median step time of the timed
@@ -48,6 +49,7 @@ parallel = 2  # run: runs at a time, one thread each
 only = []  # run: names of RUNS to run (empty = all)
 steps = 20  # time: timed steps per shape
 warmup_steps = 3  # time: untimed first steps
+out = "docs/study-10-minutes.png"  # plot: the figure to write
 heldout_chars = 300_000  # heldout: characters of held-out documents kept per domain (whole documents)
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str, list))}
 
@@ -251,11 +253,37 @@ def print_table(c):
               f"{run['test']['results']['bits_per_byte']:.3f} | " + " | ".join(heldout) + " |")
 
 
+def plot_curves(c):
+    """The validation loss of every finished run of `minutes` on data_dir against the minutes of this
+    machine its steps stand for (steps x its shape's step time, measured alone)."""
+    import matplotlib
+    matplotlib.use("Agg")  # draw to a file; no display needed
+    import matplotlib.pyplot as plt
+    with open(os.path.join(c["results_dir"], "step_ms.json"), encoding="utf-8") as f:
+        step_ms = {shape: t["step_ms"] for shape, t in json.load(f).items()}
+    with open(os.path.join(c["results_dir"], "runs.jsonl"), encoding="utf-8") as f:
+        runs = [run for run in map(json.loads, f)  # validation losses compare on the same data only
+                if run["minutes"] == c["minutes"] and data_dir_of(c, run["overrides"]) == c["data_dir"]]
+    figure, axes = plt.subplots(figsize=(9, 5.5))
+    for run in sorted(runs, key=lambda run: run["val_loss"]):
+        curve = [(r["iter"] * step_ms[run["shape"]] / 60_000, r["val_loss"]) for r in read_log(run["out_dir"])
+                 if "val_loss" in r and r["iter"] > 0]
+        axes.plot(*zip(*curve), marker=".", label=f"{run['name']} ({run['params'] / 1e6:.1f} M): {run['val_loss']:.3f}")
+    axes.set(xlabel="minutes of this machine (steps x step time alone, 2 threads)", ylabel="validation loss",
+             title=f"{c['minutes']:g}-minute runs on {c['data_dir']}")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    with common.atomic_path(c["out"]) as tmp:
+        figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    print(f"wrote {c['out']}")
+
+
 def main():
     c, positional = common.configure(DEFAULTS, sys.argv[1:], config_files=False)
-    commands = {"time": time_shapes, "run": run_study, "heldout": write_heldout, "table": print_table}
+    commands = {"time": time_shapes, "run": run_study, "heldout": write_heldout, "table": print_table,
+                "plot": plot_curves}
     if len(positional) != 1 or positional[0] not in commands:
-        raise common.UsageError("give `time`, `run`, `heldout` or `table`, then --key=value settings")
+        raise common.UsageError(f"give one of {', '.join(commands)}, then --key=value settings")
     commands[positional[0]](c)
 
 
