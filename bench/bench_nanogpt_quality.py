@@ -106,7 +106,9 @@ def eval_batches(c, block_size):
     settings = recipe(c)
     windows = train.TokenWindows(common.load_tokens(os.path.join(ROOT, c["data_dir"], "val.bin")), block_size,
                                  settings["seed"])
-    return [windows.batch(settings["batch_size"], 1, k) for k in range(settings["eval_iters"])]
+    # contiguous: nanoGPT's loss views its targets flat, and TokenWindows' x and y are views of one block
+    return [tuple(t.contiguous() for t in windows.batch(settings["batch_size"], 1, k))
+            for k in range(settings["eval_iters"])]
 
 
 @torch.no_grad()
@@ -145,9 +147,12 @@ def run_nanogpt(c):
         our_ms = json.load(f)["l4-d256"]["step_ms"]
     folder = nanogpt_folder(c)
     max_iters = int(c["minutes"] * 60_000 / peer_ms)
-    with open(os.path.join(folder, "train.log"), "w", encoding="utf-8") as log:
-        subprocess.run([sys.executable, *nanogpt_args(c, max_iters)], cwd=folder, stdout=log, stderr=subprocess.STDOUT,
-                       check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ckpt_path = os.path.join(folder, "out", "ckpt.pt")
+    trained = os.path.isfile(ckpt_path) and torch.load(ckpt_path, weights_only=True)["iter_num"] == max_iters
+    if not trained:  # a run that stopped after training is scored without training again
+        with open(os.path.join(folder, "train.log"), "w", encoding="utf-8") as log:
+            subprocess.run([sys.executable, *nanogpt_args(c, max_iters)], cwd=folder, stdout=log,
+                           stderr=subprocess.STDOUT, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     peer_loss, peer_steps = nanogpt_val_loss(c, folder)
     with open(os.path.join(ROOT, c["study_run"], "log.jsonl"), encoding="utf-8") as f:
         curve = [(r["iter"], r["val_loss"]) for r in map(json.loads, f) if "val_loss" in r]
