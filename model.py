@@ -103,7 +103,8 @@ class KVCache:
         if cache_row < 0 or cache_row + B > self.batch_size:
             raise ValueError(f"rows {cache_row}..{cache_row + B - 1} are outside a KV cache of {self.batch_size} rows")
         past = self.lengths[cache_row:cache_row + B]
-        if max(past) + T > c.block_size:
+        end = max(past) + T  # keys the attention reads: up to the longest row's new end
+        if end > c.block_size:
             raise ValueError(f"KV cache is full ({max(past)} + {T} tokens > block_size "
                              f"{c.block_size}): rebuild it from the last tokens")
         self.lengths[cache_row:cache_row + B] = [length + T for length in past]
@@ -115,7 +116,6 @@ class KVCache:
                               for _ in "kv")
         # Views of what this forward reads, taken here: a compiled model sees tensors of new sizes,
         # not a cache_row and an end that it would compile a new graph for each value of.
-        end = max(past) + T
         self.rows_k, self.rows_v = ([buffer[cache_row:cache_row + B, :, :end] for buffer in buffers]
                                     for buffers in (self.k, self.v))
         self.row_index = torch.arange(B, device=idx.device)[:, None]

@@ -145,7 +145,7 @@ def run_nanogpt(c):
         peer_ms = json.load(f)["step_ms"]
     with open(os.path.join(ROOT, c["study_step_ms"]), encoding="utf-8") as f:
         our_ms = json.load(f)["l4-d256"]["step_ms"]
-    folder = nanogpt_folder(c)
+    folder, settings = nanogpt_folder(c), recipe(c)
     max_iters = int(c["minutes"] * 60_000 / peer_ms)
     ckpt_path = os.path.join(folder, "out", "ckpt.pt")
     trained = os.path.isfile(ckpt_path) and torch.load(ckpt_path, weights_only=True)["iter_num"] == max_iters
@@ -163,7 +163,7 @@ def run_nanogpt(c):
     result = {"minutes": c["minutes"], "nanogpt": {"step_ms": peer_ms, "steps": peer_steps, "val_loss": peer_loss},
               "ours": {"step_ms": our_ms, "steps": curve[-1][0], "val_loss": ours_final, "curve": curve,
                        "minutes_to_nanogpt_loss": needed},
-              "recipe": {key: recipe(c)[key] for key in SHARED}}
+              "recipe": {key: settings[key] for key in SHARED}}
     path = os.path.join(ROOT, c["results_dir"], "result.json")
     with common.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)

@@ -161,7 +161,7 @@ def main():
     device = config["device"] = str(resolve_device(config["device"], None))
     model, tokenizer, prompt_ids = build_model(config)
     models = {"fp32": model}
-    if device == "cpu":  # as sample.py loads a checkpoint; nanoGPT's loop keeps the plain layout
+    if device == "cpu":  # as sample.py loads a checkpoint; nanoGPT's loop keeps plain nn.Linear layers
         models = {"fp32": replace_linears(copy.deepcopy(model), DecodingLinear),
                   "int8": quantize_weights(copy.deepcopy(model), "int8")}
     block_size, n, seed = model.config.block_size, config["max_new_tokens"], config["seed"]

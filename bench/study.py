@@ -100,18 +100,22 @@ def heldout_path(c, domain):
     return os.path.join(c["results_dir"], "heldout", f"{domain}.jsonl")
 
 
-def heldout_evals(c, out_dir):
-    """eval.py's arguments for scoring a run on every domain's held-out text written so far."""
+def heldout_report(out_dir, domain):
+    return os.path.join(out_dir, f"eval_heldout_{domain}.json")
+
+
+def heldout_evals(c, out_dir, domains=HELDOUT):
+    """eval.py's arguments for scoring a run on each of these domains' held-out text written so far."""
     return [[os.path.join(ROOT, "eval.py"), f"--out_dir={out_dir}", f"--jsonl={heldout_path(c, domain)}",
-             "--rouge_docs=0", f"--report={os.path.join(out_dir, f'eval_heldout_{domain}.json')}"]
-            for domain in HELDOUT if os.path.isfile(heldout_path(c, domain))]
+             "--rouge_docs=0", f"--report={heldout_report(out_dir, domain)}"]
+            for domain in domains if os.path.isfile(heldout_path(c, domain))]
 
 
 def heldout_scores(out_dir):
     """{domain: bits per byte} of the held-out texts the run has been scored on."""
     scores = {}
     for domain in HELDOUT:
-        path = os.path.join(out_dir, f"eval_heldout_{domain}.json")
+        path = heldout_report(out_dir, domain)
         if os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 scores[domain] = json.load(f)["results"]["bits_per_byte"]
@@ -224,10 +228,10 @@ def write_heldout(c):
     with open(runs_path, encoding="utf-8") as f:
         out_dirs = [json.loads(line)["out_dir"] for line in f]
     for out_dir in out_dirs:
-        for args in heldout_evals(c, out_dir):
-            if not os.path.isfile(args[-1].split("=", 1)[1]):
-                subprocess.run([sys.executable, *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+        unscored = [domain for domain in HELDOUT if not os.path.isfile(heldout_report(out_dir, domain))]
+        for args in heldout_evals(c, out_dir, unscored):
+            subprocess.run([sys.executable, *args], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
         print(f"{out_dir}: {heldout_scores(out_dir)}", flush=True)
     # read again: a `run` may have added lines meanwhile
     with open(runs_path, encoding="utf-8") as f:

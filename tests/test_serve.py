@@ -693,7 +693,7 @@ def test_updates_that_wait_together_are_yielded_together():
 
 @pytest.mark.parametrize("max_batch, expected", [(1, {(1, 2, False), (1, 1, True)}),
                                                  (4, {(1, 2, False), (1, 1, False), (2, 1, True), (1, 1, True)})])
-def test_warm_up_runs_every_kind_of_step_and_leaves_no_rows(model, max_batch, expected):
+def test_warm_up_runs_every_kind_of_step(model, max_batch, expected):
     """Before the server listens, warm_up runs a prompt of several tokens and of one, a step of one
     row and (when max_batch allows) of several: the calls a compiled model makes a graph for."""
     calls = set()
@@ -701,7 +701,7 @@ def test_warm_up_runs_every_kind_of_step_and_leaves_no_rows(model, max_batch, ex
     class Recording(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.inner, self.config, self.wte = model, model.config, model.wte
+            self.config, self.wte = model.config, model.wte  # what a Decoder reads
 
         def new_kv_cache(self, batch_size):
             return model.new_kv_cache(batch_size)
