@@ -7,6 +7,7 @@ without changing their result: the same steps and seed give the same model whate
     python bench/study.py run --minutes=10          # every run of RUNS not yet done, two at a time
     python bench/study.py run --minutes=10 --only="['l4-d256', 'l8-d192']"
     python bench/study.py heldout                   # each domain's held-out text; score the runs on it
+    python bench/study.py mix                       # data/<mix> for each weighted mix of MIXES
     python bench/study.py table                     # the finished runs as a Markdown table
     python bench/study.py plot --out=docs/study-10-minutes.png   # their validation curves
 
@@ -30,10 +31,13 @@ import itertools
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
 import time
+
+import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -51,10 +55,12 @@ steps = 20  # time: timed steps per shape
 warmup_steps = 3  # time: untimed first steps
 out = "docs/study-10-minutes.png"  # plot: the figure to write
 heldout_chars = 300_000  # heldout: characters of held-out documents kept per domain (whole documents)
+mix_tokens = 8_000_000  # mix: training tokens of each mix (its validation split gets a twentieth)
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str, list))}
 
 # Shapes from ~1 M to ~20 M parameters at vocab 8,192, and three of ~5 M from deep and narrow to
-# shallow and wide. Each keeps config's tokens per step (batch_size x block_size x accumulation).
+# shallow and wide. Each keeps config's tokens per step (batch_size x block_size x accumulation)
+# unless its name says otherwise.
 SHAPES = {
     "l2-d128": "--n_layer=2 --n_head=4 --n_embd=128",
     "l4-d128": "--n_layer=4 --n_head=4 --n_embd=128",
@@ -66,10 +72,17 @@ SHAPES = {
     "l8-d192": "--n_layer=8 --n_head=3 --n_embd=192",
     "l2-d320": "--n_layer=2 --n_head=5 --n_embd=320",
     "l4-d256-ctx256": "--n_layer=4 --n_head=4 --n_embd=256 --block_size=256 --batch_size=8",
+    # the best ten-minute size with half and twice config's tokens per step
+    "l4-d128-accum1": "--n_layer=4 --n_head=4 --n_embd=128 --gradient_accumulation_steps=1",
+    "l4-d128-accum4": "--n_layer=4 --n_head=4 --n_embd=128 --gradient_accumulation_steps=4",
 }
 # domain -> a prepare.py folder whose test split is that domain's held-out text (--val_fraction=0.05
 # --test_fraction=0.05, as data_dir, so a mix prepared with the same fractions holds out the same documents)
 HELDOUT = {"fawiki": "data/fawiki", "news": "data/heldout-news", "poems": "data/heldout-poems"}
+# data/<name> -> {HELDOUT domain: its share of the training tokens}: weighted mixes on data_dir's tokenizer
+# (the HELDOUT folders were prepared with it), written by `mix`.
+MIXES = {"mix-wiki50": {"fawiki": 0.5, "news": 0.3, "poems": 0.2},
+         "mix-wiki25": {"fawiki": 0.25, "news": 0.45, "poems": 0.3}}
 # name -> (shape, train.py overrides beyond the shape). Squared ReLU beat GELU at l4-d256 (the
 # first two runs), so the size sweep and the tweaks after it build on squared ReLU.
 RUNS = {
@@ -78,11 +91,15 @@ RUNS = {
     **{f"{shape}-relu2": (shape, "--mlp=relu2") for shape in SHAPES if shape != "l4-d256"},
     "l4-d256-seed2": ("l4-d256", "--seed=2"),
     "l4-d256-relu2-seed2": ("l4-d256", "--mlp=relu2 --seed=2"),
-    "l4-d256-relu2-dropout0": ("l4-d256", "--mlp=relu2 --dropout=0"),
-    "l4-d256-relu2-muon": ("l4-d256", "--mlp=relu2 --optimizer=muon"),
+    # the best size (l4-d128-relu2) with other learning rates (min_lr stays a tenth) and tweaks
+    "l4-d128-relu2-lr1e-3": ("l4-d128", "--mlp=relu2 --learning_rate=1e-3 --min_lr=1e-4"),
+    "l4-d128-relu2-lr4e-3": ("l4-d128", "--mlp=relu2 --learning_rate=4e-3 --min_lr=4e-4"),
+    "l4-d128-relu2-dropout0": ("l4-d128", "--mlp=relu2 --dropout=0"),
+    "l4-d128-relu2-muon": ("l4-d128", "--mlp=relu2 --optimizer=muon"),
     # the data: every Persian text there is (fawiki, news, poetry: prepare.py with the fractions of HELDOUT)
     "l4-d256-relu2-all": ("l4-d256", "--mlp=relu2 --data_dir=data/persian-all"),
     "l4-d128-relu2-all": ("l4-d128", "--mlp=relu2 --data_dir=data/persian-all"),
+    **{f"l4-d128-relu2-{mix}": ("l4-d128", f"--mlp=relu2 --data_dir=data/{mix}") for mix in MIXES},
 }
 
 
@@ -240,6 +257,35 @@ def write_heldout(c):
         f.writelines(json.dumps(run, ensure_ascii=False) + "\n" for run in runs)
 
 
+def write_mixes(c):
+    """data/<name> for each of MIXES: each domain's train (and val) split repeated or cut to its share
+    of mix_tokens, one after another (train.py samples windows uniformly, so shares are what it sees),
+    with data_dir's test split, tokenizer and meta.json."""
+    with open(os.path.join(ROOT, c["data_dir"], "tokenizer.json"), encoding="utf-8") as f:
+        tokenizer = f.read()
+    for domain, folder in HELDOUT.items():
+        with open(os.path.join(ROOT, folder, "tokenizer.json"), encoding="utf-8") as f:
+            if f.read() != tokenizer:
+                raise common.UsageError(f"{folder} has another tokenizer than {c['data_dir']}: prepare it with "
+                                        f"--tokenizer={c['data_dir']}/tokenizer.json")
+    with open(os.path.join(ROOT, c["data_dir"], "meta.json"), encoding="utf-8") as f:
+        meta = json.load(f)
+    for name, shares in MIXES.items():
+        out_dir = os.path.join(ROOT, "data", name)
+        os.makedirs(out_dir, exist_ok=True)
+        for split, total in (("train", c["mix_tokens"]), ("val", c["mix_tokens"] // 20)):
+            parts = [np.resize(common.load_tokens(os.path.join(ROOT, HELDOUT[domain], f"{split}.bin")), int(share * total))
+                     for domain, share in shares.items()]
+            with common.atomic_path(os.path.join(out_dir, f"{split}.bin")) as tmp:
+                np.concatenate(parts).astype(np.uint16).tofile(tmp)
+            meta["splits"][split] = {"tokens": sum(map(len, parts))}
+        for file in ("test.bin", "tokenizer.json"):
+            shutil.copyfile(os.path.join(ROOT, c["data_dir"], file), os.path.join(out_dir, file))
+        with common.atomic_path(os.path.join(out_dir, "meta.json")) as tmp, open(tmp, "w", encoding="utf-8") as f:
+            json.dump({**meta, "mix": shares}, f, ensure_ascii=False, indent=1)
+        print(f"wrote data/{name}: {shares}")
+
+
 def print_table(c):
     """The finished runs of runs.jsonl, best test bits per byte first, as a Markdown table."""
     with open(os.path.join(c["results_dir"], "runs.jsonl"), encoding="utf-8") as f:
@@ -284,7 +330,7 @@ def plot_curves(c):
 
 def main():
     c, positional = common.configure(DEFAULTS, sys.argv[1:], config_files=False)
-    commands = {"time": time_shapes, "run": run_study, "heldout": write_heldout, "table": print_table,
+    commands = {"time": time_shapes, "run": run_study, "heldout": write_heldout, "mix": write_mixes, "table": print_table,
                 "plot": plot_curves}
     if len(positional) != 1 or positional[0] not in commands:
         raise common.UsageError(f"give one of {', '.join(commands)}, then --key=value settings")
