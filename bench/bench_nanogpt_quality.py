@@ -3,21 +3,22 @@ Time to quality against nanoGPT: the minutes of this machine our default recipe
 (config/fawiki_small.py) needs to reach the validation loss that nanoGPT's own train.py and
 model.py reach in ten, both trained on the same train.bin and scored on the same validation batches.
 
-    python bench/bench_nanogpt_quality.py time --nanogpt_dir=PATH   # nanoGPT's step time, alone
+    python bench/bench_nanogpt_quality.py time --nanogpt_dir=PATH   # both step times, side by side, alone
     python bench/bench_nanogpt_quality.py run --nanogpt_dir=PATH    # train it, score both (may share the CPU)
 
 PATH is a checkout of github.com/karpathy/nanoGPT; its train.py, model.py and configurator.py are
 copied into results_dir/nanogpt and run from there, on data_dir's train.bin and val.bin. As in
-bench/study.py, minutes become steps: `time` measures nanoGPT's step time with the CPU to itself
-(2 threads), and `run` trains it for exactly the steps `minutes` buy, on one thread, so the run
-gives the same model whatever else the CPU is doing.
+bench/study.py, minutes become steps: `time` measures nanoGPT's step time and ours, in alternating
+rounds with the CPU to itself (2 threads), and `run` trains nanoGPT for exactly the steps `minutes`
+buy, on one thread, so the run gives the same model whatever else the CPU is doing.
 
 nanoGPT gets config/fawiki_small.py's recipe wherever its train.py has the same setting: the
 shape, batch and accumulation, dropout, no biases, AdamW's LR, betas and weight decay, gradient
 clipping, the warmup, and the cosine decay to min_lr over the run (nanoGPT's schedule, decayed
 over the steps the budget buys, as ours decays over its budget). The rest is nanoGPT's own:
 learned positions, GELU, LayerNorm. Ours is bench/study.py's run "l4-d256" (the same recipe for
-the steps ten minutes buy it), whose log holds the validation loss every tenth of the run.
+the steps ten minutes buy it), whose log holds the validation loss every tenth of the run; the
+minutes ours needs are read off it at the step time `time` measured beside nanoGPT's.
 
 Both are scored on train.py's evaluation batches (the val windows TokenWindows draws with key
 (1, k) for k < eval_iters, the batches of every validation loss in our log), nanoGPT's final model
@@ -49,9 +50,9 @@ config = "config/fawiki_small.py"  # our recipe, given to nanoGPT where its trai
 data_dir = "data/fawiki"  # prepare.py's output that both train on
 results_dir = "bench/results/nanogpt_quality"  # nanoGPT's folder and run, step_ms.json, result.json
 study_run = "bench/results/study/l4-d256-10m"  # ours: bench/study.py's run of the same recipe
-study_step_ms = "bench/results/study/step_ms.json"  # its step time, measured alone
 minutes = 10.0  # nanoGPT's budget
-steps = 20  # time: timed steps
+steps = 20  # time: timed steps per round
+rounds = 2  # time: rounds of nanoGPT then ours
 warmup_steps = 3  # time: untimed first steps
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str))}
 SHARED = ("batch_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias", "learning_rate", "min_lr",
@@ -89,17 +90,29 @@ def nanogpt_args(c, max_iters):
             "--always_save_checkpoint=True", "--out_dir=out"]
 
 
-def time_nanogpt(c):
+def time_both(c):
+    """nanoGPT's and our step times, alternating rounds (so a change in the machine's speed falls on
+    both), each the median of its timed steps."""
     folder = nanogpt_folder(c)
     total = c["warmup_steps"] + c["steps"]
-    result = subprocess.run([sys.executable, *nanogpt_args(c, total)], cwd=folder, capture_output=True, text=True,
-                            check=True)
-    times = {int(i): float(ms) for i, ms in NANOGPT_STEP.findall(result.stdout)}
-    step_ms = statistics.median(times[i] for i in sorted(times) if c["warmup_steps"] <= i < total)
+    ours_dir = os.path.join(ROOT, c["results_dir"], "ours-timing")
+    ours = [os.path.join(ROOT, "train.py"), os.path.join(ROOT, c["config"]),
+            f"--data_dir={os.path.join(ROOT, c['data_dir'])}", f"--out_dir={ours_dir}", "--max_minutes=0", "--sample_tokens=0", f"--max_iters={total}", "--log_interval=1",
+            f"--eval_interval={total}", "--eval_iters=1"]
+    times = {"nanogpt": [], "ours": []}
+    for _ in range(c["rounds"]):
+        result = subprocess.run([sys.executable, *nanogpt_args(c, total)], cwd=folder, capture_output=True, text=True,
+                                check=True)
+        steps = {int(i): float(ms) for i, ms in NANOGPT_STEP.findall(result.stdout)}
+        times["nanogpt"] += [steps[i] for i in sorted(steps) if c["warmup_steps"] <= i < total]
+        subprocess.run([sys.executable, *ours], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        with open(os.path.join(ours_dir, "log.jsonl"), encoding="utf-8") as f:
+            times["ours"] += [r["step_ms"] for r in map(json.loads, f) if "loss" in r][c["warmup_steps"]:]
+    step_ms = {name: statistics.median(values) for name, values in times.items()}
     path = os.path.join(ROOT, c["results_dir"], "step_ms.json")
     with common.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump({"step_ms": step_ms}, f)
-    print(f"nanoGPT: {step_ms:,.0f} ms/step; wrote {path}")
+        json.dump(step_ms, f)
+    print(f"nanoGPT: {step_ms['nanogpt']:,.0f} ms/step; ours: {step_ms['ours']:,.0f} ms/step; wrote {path}")
 
 
 def eval_batches(c, block_size):
@@ -141,10 +154,12 @@ def minutes_to_reach(curve, target, step_ms):
 
 
 def run_nanogpt(c):
-    with open(os.path.join(ROOT, c["results_dir"], "step_ms.json"), encoding="utf-8") as f:
-        peer_ms = json.load(f)["step_ms"]
-    with open(os.path.join(ROOT, c["study_step_ms"]), encoding="utf-8") as f:
-        our_ms = json.load(f)["l4-d256"]["step_ms"]
+    path = os.path.join(ROOT, c["results_dir"], "step_ms.json")
+    if not os.path.isfile(path):
+        raise common.UsageError(f"{path} not found: run `python bench/bench_nanogpt_quality.py time` first, alone")
+    with open(path, encoding="utf-8") as f:
+        step_ms = json.load(f)
+    peer_ms, our_ms = step_ms["nanogpt"], step_ms["ours"]
     folder, settings = nanogpt_folder(c), recipe(c)
     max_iters = int(c["minutes"] * 60_000 / peer_ms)
     ckpt_path = os.path.join(folder, "out", "ckpt.pt")
@@ -175,7 +190,7 @@ def run_nanogpt(c):
 
 def main():
     c, positional = common.configure(DEFAULTS, sys.argv[1:], config_files=False)
-    commands = {"time": time_nanogpt, "run": run_nanogpt}
+    commands = {"time": time_both, "run": run_nanogpt}
     if len(positional) != 1 or positional[0] not in commands or not c["nanogpt_dir"]:
         raise common.UsageError("give `time` or `run`, and --nanogpt_dir=PATH (a checkout of karpathy/nanoGPT)")
     commands[positional[0]](c)
