@@ -24,8 +24,7 @@ import time
 import unicodedata
 from array import array
 from collections import Counter, defaultdict
-from functools import partial
-from itertools import islice
+from itertools import chain, islice
 
 import regex
 
@@ -73,17 +72,12 @@ NO_MERGE = MAX_VOCAB_SIZE  # rank of a pair that is never merged: above every id
 # does not spend its vocabulary on look-alikes. Applied character by character.
 
 PERSIAN_CHARACTERS = {
-    "\u064a": "\u06cc",  # ي ARABIC YEH -> ی FARSI YEH
-    "\u0649": "\u06cc",  # ى ALEF MAKSURA -> ی
+    **dict.fromkeys("\u064a\u0649", "\u06cc"),  # ي ARABIC YEH, ى ALEF MAKSURA -> ی FARSI YEH
     "\u0643": "\u06a9",  # ك ARABIC KAF -> ک KEHEH
-    "\u06d5": "\u0647",  # ە AE -> ه HEH
-    "\u06be": "\u0647",  # ھ HEH DOACHASHMEE -> ه
-    "\u06c1": "\u0647",  # ہ HEH GOAL -> ه
-    "\u0640": "",  # ـ TATWEEL (kashida), a stretching stroke
-    "\u200d": "",  # ZERO WIDTH JOINER
-    "\u200e": "",  # LEFT-TO-RIGHT MARK
-    "\u200f": "",  # RIGHT-TO-LEFT MARK
-    "\ufeff": "",  # BYTE ORDER MARK
+    **dict.fromkeys("\u06d5\u06be\u06c1", "\u0647"),  # ە AE, ھ HEH DOACHASHMEE, ہ HEH GOAL -> ه HEH
+    # removed: ـ TATWEEL (kashida, a stretching stroke), ZERO WIDTH JOINER, LEFT-TO-RIGHT MARK,
+    # RIGHT-TO-LEFT MARK, BYTE ORDER MARK
+    **dict.fromkeys("\u0640\u200d\u200e\u200f\ufeff", ""),
     **{chr(0x0660 + d): chr(0x06F0 + d) for d in range(10)},  # ٠..٩ ARABIC-INDIC -> ۰..۹ PERSIAN digits
 }
 # fathatan, dammatan, kasratan, fatha, damma, kasra, shadda, sukun: mostly unwritten in Persian,
@@ -98,11 +92,8 @@ def _translation_table(remove_diacritics):
     """The str.translate table of normalize(): the characters above, and each presentation form as its
     letters, themselves translated (a presentation-form Arabic yeh becomes a Farsi yeh)."""
     table = str.maketrans({**PERSIAN_CHARACTERS, **(DIACRITICS if remove_diacritics else {})})
-    for code in PRESENTATION_FORMS:
-        letters = unicodedata.normalize("NFKC", chr(code))
-        if letters != chr(code):
-            table[code] = letters.translate(table)
-    return table
+    forms = {code: unicodedata.normalize("NFKC", chr(code)) for code in PRESENTATION_FORMS}
+    return table | {code: letters.translate(table) for code, letters in forms.items() if letters != chr(code)}
 
 
 TRANSLATION_TABLES = {flag: _translation_table(flag) for flag in (False, True)}  # remove_diacritics -> table
@@ -167,9 +158,8 @@ def _count(batches):
     """The chunks of every text in batches of texts -> Counter."""
     pattern = regex.compile(SPLIT_PATTERN)
     counts = Counter()
-    for batch in batches:
-        for text in batch:
-            counts.update(pattern.findall(text))
+    for text in chain.from_iterable(batches):
+        counts.update(pattern.findall(text))
     return counts
 
 
@@ -178,11 +168,11 @@ def _count_worker(inbox, outbox):
     outbox.put(_count(iter(inbox.get, None)))
 
 
-def _wait(queue_operation, workers):
-    """Run a blocking queue operation, failing instead of hanging when a worker has died."""
+def _wait(workers, queue_operation, *args):
+    """Run a blocking queue operation on args, failing instead of hanging when a worker has died."""
     while True:
         try:
-            return queue_operation(timeout=1.0)
+            return queue_operation(*args, timeout=1.0)
         except (queue.Empty, queue.Full):
             if any(worker.exitcode for worker in workers):
                 raise RuntimeError("a chunk-counting worker process died (out of memory?)") from None
@@ -203,16 +193,11 @@ def count_chunks(texts, num_proc=1):
     for worker in workers:
         worker.start()
     try:
-        for batch in _batches(texts):
-            _wait(partial(inbox.put, batch), workers)
+        for batch in chain(_batches(texts), [None] * num_proc):  # a None tells a worker to send its counts
+            _wait(workers, inbox.put, batch)
         for _ in workers:
-            _wait(partial(inbox.put, None), workers)
-        for _ in workers:
-            worker_counts = _wait(outbox.get, workers)
-            if len(worker_counts) > len(counts):  # add the smaller into the larger
-                counts, worker_counts = worker_counts, counts
-            for chunk, count in worker_counts.items():
-                counts[chunk] += count
+            smaller, counts = sorted([counts, _wait(workers, outbox.get)], key=len)
+            counts.update(smaller)  # the smaller into the larger
         for worker in workers:
             worker.join()
     finally:  # after an error, the workers still running are stopped (terminate leaves an exited one alone)
@@ -236,8 +221,7 @@ def learn_merges(chunk_counts, num_merges):
     """
     words = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
     counts = list(chunk_counts.values())
-    pair_counts = defaultdict(int)
-    where = defaultdict(list)
+    pair_counts, where = defaultdict(int), defaultdict(list)
     for index, (word, count) in enumerate(zip(words, counts)):
         for pair in map(int.__add__, [a * PAIR for a in word[:-1]], word[1:]):
             pair_counts[pair] += count
@@ -301,8 +285,7 @@ def learn_merges(chunk_counts, num_merges):
 class _Cache(dict):
     """text -> its ids as uint16 bytes; missing text is encoded and remembered, up to `size` texts."""
 
-    def __init__(self, encode, size):
-        super().__init__()
+    def __init__(self, encode, size):  # dict.__new__ makes the empty dict: nothing to pass to dict.__init__
         self.encode, self.size = encode, size
 
     def __missing__(self, text):
@@ -319,26 +302,18 @@ class Tokenizer:
         self.merges = [tuple(pair) for pair in merges]
         self.normalization = normalization
         self.special_tokens = {token: 256 + len(self.merges) + i for i, token in enumerate(special_tokens)}
+        self.vocab_size = 256 + len(self.merges) + len(self.special_tokens)
+        self.eot_id = self.special_tokens.get("<|endoftext|>")  # the document separator; None if there is none
         self.pattern_text = pattern_text
         self.pattern = regex.compile(pattern_text)
         self.ranks = {a * PAIR + b: 256 + i for i, (a, b) in enumerate(self.merges)}
         self.token_bytes = {i: bytes([i]) for i in range(256)}
-        for i, (a, b) in enumerate(self.merges):
-            self.token_bytes[256 + i] = self.token_bytes[a] + self.token_bytes[b]
-        for token, i in self.special_tokens.items():
-            self.token_bytes[i] = token.encode("utf-8")
+        for i, (a, b) in enumerate(self.merges, 256):
+            self.token_bytes[i] = self.token_bytes[a] + self.token_bytes[b]
+        self.token_bytes.update({i: token.encode("utf-8") for token, i in self.special_tokens.items()})
         self.chunk_cache = _Cache(self._encode_chunk, CACHE_CHUNKS)
         self.word_cache = _Cache(lambda word: self._encode_chunks(" " + word), CACHE_WORDS)
         self.split_at_spaces = pattern_text == SPLIT_PATTERN  # see SPACE_AFTER_WHITESPACE
-
-    @property
-    def vocab_size(self):
-        return 256 + len(self.merges) + len(self.special_tokens)
-
-    @property
-    def eot_id(self):
-        """Id of <|endoftext|>, the document separator; None if this tokenizer has none."""
-        return self.special_tokens.get("<|endoftext|>")
 
     @classmethod
     def train(cls, texts, vocab_size, special_tokens=("<|endoftext|>",), num_proc=1, normalization=None):
@@ -420,18 +395,16 @@ class Tokenizer:
             text = self.normalize(text)
         if allowed_special == "all":
             allowed_special = self.special_tokens
-        unknown = set(allowed_special) - set(self.special_tokens)
-        if unknown:
+        if unknown := set(allowed_special) - set(self.special_tokens):
             raise UsageError(f"not special tokens of this tokenizer: {sorted(unknown)}")
         if not allowed_special:
             return array("H", self._encode_plain(text))
         alternatives = "|".join(map(regex.escape, sorted(allowed_special, key=len, reverse=True)))
-        ids = array("H")
-        for i, part in enumerate(regex.split(f"({alternatives})", text)):
-            if i % 2:
-                ids.append(self.special_tokens[part])
-            else:
-                ids.frombytes(self._encode_plain(part))
+        parts = regex.split(f"({alternatives})", text)  # plain text, then a special token and plain text after it
+        ids = array("H", self._encode_plain(parts[0]))
+        for special, plain in zip(parts[1::2], parts[2::2]):
+            ids.append(self.special_tokens[special])
+            ids.frombytes(self._encode_plain(plain))
         return ids
 
     def encode(self, text, allowed_special=()):
@@ -454,8 +427,7 @@ class Tokenizer:
     # saving and loading: one JSON file, one merge per line, no pickle
 
     def to_json(self):
-        header = json.dumps({"version": FORMAT_VERSION, "type": "byte-level BPE",
-                             "normalization": self.normalization,
+        header = json.dumps({"version": FORMAT_VERSION, "type": "byte-level BPE", "normalization": self.normalization,
                              "pattern": self.pattern_text, "special_tokens": self.special_tokens},
                             ensure_ascii=False, indent=1)
         merges = ",\n".join(f"  [{a}, {b}]" for a, b in self.merges)
@@ -478,7 +450,6 @@ class Tokenizer:
             raise UsageError("corrupt tokenizer: normalization must be null or "
                              '{"normalize_text": bool, "remove_diacritics": bool}')
         merges, special_tokens = data.get("merges"), data.get("special_tokens")
-        pattern_text = data.get("pattern")
         if not isinstance(merges, list) or not all(
                 isinstance(pair, list) and len(pair) == 2
                 and all(type(i) is int and 0 <= i < 256 + n for i in pair)
@@ -489,11 +460,10 @@ class Tokenizer:
             raise UsageError("corrupt tokenizer: special tokens must take the ids after the merges")
         if 256 + len(merges) + len(special_tokens) > MAX_VOCAB_SIZE:
             raise UsageError(f"corrupt tokenizer: more than {MAX_VOCAB_SIZE} ids")
-        try:
-            regex.compile(pattern_text)
+        try:  # everything else is checked: the constructor can fail only in compiling the pattern
+            return cls(merges, list(special_tokens), data.get("pattern"), normalization)
         except (regex.error, TypeError) as e:
             raise UsageError(f"corrupt tokenizer: bad split pattern: {e}") from e
-        return cls(merges, list(special_tokens), pattern_text, normalization)
 
     def save(self, path):
         with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:

@@ -26,25 +26,19 @@ class UsageError(Exception):
     """Bad input the user can fix. Scripts report it in one line, without a traceback."""
 
 
-def _check_key(key, defaults, source):
-    if key in defaults:
-        return
-    close = difflib.get_close_matches(key, list(defaults), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise UsageError(f"unknown config key '{key}' in {source}{hint}")
-
-
-def _coerce(key, value, default, source):
-    """Type-check a value against its default: ints widen to floats, None accepts anything."""
-    if default is None or value is None:
+def _checked(key, value, defaults, source):
+    """The value of a known key, type-checked against its default: ints widen to floats, None
+    accepts anything."""
+    if key not in defaults:
+        close = difflib.get_close_matches(key, list(defaults), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UsageError(f"unknown config key '{key}' in {source}{hint}")
+    default = defaults[key]
+    same_kind = isinstance(value, bool) == isinstance(default, bool)  # True is an int, but no valid one
+    if default is None or value is None or same_kind and isinstance(value, type(default)):
         return value
-    if isinstance(default, bool) or isinstance(value, bool):
-        if isinstance(default, bool) and isinstance(value, bool):
-            return value
-    elif isinstance(default, float) and isinstance(value, int):
+    if same_kind and isinstance(default, float) and isinstance(value, int):
         return float(value)
-    elif isinstance(value, type(default)):
-        return value
     raise UsageError(f"config key '{key}' in {source} expects {type(default).__name__}, "
                      f"got {type(value).__name__} {value!r}")
 
@@ -65,8 +59,7 @@ def configure(defaults, argv, config_files=True):
             key, sep, text = arg[2:].partition("=")
             if not sep:
                 raise UsageError(f"expected --key=value, got '{arg}'")
-            _check_key(key, defaults, "the command line")
-            config[key] = _coerce(key, _parse_value(text), defaults[key], "the command line")
+            config[key] = _checked(key, _parse_value(text), defaults, "the command line")
         elif config_files and arg.endswith(".py"):
             if not os.path.isfile(arg):
                 raise UsageError(f"config file not found: {arg}")
@@ -79,8 +72,7 @@ def configure(defaults, argv, config_files=True):
             for key, value in scope.items():
                 if key.startswith("_") or callable(value) or type(value).__name__ == "module":
                     continue
-                _check_key(key, defaults, arg)
-                config[key] = _coerce(key, value, defaults[key], arg)
+                config[key] = _checked(key, value, defaults, arg)
         else:
             positional.append(arg)
     return config, positional
@@ -113,13 +105,6 @@ def run(main):
         sys.exit(130)
 
 
-def current_umask():
-    """The process's umask (reading it means setting it, so it is set back at once)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
-
-
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
@@ -127,7 +112,9 @@ def atomic_path(path):
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files; outputs get the usual permissions
+    umask = os.umask(0)  # reading the umask means setting it, so it is set back at once
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs get the usual permissions
     try:
         yield tmp
         os.replace(tmp, path)

@@ -15,6 +15,7 @@ of context, by sliding a window over the whole token stream.
 import json
 import math
 import os
+import pathlib
 import sys
 import types
 
@@ -182,13 +183,10 @@ def load_token_file(path, tokenizer, tokenizer_sha256):
     """Tokens of a prepare.py .bin file, refusing files made with a different tokenizer."""
     tokenizer_path = os.path.join(os.path.dirname(os.path.abspath(path)), "tokenizer.json")
     if not os.path.isfile(tokenizer_path):
-        print(f"note: no tokenizer.json beside {path}; cannot check that it matches the checkpoint",
-              file=sys.stderr)
-    else:
-        with open(tokenizer_path, encoding="utf-8") as f:
-            if tokenizer_hash(f.read()) != tokenizer_sha256:
-                raise common.UsageError(f"{path} was encoded with {tokenizer_path}, which is not the "
-                                        f"checkpoint's tokenizer: evaluate on data prepared for this model")
+        print(f"note: no tokenizer.json beside {path}; cannot check that it matches the checkpoint", file=sys.stderr)
+    elif tokenizer_hash(pathlib.Path(tokenizer_path).read_text(encoding="utf-8")) != tokenizer_sha256:
+        raise common.UsageError(f"{path} was encoded with {tokenizer_path}, which is not the "
+                                f"checkpoint's tokenizer: evaluate on data prepared for this model")
     tokens = common.load_tokens(path)
     if len(tokens) and int(tokens.max()) >= tokenizer.vocab_size:
         raise common.UsageError(f"{path} holds token id {int(tokens.max())}, beyond the checkpoint's "
@@ -282,9 +280,8 @@ def continuations(model, tokenizer, stream, config):
     examples = []
     for begin in (long_enough[i] for i in np.unique(spread.round().astype(int))):
         prompt = [tokenizer.eot_id] + stream[begin:begin + k].tolist()
-        new_ids = sample.generate(model, prompt, n, config["temperature"], config["top_k"], config["top_p"],
-                                  config["repetition_penalty"], config["greedy"], generator=generator,
-                                  stop_ids=(tokenizer.eot_id,))
+        new_ids = sample.generate(model, prompt, n, generator=generator, stop_ids=(tokenizer.eot_id,),
+                                  **{key: config[key] for key in DECODING if key != "seed"})
         examples.append({"prompt": tokenizer.decode(prompt[1:]),
                          "reference": continuation_text(tokenizer, prompt, stream[begin + k:begin + k + n].tolist()),
                          "generated": continuation_text(tokenizer, prompt, list(new_ids))})
@@ -317,12 +314,11 @@ def main(argv=None):
 
     results = likelihood(model, tokenizer, stream, stride, config["batch_size"])
     figures, generation = continuations(model, tokenizer, stream, config)
-    results.update(figures)
     report = {
         "checkpoint": os.path.abspath(ckpt_path), "iter_num": ckpt.get("iter_num"),
         "input": {kind: os.path.abspath(source)}, "split": split, "context": model.config.block_size,
         "quantize": config["quantize"], "stride": stride, "max_tokens": config["max_tokens"],
-        "results": results, "generation": generation,
+        "results": {**results, **figures}, "generation": generation,
     }
     report_path = config["report"] or os.path.join(config["out_dir"], f"eval_{name}.json")
     with common.atomic_path(report_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
@@ -331,7 +327,7 @@ def main(argv=None):
     scored = f"the {split} split, {source}" if split else source
     print(f"{ckpt_path} (step {ckpt.get('iter_num')}) on {scored}: context {model.config.block_size}, "
           f"stride {stride}, {generation['documents']} documents continued")
-    for key, value in results.items():
+    for key, value in report["results"].items():
         print(f"{key:<34}{value:>14.4f}" if isinstance(value, float) else f"{key:<34}{value!s:>14}")
     for metric, signature in generation["sacrebleu_signatures"].items():
         print(f"{metric} signature: {signature}")

@@ -30,6 +30,7 @@ exporting needs nothing beyond torch.
 import glob
 import json
 import os
+import pathlib
 import shutil
 import sys
 import tempfile
@@ -72,54 +73,39 @@ def hf_weights(model, embeddings, blocks, layer_names, final_norm, head, transpo
     return tensors
 
 
-def qkv_by_head(t, n_head):
-    """Rows [all q; all k; all v] of our fused projection -> [q, k, v of head 0; of head 1; ...]."""
-    return t.reshape(3, n_head, t.size(0) // (3 * n_head), -1).transpose(0, 1).reshape(t.shape)
-
-
-def neox_state(model):
-    """(config.json fields, tensors) of GPTNeoXForCausalLM computing the rotary GPT."""
-    c = model.config
-    # the untied head is embed_out, the name every transformers version reads
-    tensors = hf_weights(model, {"wte": "gpt_neox.embed_in"}, "gpt_neox.layers",
-                         (("norm1", "input_layernorm"), ("norm2", "post_attention_layernorm"),
-                          ("attn.qkv", "attention.query_key_value"), ("attn.proj", "attention.dense"),
-                          ("mlp.fc", "mlp.dense_h_to_4h"), ("mlp.proj", "mlp.dense_4h_to_h")),
-                         "gpt_neox.final_layer_norm", "embed_out")
-    for name in [name for name in tensors if ".query_key_value." in name]:
-        tensors[name] = qkv_by_head(tensors[name], c.n_head)
-    fields = {"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox",
-              "hidden_size": c.n_embd, "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head,
-              "intermediate_size": 4 * c.n_embd, "max_position_embeddings": c.block_size,
-              "rotary_pct": 1.0, "rotary_emb_base": 10000, "use_parallel_residual": False,
-              "attention_bias": True, "layer_norm_eps": 1e-5, "attention_dropout": 0.0, "hidden_dropout": 0.0}
-    return fields, tensors
-
-
-def gpt2_state(model):
-    """(config.json fields, tensors) of GPT2LMHeadModel computing the GPT with learned positions."""
-    c = model.config
-    tensors = hf_weights(model, {"wte": "transformer.wte", "wpe": "transformer.wpe"}, "transformer.h",
-                         (("norm1", "ln_1"), ("norm2", "ln_2"), ("attn.qkv", "attn.c_attn"),
-                          ("attn.proj", "attn.c_proj"), ("mlp.fc", "mlp.c_fc"), ("mlp.proj", "mlp.c_proj")),
-                         "transformer.ln_f", "lm_head", transpose=True)
-    fields = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
-              "n_embd": c.n_embd, "n_layer": c.n_layer, "n_head": c.n_head, "n_inner": 4 * c.n_embd,
-              "n_positions": c.block_size, "layer_norm_epsilon": 1e-5, "scale_attn_weights": True,
-              "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
-    return fields, tensors
-
-
 def model_files(model, eot_id):
-    """(config.json as a dict, {name: tensor}) of the transformers model equal to `model`."""
+    """(config.json as a dict, {name: tensor}) of the transformers model equal to `model`:
+    GPTNeoXForCausalLM computing the rotary GPT, GPT2LMHeadModel the GPT with learned positions."""
     c = model.config
     if c.norm != "layernorm" or c.qk_norm:  # GPT-NeoX and GPT-2 use LayerNorm and do not normalise queries and keys
         setting = f"norm={c.norm!r}" if c.norm != "layernorm" else "qk_norm=True"
         raise common.UsageError(f"{setting} cannot be exported: no transformers architecture computes it exactly")
-    fields, tensors = (neox_state if c.pos_emb == "rope" else gpt2_state)(model)
     # transformers' "gelu" is the exact (erf) GELU, like F.gelu; its "relu2" is squared ReLU, like ours
-    fields.update({"hidden_act" if c.pos_emb == "rope" else "activation_function": c.mlp,
-                   "vocab_size": c.vocab_size, "tie_word_embeddings": c.tie_weights,
+    if c.pos_emb == "rope":
+        # the untied head is embed_out, the name every transformers version reads
+        tensors = hf_weights(model, {"wte": "gpt_neox.embed_in"}, "gpt_neox.layers",
+                             (("norm1", "input_layernorm"), ("norm2", "post_attention_layernorm"),
+                              ("attn.qkv", "attention.query_key_value"), ("attn.proj", "attention.dense"),
+                              ("mlp.fc", "mlp.dense_h_to_4h"), ("mlp.proj", "mlp.dense_4h_to_h")),
+                             "gpt_neox.final_layer_norm", "embed_out")
+        # rows of our fused projection [all q; all k; all v] -> NeoX's [q, k, v of head 0; of head 1; ...]
+        for name in [name for name in tensors if ".query_key_value." in name]:
+            tensors[name] = tensors[name].unflatten(0, (3, c.n_head, -1)).transpose(0, 1).flatten(0, 2)
+        fields = {"architectures": ["GPTNeoXForCausalLM"], "model_type": "gpt_neox", "hidden_size": c.n_embd,
+                  "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head, "intermediate_size": 4 * c.n_embd,
+                  "max_position_embeddings": c.block_size, "rotary_pct": 1.0, "rotary_emb_base": 10000,
+                  "use_parallel_residual": False, "attention_bias": True, "layer_norm_eps": 1e-5,
+                  "attention_dropout": 0.0, "hidden_dropout": 0.0, "hidden_act": c.mlp}
+    else:
+        tensors = hf_weights(model, {"wte": "transformer.wte", "wpe": "transformer.wpe"}, "transformer.h",
+                             (("norm1", "ln_1"), ("norm2", "ln_2"), ("attn.qkv", "attn.c_attn"),
+                              ("attn.proj", "attn.c_proj"), ("mlp.fc", "mlp.c_fc"), ("mlp.proj", "mlp.c_proj")),
+                             "transformer.ln_f", "lm_head", transpose=True)
+        fields = {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",
+                  "n_embd": c.n_embd, "n_layer": c.n_layer, "n_head": c.n_head, "n_inner": 4 * c.n_embd,
+                  "n_positions": c.block_size, "layer_norm_epsilon": 1e-5, "scale_attn_weights": True,
+                  "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "activation_function": c.mlp}
+    fields.update({"vocab_size": c.vocab_size, "tie_word_embeddings": c.tie_weights,
                    "bos_token_id": eot_id, "eos_token_id": eot_id, "use_cache": True,
                    "torch_dtype": str(model.wte.weight.dtype).removeprefix("torch.")})
     return fields, tensors
@@ -148,10 +134,10 @@ def write_safetensors(path, tensors):
 
 def byte_characters():
     """GPT-2's printable stand-in for each byte, the alphabet of byte-level BPE files: bytes that
-    are printable Latin-1 characters stand for themselves, the other 68 take chars 256, 257, ..."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    others = [b for b in range(256) if b not in printable]
-    return {**{b: chr(b) for b in printable}, **{b: chr(256 + n) for n, b in enumerate(others)}}
+    are printable Latin-1 characters other than the space (GPT-2's ranges ! to ~, ¡ to ¬ and ® to ÿ)
+    stand for themselves, the other 68 take chars 256, 257, ... in byte order."""
+    others = iter(range(256, 512))
+    return {b: chr(b) if chr(b).isprintable() and b != ord(" ") else chr(next(others)) for b in range(256)}
 
 
 def hf_normalizer(normalization):
@@ -212,10 +198,9 @@ def generation_config(eot_id, block_size):
     """sample.py's default decoding, in transformers' terms. transformers does not restart the context
     as sample.py does, so generation stops at its end: max_length counts the prompt, and a prompt that
     fills the context gets transformers' error rather than positions the model never saw."""
-    d = sample.DEFAULTS
     return {"bos_token_id": eot_id, "eos_token_id": eot_id, "pad_token_id": eot_id, "max_length": block_size,
-            "do_sample": not d["greedy"], "temperature": d["temperature"], "top_k": d["top_k"], "top_p": d["top_p"],
-            "repetition_penalty": d["repetition_penalty"]}
+            "do_sample": not sample.DEFAULTS["greedy"],
+            **{key: sample.DEFAULTS[key] for key in ("temperature", "top_k", "top_p", "repetition_penalty")}}
 
 
 def figure(value):
@@ -228,14 +213,9 @@ def table(title, header, rows):
             *("| " + " | ".join(map(figure, row)) + " |" for row in rows), ""] if rows else []
 
 
-def read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def evaluation_row(path):
     """A row of the model card's evaluation table, from one of eval.py's JSON reports."""
-    report = read_json(path)
+    report = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
     name = os.path.basename(next(iter(report.get("input", {}).values()), path))
     split = f" ({report['split']} split)" if report.get("split") else ""
     return [f"`{name}`{split}", *(report.get("results", {}).get(key, "") for key in EVALUATION_COLUMNS)]
@@ -265,7 +245,7 @@ def model_card(model, tokenizer, ckpt, out_dir, architecture):
              f"`generate` stops at the end of the context, {c.block_size} tokens counting the prompt (`max_length`): "
              "transformers does not restart the context as sample.py does. Other settings: sample.py's defaults.", ""]
     meta_path = os.path.join(config["data_dir"], "meta.json") if config.get("data_dir") else ""
-    meta = read_json(meta_path) if os.path.isfile(meta_path) else {}
+    meta = json.loads(pathlib.Path(meta_path).read_text(encoding="utf-8")) if os.path.isfile(meta_path) else {}
     inputs = ", ".join(f"`{os.path.basename(i.get('path') or i.get('url', ''))}`" for i in meta.get("inputs", []))
     lines += table(f"Data (from {inputs})" if inputs else "Data", ["split", "documents", "tokens", "bytes of text"],
                    [[split, n["documents"], n["tokens"], n["bytes"]] for split, n in meta.get("splits", {}).items()])

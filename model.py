@@ -120,8 +120,8 @@ class KVCache:
                                     for buffers in (self.k, self.v))
         self.row_index = torch.arange(B, device=idx.device)[:, None]
         self.positions = torch.tensor(past, device=idx.device)[:, None] + torch.arange(T, device=idx.device)
-        keys = torch.arange(end, device=idx.device)
-        self.attn_mask = (keys <= self.positions[:, :, None])[:, None]  # (B, 1, T, end), every head alike
+        # (B, 1, T, end), every head alike
+        self.attn_mask = (torch.arange(end, device=idx.device) <= self.positions[:, :, None])[:, None]
         return self.positions
 
     def update(self, layer, k, v):
@@ -218,18 +218,16 @@ class GPT(nn.Module):
         if config.tie_weights:
             self.lm_head.weight = self.wte.weight  # one matrix maps tokens in and out
 
-        self.apply(self._init_weights)
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
         # Each block adds its output projections to the residual stream; scaling them keeps
         # the stream's variance from growing with depth.
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-
-    def _init_weights(self, module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
     @property
     def inv_freq(self):
@@ -302,8 +300,7 @@ class GPT(nn.Module):
         groups = [{"params": [p for p in params if p.dim() >= 2 and id(p) not in hidden], "weight_decay": weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
         # The fused kernel updates all parameters in one pass: several times faster than the loop.
-        fused = device_type in ("cuda", "cpu")
-        optimizers = [torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)]
+        optimizers = [torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type in ("cuda", "cpu"))]
         if hidden:
             optimizers.append(Muon([p for p in params if id(p) in hidden], learning_rate, weight_decay=weight_decay))
         return optimizers
@@ -478,12 +475,11 @@ def quantize_weights(model, scheme):
     model.eval()
     if scheme == "bf16":
         return model.to(torch.bfloat16)
-    replace_linears(model, Int8Linear)
     # The whole model compiled as one graph per kind of call (a prompt, a step of one row, of
     # several): the products of every layer, and the norms, attention and activations between
     # them, run as a few compiled loops, without Python between layers. Sizes are symbolic, so
     # steps of any number of rows and lengths reuse those graphs.
-    model.compile(dynamic=True)
+    replace_linears(model, Int8Linear).compile(dynamic=True)
     try:  # compile a one-row step now: a missing compiler is a one-line error, not a traceback later
         with torch.inference_mode():
             model(torch.zeros(1, 1, dtype=torch.long), kv_cache=model.new_kv_cache(1))

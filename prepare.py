@@ -227,7 +227,7 @@ class Download:
 
     def __init__(self, url, user_agent, report, copy=None):
         self.url, self.user_agent, self.report, self.copy = url, user_agent, report, copy
-        self.received, self.complete = 0, False
+        self.received, self.size, self.complete = 0, None, False
         self.expected_sha1, self.sha1_source = published_sha1(url, user_agent)
         report["checksum"] = self.sha1_source
         try:
@@ -251,13 +251,12 @@ class Download:
         headers = {"Range": f"bytes={self.received}-", "If-Range": self.validator} if self.received else {}
         response = http_get(self.url, self.user_agent, {name: value for name, value in headers.items() if value})
         fields = response.headers
+        expected = f"bytes {self.received}-" + (f"{self.size - 1}/{self.size}" if self.size else "")
         if not self.received:
             self.size = int(fields["Content-Length"]) if fields["Content-Length"] else None
             etag, self.report["last_modified"] = fields["ETag"], fields["Last-Modified"]
             self.validator = etag if etag and not etag.startswith("W/") else fields["Last-Modified"]
-            return response
-        expected = f"bytes {self.received}-" + (f"{self.size - 1}/{self.size}" if self.size else "")
-        if response.status != 206 or not (fields["Content-Range"] or "").startswith(expected):
+        elif response.status != 206 or not (fields["Content-Range"] or "").startswith(expected):
             response.close()
             sent = "the whole file again" if response.status != 206 else f"'{fields['Content-Range']}'"
             raise common.UsageError(f"{self.url}: after a dropped connection the server sent {sent} instead of the "
@@ -312,18 +311,15 @@ class Download:
             self.report["checksum"] = f"not checked: reading stopped at {self.position()}, before the end"
 
 
-def local_name(tag):
-    return tag.rpartition("}")[2]  # "{http://www.mediawiki.org/xml/export-0.11/}page" -> "page"
-
-
 def iter_pages(stream, report):
     """(title, wikitext) of each article of a MediaWiki XML export; other pages are counted as dropped."""
     events = ET.iterparse(stream, events=("start", "end"))
     _, root = next(events)
     for event, element in events:
-        if event != "end" or local_name(element.tag) != "page":
+        # a tag without its namespace: "{http://www.mediawiki.org/xml/export-0.11/}page" -> "page"
+        if event != "end" or element.tag.rpartition("}")[2] != "page":
             continue
-        fields = {local_name(child.tag): child.text or "" for child in element.iter()}
+        fields = {child.tag.rpartition("}")[2]: child.text or "" for child in element.iter()}
         root.clear()  # the page is read: let it go, or a whole dump would stay in memory
         report["records"] += 1
         text = fields.get("text", "")
@@ -355,10 +351,9 @@ def iter_book(lines, chunk_chars, report):
     documents of about chunk_chars characters."""
     head = list(itertools.islice(lines, GUTENBERG_HEADER_LINES))
     start = next((i for i, line in enumerate(head) if GUTENBERG_START.match(line)), -1)
+    body = itertools.chain(head[start + 1:], lines)
     chunk, size = [], 0
-    for line in itertools.chain(head[start + 1:], lines):
-        if GUTENBERG_END.match(line):
-            break
+    for line in itertools.takewhile(lambda line: not GUTENBERG_END.match(line), body):
         if not line.strip() and size >= chunk_chars:
             report["records"] += 1
             yield None, "".join(chunk)

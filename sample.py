@@ -65,8 +65,6 @@ def apply_repetition_penalty(logits, context, penalty):
 
     Dividing a positive logit and multiplying a negative one both lower the token's probability,
     whatever the sign; a token repeated many times is penalised once, like one seen once."""
-    if penalty == 1.0:
-        return logits
     seen = logits.gather(1, context)
     seen = torch.where(seen > 0, seen / penalty, seen * penalty)
     return logits.scatter(1, context, seen)
@@ -184,7 +182,9 @@ class Decoder:
         self.model = model
         self.max_rows = max_rows
         self.device = model.wte.weight.device
-        self.cache = model.new_kv_cache(max_rows) if use_cache else None
+        # The cache keeps every row's length either way; use_cache=False never fills its buffers.
+        self.cache = model.new_kv_cache(max_rows)
+        self.use_cache = use_cache
         self.rows = []  # the active rows, in the order of their cache rows
 
     def __len__(self):
@@ -229,9 +229,8 @@ class Decoder:
     def _prefill(self, slot):
         """Fill cache row `slot` with its row's context but the last token, which the next step reads."""
         row = self.rows[slot]
-        if self.cache is not None:
-            self.cache.reset(slot)
-        if self.cache is not None and len(row.tokens) - row.start > 1:
+        self.cache.reset(slot)
+        if self.use_cache and len(row.tokens) - row.start > 1:
             with autocast_for(self.device):
                 self.model(torch.tensor([row.tokens[row.start:-1]], device=self.device), kv_cache=self.cache,
                            cache_row=slot, head=False)
@@ -248,7 +247,7 @@ class Decoder:
                 row.start = start
                 self._prefill(slot)
         with autocast_for(self.device):
-            if self.cache is None:
+            if not self.use_cache:
                 logits = torch.cat([self.model(torch.tensor([row.tokens[row.start:]], device=self.device))[0][:, -1]
                                     for row in self.rows])
             else:
@@ -310,8 +309,7 @@ class Decoder:
     def branch(self, parents, tokens):
         """Replace the rows with continuations of them: row i becomes row parents[i] (a slot)
         followed by tokens[i], with a copy of its parent's cache row (beam search)."""
-        if self.cache is not None:
-            self.cache.copy_rows(parents, range(len(parents)))
+        self.cache.copy_rows(parents, range(len(parents)))
         self.rows = [replace(self.rows[parent], id=i, tokens=self.rows[parent].tokens + [token])
                      for i, (parent, token) in enumerate(zip(parents, tokens))]
 
@@ -326,8 +324,7 @@ class Decoder:
     def _free(self, row):
         slot, last = self.rows.index(row), len(self.rows) - 1
         if slot != last:  # the last row moves into the gap, so active rows stay one run
-            if self.cache is not None:
-                self.cache.copy_rows([last], [slot])
+            self.cache.copy_rows([last], [slot])
             self.rows[slot] = self.rows[last]
         self.rows.pop()
 
@@ -565,8 +562,7 @@ def main(argv=None):
     if config["beams"] < 1 or config["num_samples"] < 1:
         raise common.UsageError("beams and num_samples must be at least 1")
     if config["beams"] > 1 and config["num_samples"] > 1:
-        raise common.UsageError("beam search has no randomness: every sample would be the same "
-                                "(use num_samples=1)")
+        raise common.UsageError("beam search has no randomness: every sample would be the same (use num_samples=1)")
     device = resolve_device(config["device"], None)
     model, tokenizer = load_out_dir(config["out_dir"], device, config["quantize"])
     prompt_text, prompt_ids = encode_prompt(read_prompt(config["start"]), tokenizer, model.config.block_size)
@@ -589,12 +585,11 @@ def main(argv=None):
             produced[i].append(token_id)
             if i == 0:
                 yield token_id
-    samples = [first_sample()] + produced[1:]
-    for i, new_ids in enumerate(samples):
+    for i, new_ids in enumerate([first_sample()] + produced[1:]):
         print(prompt_text, end="", flush=True)
         for piece in stream_text(tokenizer, new_ids):
             print(piece, end="", flush=True)
-        print("\n" + "-" * 40 if i + 1 < len(samples) else "", flush=True)
+        print("\n" + "-" * 40 if i + 1 < len(produced) else "", flush=True)
     seconds = time.perf_counter() - started
     count = sum(len(ids) for ids in produced)
     print(f"{count} tokens in {seconds:.2f} s ({count / seconds:.1f} tokens/s)", file=sys.stderr)

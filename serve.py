@@ -17,8 +17,8 @@ it ends, and each row gets the tokens it would get alone. Requests that find too
 wait in a queue of --max_queue; beyond it the answer is 503. The model runs on one PyTorch thread
 (--threads), which serves a small model on a CPU better than one thread per core: see main.
 
-A request goes: its body (at most MAX_BODY_BYTES, BodyLimit) -> CompletionRequest, field by
-field -> Server.submit: prompts tokenized, a Job queued -> Batcher, the model thread: Decoder
+A request goes: its body (at most MAX_BODY_BYTES, body_limit) -> CompletionRequest, field by
+field -> Server.submit: prompts tokenized, a Job queued -> Server.run, the model thread: Decoder
 rows, each step's tokens read by their Choice into updates -> the job's asyncio queue ->
 Server.completions: one response, or a stream of server-sent events.
 
@@ -160,14 +160,12 @@ def invalid_request(request, exc):
     return error_response(request, APIError(400, message, param=fields[0]))
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over MAX_BODY_BYTES is a 413 as soon as that is known, from
-    its Content-Length or (a chunked body has none) from the bytes arrived, before it is parsed."""
+def body_limit(app):
+    """ASGI middleware around `app`: a request body over MAX_BODY_BYTES is a 413 as soon as that is
+    known, from its Content-Length or (a chunked body has none) from the bytes arrived, before it
+    is parsed."""
 
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
+    async def limited(scope, receive, send):
         declared, received = int(dict(scope.get("headers", ())).get(b"content-length", b"0")), 0
 
         async def counted():
@@ -177,7 +175,8 @@ class BodyLimit:
             if max(declared, received) > MAX_BODY_BYTES:
                 raise APIError(413, f"the request body is over {MAX_BODY_BYTES} bytes")
             return message
-        await self.app(scope, counted, send)
+        await app(scope, counted, send)
+    return limited
 
 
 # -----------------------------------------------------------------------------
@@ -216,14 +215,18 @@ def source_offsets(tokenizer, sent, read):
     that is none, as for a ZWNJ, which only its neighbours can keep), and each character read is
     matched to the next one given (a space to any whitespace)."""
     forms = {char: tokenizer.normalize(char, tidy_spaces=False) for char in set(sent)}
-    given = [(char, i) for i, source in enumerate(sent) for char in forms[source] or source]
-    offsets, j = [], 0
-    for char in read:
-        while j < len(given) and not (given[j][0] == char or given[j][0].isspace() and char.isspace()):
-            j += 1
-        offsets.append(given[j][1] if j < len(given) else len(sent))  # nothing left gives it: the end
-        j += 1
+    # one iterator for all the characters read: each match moves it past the characters it skips
+    given = ((char, i) for i, source in enumerate(sent) for char in forms[source] or source)
+    offsets = [next((i for form, i in given if form == char or form.isspace() and char.isspace()), len(sent))
+               for char in read]  # nothing left gives it: the end
     return offsets + [len(sent)]
+
+
+def read_prompts(prompts, tokenizer, block_size):
+    """[(token ids, the text sent or None)] of a request's prompts: a text as sample.py reads it
+    (normalized, after <|endoftext|>), token ids as they are; either cropped to the context."""
+    return [(encode_prompt(prompt, tokenizer, block_size)[1], prompt) if isinstance(prompt, str)
+            else (prompt[-block_size:], None) for prompt in prompts]
 
 
 def echoed(model, tokenizer, prompt_ids, sent, top_n):
@@ -259,7 +262,7 @@ def joined(index, updates, logprobs):
 
 
 # -----------------------------------------------------------------------------
-# continuous batching
+# continuous batching, and the routes
 
 class Choice:
     """One completion: where its text stands and the token records read but not sent yet."""
@@ -279,9 +282,8 @@ class Choice:
         offsets = list(itertools.accumulate(map(len, pieces), initial=self.offset))[:-1] if offsets is None else offsets
         self.offset += len(text)
         logprobs = dict(tokens=pieces, token_logprobs=[logprob for _, logprob, _ in records],
-                        top_logprobs=[top for _, _, top in records], text_offset=offsets)
-        return dict(text=text, index=self.index, logprobs=logprobs if self.logprobs else None,
-                    finish_reason=finish_reason)
+                        top_logprobs=[top for _, _, top in records], text_offset=offsets) if self.logprobs else None
+        return dict(text=text, index=self.index, logprobs=logprobs, finish_reason=finish_reason)
 
     def read(self, tokenizer, token_id, logprob, top, finished):
         """Take one Decoder event; return the update it makes for the client, or None. Text goes
@@ -294,12 +296,11 @@ class Choice:
         if finished:  # an unfinished character at the very end becomes U+FFFD
             self.unsent[-1][0] += self.decoder.decode(b"", final=True)
         ready, _, self.stopped = cut_at_stop("".join(piece for piece, _, _ in self.unsent), self.stops, finished)
-        count = size = 0  # the records whose text is ready, and its size
-        while count < len(self.unsent) and size + len(self.unsent[count][0]) <= len(ready):
-            size += len(self.unsent[count][0])
-            count += 1
+        ends = list(itertools.accumulate((len(piece) for piece, _, _ in self.unsent), initial=0))
+        count = sum(end <= len(ready) for end in ends[1:])  # the records whose text is ready
+        size = ends[count]  # the size of their text
         if self.stopped and size < len(ready):  # the record that holds the stop sequence, cut before it
-            self.unsent[count][0] = self.unsent[count][0][:len(ready) - size]
+            self.unsent[count][0] = ready[size:]
             count += 1
         records, self.unsent = self.unsent[:count], self.unsent[count:]
         reason = "stop" if self.stopped or token_id is None else "length" if finished else None
@@ -314,9 +315,6 @@ class Job:
 
     def __init__(self, body, prompts, stops, seed):
         self.body, self.prompts, self.stops, self.seed = body, prompts, stops, seed
-        # each row's settings, as sample.Decoder.add takes them
-        self.settings = dict(body.model_dump(include=DECODER_SETTINGS), max_new_tokens=body.max_tokens,
-                             top_logprobs=body.logprobs or 0)
         self.num_choices = len(prompts) * body.n  # choice i of prompt p is choice p * n + i
         self.rows_needed = self.num_choices if body.max_tokens else 0
         self.completion_tokens = 0  # counted by the model thread
@@ -334,11 +332,10 @@ class Job:
                 wake = self.loop.call_later(DISCONNECT_POLL, self.queue.put_nowait, [])
                 entries = [await self.queue.get()]
                 wake.cancel()
-                while not self.queue.empty():
-                    entries.append(self.queue.get_nowait())
-                for entry in entries:
-                    if isinstance(entry, APIError):
-                        raise entry
+                entries += [self.queue.get_nowait() for _ in range(self.queue.qsize())]
+                errors = [entry for entry in entries if isinstance(entry, APIError)]
+                if errors:
+                    raise errors[0]
                 items = [item for entry in entries for item in entry]
                 unfinished -= sum(item["finish_reason"] is not None for item in items)
                 yield items
@@ -365,25 +362,22 @@ def deliver(updates):
         job.queue.put_nowait(entry)
 
 
-class Batcher:
-    """The model thread: admits waiting jobs into free Decoder rows and runs one step for all rows."""
+class Server:
+    """The model thread, which admits waiting jobs into free Decoder rows and runs one step for
+    all rows, and the routes, which check, tokenize and queue each request as a Job and answer
+    with its updates, as one response or as a stream."""
 
-    def __init__(self, model, tokenizer, max_batch, max_queue):
-        self.model, self.tokenizer, self.max_batch, self.max_queue = model, tokenizer, max_batch, max_queue
+    def __init__(self, model, tokenizer, model_name, max_batch, max_queue):
+        self.model, self.tokenizer, self.model_name = model, tokenizer, model_name
+        self.max_batch, self.max_queue, self.created = max_batch, max_queue, int(time.time())
         self.decoder = Decoder(model, max_batch)
-        self.waiting = collections.deque()  # jobs not yet in the batch
+        self.waiting = []  # jobs not yet in the batch, first come first
         self.active = {}  # Decoder row -> (job, choice)
         self.stats = dict(generated_tokens=0, decode_steps=0)
         self.wakeup = threading.Condition()
         threading.Thread(target=self.run, name="model", daemon=True).start()
 
-    def submit(self, job):
-        with self.wakeup:
-            if len(self.waiting) >= self.max_queue:
-                raise APIError(503, f"the server is busy: {self.max_queue} requests are already waiting; retry later",
-                               code="queue_full", kind="server_error")
-            self.waiting.append(job)
-            self.wakeup.notify()
+    # the model thread
 
     def run(self):
         """Forever: drop the jobs whose clients have gone and the rows a stop sequence has ended,
@@ -391,16 +385,15 @@ class Batcher:
         when no job waits or runs."""
         while True:
             with self.wakeup:
-                while not self.waiting and not self.active:
-                    self.wakeup.wait()
-                self.waiting = collections.deque(job for job in self.waiting if not job.cancelled)
+                self.wakeup.wait_for(lambda: self.waiting or self.active)
+                self.waiting = [job for job in self.waiting if not job.cancelled]
                 for row in [row for row, (job, choice) in self.active.items() if job.cancelled or choice.stopped]:
                     self.decoder.remove(row)
                     del self.active[row]
-                jobs, free = [], self.decoder.free_rows
-                while self.waiting and self.waiting[0].rows_needed <= free:
-                    jobs.append(self.waiting.popleft())
-                    free -= jobs[-1].rows_needed
+                # first come, first served: the first jobs whose rows, added up in order, fit into the free ones
+                taken = itertools.accumulate(job.rows_needed for job in self.waiting)
+                admitted = sum(rows <= self.decoder.free_rows for rows in taken)
+                jobs, self.waiting = self.waiting[:admitted], self.waiting[admitted:]
             try:
                 for job in jobs:
                     self.start(job)
@@ -415,6 +408,9 @@ class Batcher:
     def start(self, job):
         """Send each choice its echoed prompt, then read the prompts into free rows."""
         body, updates = job.body, []
+        # each row's settings, as sample.Decoder.add takes them
+        settings = dict(body.model_dump(include=DECODER_SETTINGS), max_new_tokens=body.max_tokens,
+                        top_logprobs=body.logprobs or 0, stop_ids=(self.tokenizer.eot_id,))
         for p, (prompt_ids, sent) in enumerate(job.prompts):
             text, records, offsets = (echoed(self.model, self.tokenizer, prompt_ids, sent, body.logprobs)
                                       if body.echo else ("", [], []))
@@ -424,8 +420,7 @@ class Batcher:
                     updates.append(choice.update(records, None if body.max_tokens else "length", text, offsets))
                 if body.max_tokens:
                     generator = torch.Generator(device=self.decoder.device).manual_seed(job.seed + index)
-                    row = self.decoder.add(prompt_ids, **job.settings, generator=generator,
-                                           stop_ids=(self.tokenizer.eot_id,))
+                    row = self.decoder.add(prompt_ids, **settings, generator=generator)
                     self.active[row] = (job, choice)
         send({job: updates})
 
@@ -437,28 +432,17 @@ class Batcher:
             job, choice = self.active[row]
             self.stats["generated_tokens"] += token_id is not None
             job.completion_tokens += 1  # <|endoftext|> too: the model chose it
-            update = choice.read(self.tokenizer, token_id, logprob, top, finished)
-            if update:
+            if update := choice.read(self.tokenizer, token_id, logprob, top, finished):
                 updates[job].append(update)
             if finished:  # the Decoder has freed its row
                 del self.active[row]
         send(updates)
 
-
-# -----------------------------------------------------------------------------
-# the app
-
-class Server:
-    """The routes: each request is checked, tokenized and queued as a Job; its updates come back
-    from the Batcher as one response or as a stream."""
-
-    def __init__(self, batcher, model_name):
-        self.batcher, self.model_name, self.created = batcher, model_name, int(time.time())
+    # the routes
 
     async def submit(self, body):
         """Refuse what the model cannot honour, tokenize the prompts and stop sequences as the
-        training text was, and queue the request."""
-        tokenizer, block_size = self.batcher.tokenizer, self.batcher.model.config.block_size
+        training text was, and queue the request (unless max_queue requests already wait)."""
         if body.model not in (None, self.model_name):
             raise APIError(404, f"model {clipped(body.model)!r} not found: this server serves {self.model_name!r}",
                            param="model", code="model_not_found")
@@ -466,22 +450,22 @@ class Server:
             raise APIError(400, "best_of: must equal n, since every completion made is returned", param="best_of")
         for field, ids in (("prompt", [i for prompt in body.prompt if isinstance(prompt, list) for i in prompt]),
                            ("logit_bias", body.logit_bias)):
-            if max(ids, default=0) >= tokenizer.vocab_size:
-                raise APIError(400, f"{field}: token ids must be below the vocabulary's size, {tokenizer.vocab_size}",
-                               param=field)
-
-        def read(prompt):  # a text as sample.py reads it (normalized, after <|endoftext|>); ids as they are
-            if isinstance(prompt, str):
-                return encode_prompt(prompt, tokenizer, block_size)[1], prompt
-            return prompt[-block_size:], None
-        prompts = await asyncio.to_thread(lambda: [read(prompt) for prompt in body.prompt])
+            if max(ids, default=0) >= self.tokenizer.vocab_size:
+                raise APIError(400, f"{field}: token ids must be below the vocabulary's size, "
+                                    f"{self.tokenizer.vocab_size}", param=field)
+        prompts = await asyncio.to_thread(read_prompts, body.prompt, self.tokenizer, self.model.config.block_size)
         # a stop sequence as the model would write it; one that normalizes to nothing never comes
-        stops = [stop for stop in (tokenizer.normalize(stop, tidy_spaces=False) for stop in body.stop or ()) if stop]
+        stops = list(filter(None, (self.tokenizer.normalize(stop, tidy_spaces=False) for stop in body.stop or ())))
         job = Job(body, prompts, stops, secrets.randbits(62) if body.seed is None else body.seed)
-        if job.rows_needed > self.batcher.max_batch:
+        if job.rows_needed > self.max_batch:
             raise APIError(400, f"n x prompts = {job.rows_needed} completions, more than this server decodes "
-                                f"at once (max_batch {self.batcher.max_batch})", param="n")
-        self.batcher.submit(job)
+                                f"at once (max_batch {self.max_batch})", param="n")
+        with self.wakeup:
+            if len(self.waiting) >= self.max_queue:
+                raise APIError(503, f"the server is busy: {self.max_queue} requests are already waiting; retry later",
+                               code="queue_full", kind="server_error")
+            self.waiting.append(job)
+            self.wakeup.notify()
         return job
 
     async def events(self, job, head, request):
@@ -522,16 +506,12 @@ class Server:
 
     async def health(self):
         """The loaded model and how busy the server is."""
-        batcher = self.batcher
-        waiting, active = list(batcher.waiting), list(batcher.active.values())
-        return dict(status="ok", model=self.model_name, parameters=batcher.model.num_params(),
-                    vocab_size=batcher.tokenizer.vocab_size, block_size=batcher.model.config.block_size,
-                    device=str(batcher.decoder.device), max_batch=batcher.max_batch, max_queue=batcher.max_queue,
+        waiting, active = list(self.waiting), list(self.active.values())
+        return dict(status="ok", model=self.model_name, parameters=self.model.num_params(),
+                    vocab_size=self.tokenizer.vocab_size, block_size=self.model.config.block_size,
+                    device=str(self.decoder.device), max_batch=self.max_batch, max_queue=self.max_queue,
                     queued_requests=len(waiting), active_requests=len({job for job, _ in active}),
-                    queued_rows=sum(job.rows_needed for job in waiting), active_rows=len(active), **batcher.stats)
-
-    async def page(self):
-        return FileResponse(PAGE, media_type="text/html; charset=utf-8")
+                    queued_rows=sum(job.rows_needed for job in waiting), active_rows=len(active), **self.stats)
 
 
 def warm_up(model, max_batch):
@@ -544,22 +524,21 @@ def warm_up(model, max_batch):
         decoder.step()
 
 
-def create_app(model, tokenizer, model_name, max_batch=DEFAULTS["max_batch"],
-               max_queue=DEFAULTS["max_queue"]):
+def create_app(model, tokenizer, model_name, max_batch=DEFAULTS["max_batch"], max_queue=DEFAULTS["max_queue"]):
     """A FastAPI app serving `model` (a GPT in eval mode) with its `tokenizer` under `model_name`.
     Every error is an OpenAI error object (APIError)."""
-    server = Server(Batcher(model, tokenizer, max_batch, max_queue), model_name)
-    app = FastAPI(title="Persian GPT", description=f"OpenAI-compatible completions from the checkpoint {model_name}.")
-    app.state.batcher = server.batcher
-    app.add_middleware(BodyLimit)
-    app.exception_handler(RequestValidationError)(invalid_request)
-    app.exception_handler(HTTPException)(error_response)  # ours, and unknown path, wrong method ...
+    server = Server(model, tokenizer, model_name, max_batch, max_queue)
+    # HTTPException: ours, and unknown path, wrong method ...
+    app = FastAPI(title="Persian GPT", description=f"OpenAI-compatible completions from the checkpoint {model_name}.",
+                  exception_handlers={RequestValidationError: invalid_request, HTTPException: error_response})
+    app.state.server = server
+    app.add_middleware(body_limit)
     app.exception_handler(Exception)(lambda request, exc: error_response(
         request, APIError(500, f"{type(exc).__name__}: {exc}", kind="server_error")))
     app.post("/v1/completions")(server.completions)
     app.get("/v1/models")(server.models)
     app.get("/health")(server.health)
-    app.get("/", include_in_schema=False)(server.page)
+    app.get("/", include_in_schema=False, response_class=FileResponse)(lambda: PAGE)  # the page, as text/html
     return app
 
 

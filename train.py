@@ -122,10 +122,9 @@ def get_lr(cfg, iter_num, train_seconds):
     if cfg.lr_schedule == "constant":
         return cfg.learning_rate
     decay_iters = cfg.lr_decay_iters or cfg.max_iters
-    progress = (iter_num - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
-    if cfg.max_minutes > 0:
-        progress = max(progress, train_seconds / (60 * cfg.max_minutes))
-    progress = min(progress, 1.0)
+    step_progress = (iter_num - cfg.warmup_iters) / max(1, decay_iters - cfg.warmup_iters)
+    time_progress = train_seconds / (60 * cfg.max_minutes) if cfg.max_minutes > 0 else 0.0
+    progress = min(1.0, max(step_progress, time_progress))
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.lr_schedule == "cosine" else 1 - progress
     return cfg.min_lr + shape * (cfg.learning_rate - cfg.min_lr)
 
@@ -163,18 +162,17 @@ def read_data_dir(data_dir):
 
 
 def keep_freed_memory():
-    """On Linux, make glibc reuse freed memory instead of handing big blocks back to the OS.
+    """With glibc (Linux), reuse freed memory instead of handing big blocks back to the OS.
 
     Every CPU step allocates and frees the logits and their gradient (batch x context x vocab
     floats, large at a big vocabulary). By default glibc maps each such block fresh from the OS,
     and every page of it faults on first touch, step after step. Kept on the heap, the blocks
     are reused: faster steps, for a somewhat higher peak of memory.
     """
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):  # not glibc: leave the allocator alone
-            libc = ctypes.CDLL("libc.so.6")
-            libc.mallopt(-4, 0)  # M_MMAP_MAX = 0: big blocks come from the heap, not fresh mappings
-            libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap for reuse
+    with contextlib.suppress(OSError, AttributeError):  # no glibc (macOS, Windows, musl): leave the allocator alone
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-4, 0)  # M_MMAP_MAX = 0: big blocks come from the heap, not fresh mappings
+        libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap for reuse
 
 
 # Datasheet peaks of dense 16-bit (bf16 = fp16) tensor-core matmuls with fp32 accumulation,
@@ -279,12 +277,10 @@ def init_model(cfg, run, vocab_size, from_prepare, ckpt_path):
         ckpt = read_checkpoint(source, run.device)
         if ckpt["tokenizer_sha256"] != from_prepare["tokenizer_sha256"]:
             raise UsageError(f"{source} was trained with another tokenizer than {cfg.data_dir}/tokenizer.json")
-        if cfg.init_from == "resume":
-            model = model_from_checkpoint(ckpt, source)
-        else:
-            model = model_from_checkpoint(ckpt, source, dropout=cfg.dropout)
-            if cfg.block_size < model.config.block_size:
-                model.crop_block_size(cfg.block_size)
+        overrides = {} if cfg.init_from == "resume" else {"dropout": cfg.dropout}
+        model = model_from_checkpoint(ckpt, source, **overrides)
+        if cfg.init_from != "resume" and cfg.block_size < model.config.block_size:
+            model.crop_block_size(cfg.block_size)
     model.to(run.device)
     optimizers = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
                                             run.device.type, cfg.optimizer)
@@ -334,9 +330,8 @@ def evaluate(cfg, fast_model, model, splits, run, tokenizer):
     record = {}
     with run.autocast:
         for name, data in splits.items():
-            losses = [fast_model(*data.batch(cfg.batch_size, 1, k, device=run.device))[1].item()
-                      for k in range(cfg.eval_iters)]
-            record[f"{name}_loss"] = sum(losses) / cfg.eval_iters
+            batches = (data.batch(cfg.batch_size, 1, k, device=run.device) for k in range(cfg.eval_iters))
+            record[f"{name}_loss"] = sum(fast_model(x, y)[1].item() for x, y in batches) / cfg.eval_iters
         if cfg.sample_tokens:  # the model itself, not the compiled one: generation's shapes change every token
             record["sample"] = sample.generate_text(cfg.sample_prompt, cfg.sample_tokens, temperature=0,
                                                     model=model, tokenizer=tokenizer)

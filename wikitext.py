@@ -121,8 +121,7 @@ def measure_text(args):
 
 
 TEMPLATE_TEXT = {
-    **{name: argument(1) for name in LANGUAGES},
-    **{f"به {name}": argument(1) for name in LANGUAGES},
+    **{prefix + name: argument(1) for name in LANGUAGES for prefix in ("", "به ")},
     "lang": argument(2),  # {{lang|fr|Paris}}
     "نستعلیق": argument(1), "nastaliq": argument(1),  # text set in the Nastaliq script
     "nowrap": argument(1), "nobr": argument(1), "small": argument(1), "big": argument(1),
@@ -134,19 +133,14 @@ TEMPLATE_TEXT = {
 }
 TEMPLATE_NAME_SPACES = regex.compile(r"[\s_\u200c]+")
 TEMPLATE_NAMESPACE = regex.compile(r"^(?:الگو|template)\s*:\s*", regex.I)
-PIPE_OR_LINK = regex.compile(r"\[\[[^\[\]]*+\]\]|\|")  # a | inside [[target|label]] does not split arguments
+# a link is matched first and skipped whole ((*SKIP)(*FAIL)): a | inside [[target|label]] does not split arguments
+ARGUMENT_SEPARATOR = regex.compile(r"\[\[[^\[\]]*+\]\](*SKIP)(*FAIL)|\|")
 NAMED_ARGUMENT = regex.compile(r"\s*[\w\s-]+=")
 
 
 def template_arguments(body, start):
     """The unnamed arguments in a template's body from `start` on: split at each | outside a link."""
-    args = []
-    for pipe in PIPE_OR_LINK.finditer(body, start):
-        if pipe[0] == "|":
-            args.append(body[start:pipe.start()])
-            start = pipe.end()
-    args.append(body[start:])
-    return [arg for arg in args if not NAMED_ARGUMENT.match(arg)]
+    return [arg for arg in ARGUMENT_SEPARATOR.split(body[start:]) if not NAMED_ARGUMENT.match(arg)]
 
 
 def template_text(match):
@@ -154,9 +148,7 @@ def template_text(match):
     body = match[1]
     name, pipe, _ = body.partition("|")
     key = TEMPLATE_NAMESPACE.sub("", TEMPLATE_NAME_SPACES.sub(" ", name).strip().lower())
-    render = TEMPLATE_TEXT.get(key) or (argument(1) if LANGUAGE_TEMPLATE.fullmatch(key) else None)
-    if render is None:
-        return GAP
+    render = TEMPLATE_TEXT.get(key) or (argument(1) if LANGUAGE_TEMPLATE.fullmatch(key) else GAP)
     if isinstance(render, str):
         return render
     return render(template_arguments(body, len(name) + 1) if pipe else [])
@@ -168,10 +160,9 @@ def link_text(match):
     namespace, colon, _ = target.partition(":")
     namespace = namespace.strip().replace("_", " ").lower()
     if colon and not target.startswith(":"):  # a leading colon makes [[:رده:x]] an ordinary link
-        if namespace in NO_TEXT_NAMESPACES:
-            return ""  # file links go with their captions, links inside captions included
-        if not pipe and LANGUAGE_CODE.fullmatch(namespace):
-            return ""  # interlanguage link
+        # file links go with their captions, links inside captions included; interlanguage links show nothing
+        if namespace in NO_TEXT_NAMESPACES or not pipe and LANGUAGE_CODE.fullmatch(namespace):
+            return ""
     if not pipe:
         return target.lstrip(":")
     if not label.strip():  # the pipe trick: [[شیراز (شهر)|]] shows شیراز

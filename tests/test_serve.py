@@ -218,7 +218,7 @@ def test_stream_equals_non_stream_for_the_same_seed(client):
 
 def test_prompts_times_n_are_one_batch_in_the_apis_order(model, tokenizer):
     app = serve.create_app(model, tokenizer, "tiny-fa")
-    decoder, batch_sizes = app.state.batcher.decoder, []
+    decoder, batch_sizes = app.state.server.decoder, []
     step = decoder.step
     decoder.step = lambda: batch_sizes.append(len(decoder)) or step()
     prompts = [PROMPT, PERSIAN[1][:12], ""]
@@ -406,14 +406,14 @@ def test_logit_bias_forces_and_bans_tokens(client, model, tokenizer):
 
 def test_a_failing_step_fails_its_requests_only(model, tokenizer):
     app = serve.create_app(model, tokenizer, "tiny-fa")
-    client, batcher = TestClient(app), app.state.batcher
+    client, server = TestClient(app), app.state.server
 
     def out_of_memory():
         raise RuntimeError("out of memory")
-    batcher.decoder.step = out_of_memory
+    server.decoder.step = out_of_memory
     response = client.post("/v1/completions", json=dict(prompt=PROMPT, max_tokens=5))
     assert response.status_code == 500 and "out of memory" in response.json()["error"]["message"]
-    batcher.decoder.step = out_of_memory  # the batch starts again with a new Decoder: break that one too
+    server.decoder.step = out_of_memory  # the batch starts again with a new Decoder: break that one too
     with client.stream("POST", "/v1/completions", json=dict(prompt=PROMPT, max_tokens=5, stream=True)) as streamed:
         *_, last = [line for line in streamed.iter_lines() if line]
     assert "out of memory" in json.loads(last[len("data: "):])["error"]["message"]
