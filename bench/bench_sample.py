@@ -23,11 +23,16 @@ Bandwidth: a one-token step on a CPU waits on memory more than on arithmetic. By
 per token (each weight matrix once, int8 ones at one byte a weight, plus the keys and values
 of the context) times tokens/s, over the bandwidth of copying a large tensor, measured here.
 Above 100% means part of the weights stayed in the CPU's caches from one step to the next.
+
+On a CPU the batched table also gives, for each number of rows, the milliseconds a step spends in
+the fp32 weight products alone (every DecodingLinear once, on random inputs of that many rows):
+how much of a step's cost the rows add there, and how much elsewhere.
 """
 
 import copy
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -151,6 +156,21 @@ def mean_context(prompt_length, new_tokens, block_size):
     return total / new_tokens
 
 
+def products_ms(model, rows, repeats=20):
+    """Milliseconds a step of `rows` rows spends in the weight products alone: every
+    DecodingLinear of the model once, on random inputs of that many rows (median of repeats)."""
+    layers = [m for m in model.modules() if isinstance(m, DecodingLinear)]
+    inputs = [torch.randn(rows, m.weight.size(1)) for m in layers]
+    times = []
+    with torch.inference_mode():
+        for _ in range(repeats + 1):  # the first pass warms up
+            start = time.perf_counter()
+            for layer, x in zip(layers, inputs):
+                layer(x)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times[1:]) * 1e3
+
+
 def main():
     config, positional = common.configure(DEFAULTS, sys.argv[1:])
     if positional:
@@ -201,7 +221,9 @@ def main():
         results["single"][name] = row
         print(line)
 
-    print(f"\n{'batched (ours)':<16}" + "".join(f"{name + ' tokens/s':>18}{'vs 1 row':>10}" for name in models))
+    products = device == "cpu"  # the fp32 weight products alone, beside each batch size
+    print(f"\n{'batched (ours)':<16}" + "".join(f"{name + ' tokens/s':>18}{'vs 1 row':>10}" for name in models)
+          + (f"{'fp32 products ms/step':>23}" if products else ""))
     for rows in batch_sizes:
         line = f"{rows:>3} rows{'':<8}"
         for name, m in models.items():
@@ -211,6 +233,9 @@ def main():
             one_row = results["batched"].get(name, {}).get(1, {}).get("tokens_per_s")
             results["batched"].setdefault(name, {})[rows] = {"tokens_per_s": rate}
             line += f"{rate:>18.1f}" + (f"{rate / one_row:>9.1f}x" if one_row else f"{'':>10}")
+        if products:
+            results["batched"]["fp32"][rows]["products_ms"] = milliseconds = products_ms(models["fp32"], rows)
+            line += f"{milliseconds:>23.2f}"
         print(line)
 
     cached, uncached = single["ours (fp32)"][0], single["ours, no KV cache (fp32)"][0]
