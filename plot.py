@@ -19,9 +19,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 import common  # noqa: E402
 
-# out: the PNG to write; "" = loss.png in the first run's directory
-# x: the horizontal axis, "iter" (optimizer steps) or "minutes" (training time, evaluation excluded)
-DEFAULTS = {"out": "", "x": "iter"}
+out = ""  # PNG to write; "" = loss.png in the first run's directory
+x = "iter"  # horizontal axis: "iter" (optimizer steps) or "minutes" (training time, evaluation excluded)
+
+DEFAULTS = {"out": out, "x": x}
 
 
 def read_log(out_dir):
