@@ -46,7 +46,7 @@ import bpe  # noqa: E402
 import common  # noqa: E402
 
 data_dir = "data/fawiki"  # prepare.py's output (with a test split) that every run trains on
-config = "config/fawiki_small.py"  # the recipe every run starts from; RUNS change parts of it
+config = "config/fawiki_small.py"  # the recipe every run starts from, with BASE over it; RUNS change parts of it
 results_dir = "bench/results/study"  # step_ms.json, runs.jsonl and one out_dir per run
 minutes = 10.0  # run: the time budget each run's step count stands for
 parallel = 2  # run: runs at a time, one thread each
@@ -58,6 +58,10 @@ heldout_chars = 300_000  # heldout: characters of held-out documents kept per do
 mix_tokens = 8_000_000  # mix: training tokens of each mix (its validation split gets a twentieth)
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str, list))}
 
+# The recipe config/fawiki_small.py had when the study began, pinned here so that the study's runs
+# stay comparable when that file takes the study's winner: train.py settings over config's.
+BASE = ("--n_layer=4 --n_head=4 --n_embd=256 --block_size=128 --mlp=gelu --dropout=0.1 --batch_size=16 "
+        "--gradient_accumulation_steps=2 --learning_rate=2e-3 --min_lr=2e-4 --warmup_iters=50")
 # Shapes from ~1 M to ~20 M parameters at vocab 8,192, and three of ~5 M from deep and narrow to
 # shallow and wide. Each keeps config's tokens per step (batch_size x block_size x accumulation)
 # unless its name says otherwise.
@@ -109,7 +113,7 @@ def data_dir_of(c, extra):
 
 
 def train_args(c, shape, out_dir, extra=""):
-    return [os.path.join(ROOT, "train.py"), c["config"], *SHAPES[shape].split(), *extra.split(),
+    return [os.path.join(ROOT, "train.py"), c["config"], *BASE.split(), *SHAPES[shape].split(), *extra.split(),
             f"--data_dir={data_dir_of(c, extra)}", f"--out_dir={out_dir}", "--max_minutes=0", "--sample_tokens=0"]
 
 
@@ -274,8 +278,8 @@ def write_mixes(c):
         out_dir = os.path.join(ROOT, "data", name)
         os.makedirs(out_dir, exist_ok=True)
         for split, total in (("train", c["mix_tokens"]), ("val", c["mix_tokens"] // 20)):
-            parts = [np.resize(common.load_tokens(os.path.join(ROOT, HELDOUT[domain], f"{split}.bin")), int(share * total))
-                     for domain, share in shares.items()]
+            parts = [np.resize(common.load_tokens(os.path.join(ROOT, HELDOUT[domain], f"{split}.bin")),
+                               int(share * total)) for domain, share in shares.items()]
             with common.atomic_path(os.path.join(out_dir, f"{split}.bin")) as tmp:
                 np.concatenate(parts).astype(np.uint16).tofile(tmp)
             meta["splits"][split] = {"tokens": sum(map(len, parts))}
@@ -330,8 +334,8 @@ def plot_curves(c):
 
 def main():
     c, positional = common.configure(DEFAULTS, sys.argv[1:], config_files=False)
-    commands = {"time": time_shapes, "run": run_study, "heldout": write_heldout, "mix": write_mixes, "table": print_table,
-                "plot": plot_curves}
+    commands = {"time": time_shapes, "run": run_study, "heldout": write_heldout, "mix": write_mixes,
+                "table": print_table, "plot": plot_curves}
     if len(positional) != 1 or positional[0] not in commands:
         raise common.UsageError(f"give one of {', '.join(commands)}, then --key=value settings")
     commands[positional[0]](c)
