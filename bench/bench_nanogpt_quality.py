@@ -98,7 +98,8 @@ def time_both(c):
     ours_dir = os.path.join(ROOT, c["results_dir"], "ours-timing")
     ours = [os.path.join(ROOT, "train.py"), os.path.join(ROOT, c["config"]),
             f"--data_dir={os.path.join(ROOT, c['data_dir'])}", f"--out_dir={ours_dir}", "--max_minutes=0",
-            "--sample_tokens=0", f"--max_iters={total}", "--log_interval=1", f"--eval_interval={total}", "--eval_iters=1"]
+            "--sample_tokens=0", f"--max_iters={total}", "--log_interval=1", f"--eval_interval={total}",
+            "--eval_iters=1"]
     times = {"nanogpt": [], "ours": []}
     for _ in range(c["rounds"]):
         result = subprocess.run([sys.executable, *nanogpt_args(c, total)], cwd=folder, capture_output=True, text=True,
