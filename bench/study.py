@@ -63,7 +63,7 @@ DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isin
 BASE = ("--n_layer=4 --n_head=4 --n_embd=256 --block_size=128 --mlp=gelu --dropout=0.1 --batch_size=16 "
         "--gradient_accumulation_steps=2 --learning_rate=2e-3 --min_lr=2e-4 --warmup_iters=50")
 # Shapes from ~1 M to ~20 M parameters at vocab 8,192, and three of ~5 M from deep and narrow to
-# shallow and wide. Each keeps config's tokens per step (batch_size x block_size x accumulation)
+# shallow and wide. Each keeps BASE's tokens per step (batch_size x block_size x accumulation)
 # unless its name says otherwise.
 SHAPES = {
     "l2-d128": "--n_layer=2 --n_head=4 --n_embd=128",
@@ -76,7 +76,7 @@ SHAPES = {
     "l8-d192": "--n_layer=8 --n_head=3 --n_embd=192",
     "l2-d320": "--n_layer=2 --n_head=5 --n_embd=320",
     "l4-d256-ctx256": "--n_layer=4 --n_head=4 --n_embd=256 --block_size=256 --batch_size=8",
-    # the best ten-minute size with half and twice config's tokens per step
+    # the best ten-minute size with half and twice BASE's tokens per step
     "l4-d128-accum1": "--n_layer=4 --n_head=4 --n_embd=128 --gradient_accumulation_steps=1",
     "l4-d128-accum4": "--n_layer=4 --n_head=4 --n_embd=128 --gradient_accumulation_steps=4",
 }
