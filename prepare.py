@@ -6,6 +6,7 @@ BPE tokenizer into uint16 token files.
     python prepare.py fawiki-latest-pages-articles.xml.bz2 --out_dir=data/fawiki
     python prepare.py ../shared/data/persian/news.jsonl ../shared/data/books/pg2600.txt --out_dir=data/mix
     python prepare.py more.jsonl --out_dir=data/finetune --tokenizer=data/fawiki/tokenizer.json
+    python prepare.py wiki.xml.bz2 news.jsonl poems.jsonl --repeat=[9,1,0.15] --out_dir=data/mix
 
 The pipeline, in the order of this file:
 - read: MediaWiki XML dumps (.xml or .xml.bz2, a local file or the official URL, decompressed as
@@ -23,7 +24,7 @@ The pipeline, in the order of this file:
   normalized once and encoded by the same worker, which sends back only its token ids; they are
   appended, with <|endoftext|>, to a temporary token file;
 - split: whole documents go to val and test, chosen by a hash of their text and the seed, and each
-  document's tokens are copied to train.bin, val.bin or test.bin.
+  document's tokens are copied to train.bin (as many times as --repeat says), val.bin or test.bin.
 The outputs replace earlier ones only once everything has succeeded.
 """
 
@@ -67,6 +68,10 @@ DEFAULTS = dict(
     vocab_size=8192,  # BPE vocabulary trained here; at most 65536 because tokens are stored as uint16
     tokenizer="",  # path of an existing tokenizer.json to encode with instead (fine-tuning)
     max_articles=0,  # keep at most this many documents from each input; 0 = all of them
+    # a data mix: how many times each input's training documents go into train.bin, one number per
+    # input (a fraction keeps that share of them, chosen at random by seed); the tokenizer learns
+    # from that mix too, and val and test keep every document once. [] = once each
+    repeat=[],
     num_proc=os.cpu_count() or 1,  # processes for cleaning, tokenizer training and encoding
     val_fraction=0.01,  # share of documents held out for validation, as whole documents
     test_fraction=0.01,  # share held out for the final test (test.bin, read only by eval.py); 0 = none
@@ -536,19 +541,31 @@ def choose_document_splits(keys, splits, config, inputs, reports):
     return split_of
 
 
+def copies_of(split_of, reports, config):
+    """How many times each document goes into its split: --repeat's number for its input (documents
+    come input by input, reports[i]["kept"] of input i) if it is a training one, else once. A
+    fraction r keeps the document with probability r, drawn from seed."""
+    repeat = np.repeat(np.asarray(config["repeat"] or [1] * len(reports), dtype=float),
+                       [report["kept"] for report in reports])
+    whole = np.floor(repeat)
+    copies = whole + (np.random.default_rng(config["seed"]).random(len(repeat)) < repeat - whole)
+    return np.where(split_of == 0, copies, 1).astype(np.int64)
+
+
 def train_tokenizer(inputs, reports, config, splits, path):
     """The pass before encoding when no tokenizer is given: the clean documents go to a .jsonl at
-    `path`, and a tokenizer is trained on its training split."""
+    `path`, and a tokenizer is trained on its training split, each document as many times as copies_of says."""
     keys = array.array("d")
     with open(path, "w", encoding="utf-8") as f:
         for key, _, document in prepare_inputs(inputs, reports, config):
             f.write(json.dumps({"text": document}, ensure_ascii=False) + "\n")
             keys.append(key)
     split_of = choose_document_splits(np.array(keys), splits, config, inputs, reports)
-    print(f"training a tokenizer of {config['vocab_size']:,} tokens on {(split_of == 0).sum():,} documents",
+    copies = np.where(split_of == 0, copies_of(split_of, reports, config), 0)
+    print(f"training a tokenizer of {config['vocab_size']:,} tokens on {copies.sum():,} documents",
           file=sys.stderr)
     with open(path, encoding="utf-8") as f:
-        texts = (json.loads(line)["text"] for line, split in zip(f, split_of) if split == 0)
+        texts = (json.loads(line)["text"] for line, n in zip(f, copies) for _ in range(n))
         return bpe.Tokenizer.train(texts, config["vocab_size"], special_tokens=(EOT,), num_proc=config["num_proc"],
                                    normalization={key: config[key] for key in ("normalize_text", "remove_diacritics")})
 
@@ -570,14 +587,14 @@ def encode_inputs(inputs, reports, config, tokenizer, path):
     return np.array(keys), np.array(tokens), np.array(sizes), sample
 
 
-def write_splits(path, split_of, tokens, bins):
+def write_splits(path, split_of, copies, tokens, bins):
     """Copy the documents of the token file at `path` (tokens: how many each has), in order, to the
-    .bin of their split: bins[split_of[i]] for document i."""
+    .bin of their split: copies[i] times to bins[split_of[i]] for document i."""
     with contextlib.ExitStack() as stack:
         documents = stack.enter_context(open(path, "rb"))
         files = [stack.enter_context(open(bin_path, "wb")) for bin_path in bins]
-        for split, n in zip(split_of, tokens):
-            files[split].write(documents.read(2 * int(n)))
+        for split, n, times in zip(split_of, tokens, copies):
+            files[split].write(documents.read(2 * int(n)) * int(times))
 
 
 def given_tokenizer(config, argv):
@@ -611,6 +628,11 @@ def check_config(config, inputs):
         input_kind(source)
         if not is_url(source):
             open_local(source).close()
+    repeat = config["repeat"]
+    if repeat and (len(repeat) != len(inputs) or not all(isinstance(r, (int, float)) and r >= 0 for r in repeat)
+                   or not any(repeat)):
+        raise common.UsageError(f"repeat needs one number of at least 0 for each of the {len(inputs)} inputs, "
+                                f"not all 0; got {repeat}")
     if config["save_dump"] and sum(map(is_url, inputs)) != 1:
         raise common.UsageError("--save_dump keeps one downloaded dump: give no input (the latest fawiki "
                                 "dump) or one URL")
@@ -655,9 +677,11 @@ def main():
             shutil.copyfile(config["tokenizer"], tmp["tokenizer.json"])
             keys, tokens, sizes, sample = encode_inputs(inputs, reports, config, tokenizer, all_tokens)
         split_of = choose_document_splits(keys, splits, config, inputs, reports)
-        write_splits(all_tokens, split_of, tokens, [tmp[f"{split}.bin"] for split in splits])
-        counts = {name: {"documents": int((split_of == i).sum()), "tokens": int(tokens[split_of == i].sum()),
-                         "bytes": int(sizes[split_of == i].sum())} for i, name in enumerate(splits)}
+        copies = copies_of(split_of, reports, config)
+        write_splits(all_tokens, split_of, copies, tokens, [tmp[f"{split}.bin"] for split in splits])
+        counts = {name: {key: int((copies * column)[split_of == i].sum())
+                         for key, column in (("documents", 1), ("tokens", tokens), ("bytes", sizes))}
+                  for i, name in enumerate(splits)}
         write_meta(tmp["meta.json"], tokenizer, tmp["tokenizer.json"], counts, inputs, reports, config)
         with open(tmp["sample.txt"], "w", encoding="utf-8") as f:
             f.write(f"\n\n{EOT}\n\n".join(sample) + "\n")

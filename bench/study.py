@@ -103,7 +103,8 @@ RUNS = {
     # the data: every Persian text there is (fawiki, news, poetry: prepare.py with the fractions of HELDOUT)
     "l4-d256-relu2-all": ("l4-d256", "--mlp=relu2 --data_dir=data/persian-all"),
     "l4-d128-relu2-all": ("l4-d128", "--mlp=relu2 --data_dir=data/persian-all"),
-    **{f"l4-d128-relu2-{mix}": ("l4-d128", f"--mlp=relu2 --data_dir=data/{mix}") for mix in MIXES},
+    **{f"{shape}-relu2-{mix}": (shape, f"--mlp=relu2 --data_dir=data/{mix}") for shape in ("l4-d128", "l4-d256")
+       for mix in MIXES},
 }
 
 

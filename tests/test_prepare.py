@@ -375,3 +375,49 @@ def test_prepare_writes_a_test_split_and_drops_it_when_asked(prepared, tmp_path)
     assert "test" not in json.loads((without / "meta.json").read_text(encoding="utf-8"))["splits"]
     train = set(read_split(without, "train", tokenizer)[1])
     assert set(test_documents) <= train and not set(test_documents) & set(read_split(out_dir, "train", tokenizer)[1])
+
+
+@pytest.mark.parametrize("repeat", [[2, 0.5], [0, 3], [1, 1]])
+@pytest.mark.parametrize("given_tokenizer", [True, False])
+def test_repeat_mixes_the_training_documents_and_leaves_val_and_test_alone(tmp_path, repeat, given_tokenizer):
+    rng = random.Random(0)
+    words = ["کتاب", "شهر", "ایران", "تاریخ", "زبان", "دریا", "کوه", "مردم", "سال", "جنگ"]
+    sources = []
+    for name in ("a", "b"):
+        texts = [f"{name} {i} " + " ".join(rng.choice(words) for _ in range(20)) for i in range(60)]
+        sources.append(tmp_path / f"{name}.jsonl")
+        sources[-1].write_text("".join(json.dumps({"text": t}, ensure_ascii=False) + "\n" for t in texts),
+                               encoding="utf-8")
+    documents = [d for source in sources for d in prepare.iter_documents(str(source), min_chars=1)]
+    common_args = ["--min_chars=1", "--num_proc=1", "--val_fraction=0.1", "--test_fraction=0.1", "--vocab_size=300"]
+    if given_tokenizer:
+        Tokenizer.train(documents, 300).save(tmp_path / "tokenizer.json")
+        common_args.append(f"--tokenizer={tmp_path / 'tokenizer.json'}")
+    once, mixed = tmp_path / "once", tmp_path / "mixed"
+    for out_dir, extra in ((once, []), (mixed, [f"--repeat={repeat}"])):
+        result = run_prepare(*sources, f"--out_dir={out_dir}", *common_args, *extra)
+        assert result.returncode == 0, result.stderr
+    tokenizer = Tokenizer.load(mixed / "tokenizer.json")
+    keys = np.array([prepare.split_key(prepare.DEFAULTS["seed"], d) for d in documents])
+    split_of = prepare.choose_splits(keys, 0.1, 0.1)
+    draws = np.random.default_rng(prepare.DEFAULTS["seed"]).random(len(documents))
+    times = [int(r) + (draw < r - int(r)) for r, draw in zip(np.repeat(repeat, 60), draws)]
+    expected = [d for d, s, n in zip(documents, split_of, times) if s == 0 for _ in range(n)]
+    assert read_split(mixed, "train", tokenizer)[1] == expected  # in order, each repeated in place
+    assert (len(expected) == (split_of == 0).sum()) == (repeat == [1, 1])
+    for split in ("val", "test"):  # compared as text: without --tokenizer, each run trains its own
+        once_tokenizer = Tokenizer.load(once / "tokenizer.json")
+        assert read_split(mixed, split, tokenizer)[1] == read_split(once, split, once_tokenizer)[1]
+    meta = json.loads((mixed / "meta.json").read_text(encoding="utf-8"))
+    assert meta["splits"]["train"]["documents"] == len(expected) and meta["config"]["repeat"] == repeat
+    assert meta["splits"]["train"]["tokens"] == len(np.fromfile(mixed / "train.bin", dtype=np.uint16))
+
+
+@pytest.mark.parametrize("repeat", [[1], [1, -1], [0, 0], [1, "x"]])
+def test_repeat_needs_a_number_for_each_input(tmp_path, repeat):
+    sources = []
+    for name in ("a", "b"):
+        sources.append(tmp_path / f"{name}.jsonl")
+        sources[-1].write_text('{"text": "متن"}\n', encoding="utf-8")
+    with pytest.raises(UsageError, match=r"repeat needs one number of at least 0 for each of the 2 inputs"):
+        prepare.check_config({**prepare.DEFAULTS, "repeat": repeat}, list(map(str, sources)))
