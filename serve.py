@@ -400,10 +400,11 @@ class Server:
                 if self.active:
                     self.step()
             except Exception as e:  # out of memory, ...: the jobs in the batch fail, the server goes on
-                error = APIError(500, f"generation failed: {type(e).__name__}: {e}", kind="server_error")
-                send(dict.fromkeys({*jobs, *(job for job, _ in self.active.values())}, error))
+                failed = {*jobs, *(job for job, _ in self.active.values())}
                 self.active.clear()
-                self.decoder = Decoder(self.model, self.max_batch)
+                self.decoder = Decoder(self.model, self.max_batch)  # first: a client told of the error may retry
+                error = APIError(500, f"generation failed: {type(e).__name__}: {e}", kind="server_error")
+                send(dict.fromkeys(failed, error))
 
     def start(self, job):
         """Send each choice its echoed prompt, then read the prompts into free rows."""
