@@ -16,7 +16,7 @@ nanoGPT gets config/fawiki_small.py's recipe wherever its train.py has the same 
 shape, batch and accumulation, dropout, no biases, AdamW's LR, betas and weight decay, gradient
 clipping, the warmup, and the cosine decay to min_lr over the run (nanoGPT's schedule, decayed
 over the steps the budget buys, as ours decays over its budget). The rest is nanoGPT's own:
-learned positions, GELU, LayerNorm. Ours is bench/study.py's run "l4-d256-relu2" (the same recipe for
+learned positions, GELU, LayerNorm. Ours is bench/study.py's run "l4-d128-relu2" (the same recipe for
 the steps ten minutes buy it), whose log holds the validation loss every tenth of the run; the
 minutes ours needs are read off it at the step time `time` measured beside nanoGPT's.
 
@@ -49,7 +49,7 @@ nanogpt_dir = ""  # a checkout of github.com/karpathy/nanoGPT (required)
 config = "config/fawiki_small.py"  # our recipe, given to nanoGPT where its train.py has the setting
 data_dir = "data/fawiki"  # prepare.py's output that both train on
 results_dir = "bench/results/nanogpt_quality"  # nanoGPT's folder and run, step_ms.json, result.json
-study_run = "bench/results/study/l4-d256-relu2-10m"  # ours: bench/study.py's run of the same recipe
+study_run = "bench/results/study/l4-d128-relu2-10m"  # ours: bench/study.py's run of the same recipe
 minutes = 10.0  # nanoGPT's budget
 steps = 20  # time: timed steps per round
 rounds = 2  # time: rounds of nanoGPT then ours

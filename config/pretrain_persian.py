@@ -11,7 +11,7 @@
 #   python prepare.py $S/fawiki/fawiki-sample-pages-articles.xml.bz2 $S/fawiki/fawiki-bio-paragraphs.jsonl \
 #       --out_dir=data/fawiki_ft --tokenizer=data/persian_fawiki/tokenizer.json --val_fraction=0.05 --test_fraction=0.05
 #   python train.py config/pretrain_persian.py
-# The model has fawiki_small's shape, so config/finetune_fawiki.py can start from it.
+# config/finetune_fawiki.py starts from this model (4 layers x 256, fawiki_small's shape before the study).
 data_dir = "data/persian"
 out_dir = "out-pretrain-persian"
 n_layer = 4
