@@ -37,6 +37,7 @@ class GPTConfig:
     n_head: int = 6
     n_embd: int = 384
     dropout: float = 0.0
+    attention_dropout: bool = True  # with dropout > 0, also drop attention weights (not only residual branches)
     bias: bool = False  # biases in Linear and LayerNorm; without them training is a bit faster
     pos_emb: str = "rope"  # "rope" (rotary, relative) or "learned" (absolute embedding table)
     norm: str = "layernorm"  # "layernorm" or "rmsnorm"
@@ -154,7 +155,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.n_head = config.n_head
         self.layer = layer  # index into the KV cache
-        self.dropout = config.dropout
+        self.dropout = config.dropout if config.attention_dropout else 0.0
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         head_size = config.n_embd // config.n_head

@@ -56,6 +56,7 @@ n_head = 6
 n_embd = 384
 block_size = 256  # context length in tokens
 dropout = 0.0  # 0 for pretraining; 0.1 or more when fine-tuning on little data
+attention_dropout = True  # dropout on the attention weights too; False keeps a CPU's faster attention kernel
 bias = False  # biases in Linear and LayerNorm layers
 pos_emb = "rope"  # "rope" (rotary) or "learned" positions
 norm = "layernorm"  # "layernorm" or "rmsnorm"

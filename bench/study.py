@@ -81,6 +81,8 @@ SHAPES = {
     "l4-d128-accum4": "--n_layer=4 --n_head=4 --n_embd=128 --gradient_accumulation_steps=4",
     # without dropout: its random masks take a sizeable share of a CPU step at this size
     "l4-d128-dropout0": "--n_layer=4 --n_head=4 --n_embd=128 --dropout=0",
+    # dropout on the residual branches only: attention keeps its fast kernel
+    "l4-d128-resdrop": "--n_layer=4 --n_head=4 --n_embd=128 --attention_dropout=False",
 }
 # domain -> a prepare.py folder whose test split is that domain's held-out text (--val_fraction=0.05
 # --test_fraction=0.05, as data_dir, so a mix prepared with the same fractions holds out the same documents)

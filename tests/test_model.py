@@ -34,6 +34,16 @@ def test_shapes_and_initial_loss(pos_emb, norm, mlp, qk_norm, tie_weights):
     assert abs(loss.item() - math.log(97)) < 0.1
 
 
+@pytest.mark.parametrize("attention_dropout", [True, False])
+def test_attention_dropout_can_be_left_to_the_residual_branches(attention_dropout):
+    config = model_module.GPTConfig(n_embd=32, n_head=4, dropout=0.5, attention_dropout=attention_dropout)
+    attention = model_module.CausalSelfAttention(config, layer=0).train()
+    attention.resid_dropout = torch.nn.Identity()  # what is left: dropout inside attention, if any
+    x = torch.randn(2, 16, 32)
+    first, second = (attention(x, None, None) for _ in range(2))
+    assert torch.equal(first, second) != attention_dropout
+
+
 def test_ignore_index_and_too_long_input():
     model = tiny()
     idx = torch.randint(0, 97, (2, 8))
