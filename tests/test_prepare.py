@@ -405,8 +405,8 @@ def test_repeat_mixes_the_training_documents_and_leaves_val_and_test_alone(tmp_p
     expected = [d for d, s, n in zip(documents, split_of, times) if s == 0 for _ in range(n)]
     assert read_split(mixed, "train", tokenizer)[1] == expected  # in order, each repeated in place
     assert (len(expected) == (split_of == 0).sum()) == (repeat == [1, 1])
+    once_tokenizer = Tokenizer.load(once / "tokenizer.json")
     for split in ("val", "test"):  # compared as text: without --tokenizer, each run trains its own
-        once_tokenizer = Tokenizer.load(once / "tokenizer.json")
         assert read_split(mixed, split, tokenizer)[1] == read_split(once, split, once_tokenizer)[1]
     meta = json.loads((mixed / "meta.json").read_text(encoding="utf-8"))
     assert meta["splits"]["train"]["documents"] == len(expected) and meta["config"]["repeat"] == repeat
