@@ -19,7 +19,7 @@ but two compute it exactly:
   reordered. Llama-family models would need RMSNorm and a gated MLP, which we do not have.
 - learned positions: GPT-2, whose Conv1D layers store each matrix transposed.
 
-Settings no architecture computes exactly (norm="rmsnorm", qk_norm=True) stop with an error.
+Settings no architecture computes exactly (norm="rmsnorm", qk_norm=True, logit_softcap) stop with an error.
 The tokenizer normalizes text as ours does (bpe.normalize), written as tokenizers' normalizers, so
 transformers users encode the text the model was trained on. Generation stops at the end of the
 context: transformers does not restart it as sample.py does. Weights are written in the safetensors
@@ -77,8 +77,10 @@ def model_files(model, eot_id):
     """(config.json as a dict, {name: tensor}) of the transformers model equal to `model`:
     GPTNeoXForCausalLM computing the rotary GPT, GPT2LMHeadModel the GPT with learned positions."""
     c = model.config
-    if c.norm != "layernorm" or c.qk_norm:  # GPT-NeoX and GPT-2 use LayerNorm and do not normalise queries and keys
-        setting = f"norm={c.norm!r}" if c.norm != "layernorm" else "qk_norm=True"
+    # GPT-NeoX and GPT-2 use LayerNorm, do not normalise queries and keys, and leave the logits as they are
+    if c.norm != "layernorm" or c.qk_norm or c.logit_softcap:
+        setting = (f"norm={c.norm!r}" if c.norm != "layernorm" else "qk_norm=True" if c.qk_norm
+                   else f"logit_softcap={c.logit_softcap}")
         raise common.UsageError(f"{setting} cannot be exported: no transformers architecture computes it exactly")
     # transformers' "gelu" is the exact (erf) GELU, like F.gelu; its "relu2" is squared ReLU, like ours
     if c.pos_emb == "rope":

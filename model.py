@@ -44,6 +44,7 @@ class GPTConfig:
     mlp: str = "gelu"  # MLP activation: "gelu" or "relu2" (squared ReLU)
     qk_norm: bool = False  # RMS-normalise queries and keys per head (bounds attention logits)
     tie_weights: bool = True  # the output head shares the token embedding's matrix
+    logit_softcap: float = 0.0  # > 0: logits squashed smoothly into (-cap, cap) by cap * tanh(logits / cap)
 
     def __post_init__(self):
         choices = {"pos_emb": ("rope", "learned"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "relu2")}
@@ -262,6 +263,8 @@ class GPT(nn.Module):
         if not head:
             return None, None
         logits = self.lm_head(self.norm_f(x))
+        if self.config.logit_softcap:
+            logits = self.config.logit_softcap * torch.tanh(logits / self.config.logit_softcap)
         if targets is None:
             return logits, None
         return logits, F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)

@@ -103,10 +103,14 @@ RUNS = {
     "l4-d128-relu2-lr1e-3": ("l4-d128", "--mlp=relu2 --learning_rate=1e-3 --min_lr=1e-4"),
     "l4-d128-relu2-lr4e-3": ("l4-d128", "--mlp=relu2 --learning_rate=4e-3 --min_lr=4e-4"),
     "l4-d128-relu2-muon": ("l4-d128", "--mlp=relu2 --optimizer=muon"),
+    "l4-d128-relu2-aligned": ("l4-d128", "--mlp=relu2 --align_windows=True"),  # windows start at documents
+    # logits soft-capped at 15 (15 * tanh(logits / 15)), at 4 x 128's step count: on a CPU its step is
+    # 6-11% longer (timed in alternation with the plain step, docs/benchmarks.md), which a win must outweigh
+    "l4-d128-relu2-softcap15": ("l4-d128", "--mlp=relu2 --logit_softcap=15"),
     # the data: every Persian text there is (fawiki, news, poetry: prepare.py with the fractions of HELDOUT)
     "l4-d256-relu2-all": ("l4-d256", "--mlp=relu2 --data_dir=data/persian-all"),
     "l4-d128-relu2-all": ("l4-d128", "--mlp=relu2 --data_dir=data/persian-all"),
-    **{f"{shape}-relu2-{mix}": (shape, f"--mlp=relu2 --data_dir=data/{mix}") for shape in ("l4-d128", "l4-d256")
+    **{f"{shape}-relu2-{mix}": (shape, f"--mlp=relu2 --data_dir=data/{mix}") for shape in ("l4-d128", "l4-d192", "l4-d256")
        for mix in MIXES},
     # mix-wiki50's shares written by prepare.py --repeat (docs/data.md), whose tokenizer learns from the mix
     **{f"{shape}-relu2-fawiki-mix": (shape, "--mlp=relu2 --data_dir=data/fawiki-mix")

@@ -44,6 +44,22 @@ def test_attention_dropout_can_be_left_to_the_residual_branches(attention_dropou
     assert torch.equal(first, second) != attention_dropout
 
 
+@pytest.mark.parametrize("cap", [2.0, 5.0])
+def test_logit_softcap_squashes_the_logits_into_its_bounds(cap):
+    plain, capped = tiny(), tiny(logit_softcap=cap)  # the same weights: one seed
+    with torch.no_grad():
+        for model in (plain, capped):
+            model.lm_head.weight.mul_(50)  # logits far past the cap
+    idx = torch.randint(0, 97, (2, 16))
+    targets = torch.randint(0, 97, (2, 16))
+    raw, _ = plain(idx)
+    logits, loss = capped(idx, targets)
+    assert raw.abs().max() > 2 * cap
+    assert logits.abs().max() <= cap  # tanh rounds to 1 in fp32 far out
+    torch.testing.assert_close(logits, cap * torch.tanh(raw / cap))
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits.view(-1, 97), targets.view(-1)))
+
+
 def test_ignore_index_and_too_long_input():
     model = tiny()
     idx = torch.randint(0, 97, (2, 8))
