@@ -305,16 +305,18 @@ def print_table(c):
     """The finished runs of runs.jsonl, best test bits per byte first, as a Markdown table."""
     with open(os.path.join(c["results_dir"], "runs.jsonl"), encoding="utf-8") as f:
         runs = sorted(map(json.loads, f), key=lambda run: (run["minutes"], run["test"]["results"]["bits_per_byte"]))
-    print("| run | minutes | parameters | steps | tokens | passes over train | final val loss | test bits per byte | "
+    print("| run | minutes | parameters | steps | tokens | passes over train | best val loss | test bits per byte | "
           + " | ".join(f"{domain} held out, bits per byte" for domain in HELDOUT) + " |")
     print("|---" * (8 + len(HELDOUT)) + "|")
     for run in runs:
         with open(os.path.join(ROOT, data_dir_of(c, run["overrides"]), "meta.json"), encoding="utf-8") as f:
             train_tokens = json.load(f)["splits"]["train"]["tokens"]
         scores = heldout_scores(run["out_dir"])
+        # the checkpoint kept, which every score here is of, is the run's best evaluation
+        best_val_loss = min(r["val_loss"] for r in read_log(run["out_dir"]) if "val_loss" in r)
         heldout = [f"{scores[domain]:.3f}" if domain in scores else "" for domain in HELDOUT]
         print(f"| {run['name']} | {run['minutes']:g} | {run['params'] / 1e6:.2f} M | {run['steps']:,} | "
-              f"{run['tokens'] / 1e6:.2f} M | {run['tokens'] / train_tokens:.1f} | {run['val_loss']:.3f} | "
+              f"{run['tokens'] / 1e6:.2f} M | {run['tokens'] / train_tokens:.1f} | {best_val_loss:.3f} | "
               f"{run['test']['results']['bits_per_byte']:.3f} | " + " | ".join(heldout) + " |")
 
 
@@ -330,10 +332,11 @@ def plot_curves(c):
         runs = [run for run in map(json.loads, f)  # validation losses compare on the same data only
                 if run["minutes"] == c["minutes"] and data_dir_of(c, run["overrides"]) == c["data_dir"]]
     figure, axes = plt.subplots(figsize=(9, 5.5))
-    for run in sorted(runs, key=lambda run: run["val_loss"]):
+    for i, run in enumerate(sorted(runs, key=lambda run: run["val_loss"])):
         curve = [(r["iter"] * step_ms[run["shape"]] / 60_000, r["val_loss"]) for r in read_log(run["out_dir"])
                  if "val_loss" in r and r["iter"] > 0]
-        axes.plot(*zip(*curve), marker=".", label=f"{run['name']} ({run['params'] / 1e6:.1f} M): {run['val_loss']:.3f}")
+        axes.plot(*zip(*curve), marker=".", linestyle=("-", "--", ":")[i // 10 % 3],  # colours repeat after ten
+                  label=f"{run['name']} ({run['params'] / 1e6:.1f} M): {run['val_loss']:.3f}")
     axes.set(xlabel="minutes of this machine (steps x step time alone, 2 threads)", ylabel="validation loss",
              title=f"{c['minutes']:g}-minute runs on {c['data_dir']}")
     axes.grid(alpha=0.3)
