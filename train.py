@@ -67,7 +67,6 @@ logit_softcap = 0.0  # > 0: squash the logits into (-cap, cap) with cap * tanh(l
 # optimization
 optimizer = "adamw"  # "adamw", or "muon": Muon for the blocks' weight matrices, AdamW for the rest
 batch_size = 16  # sequences per micro-batch in each process
-align_windows = False  # start every training window at a document's <|endoftext|>, as a prompt starts
 gradient_accumulation_steps = 1  # micro-batches per optimizer step, over all processes together
 max_iters = 5000  # optimizer steps
 max_minutes = 0.0  # training-time budget in minutes, evaluation excluded (0 = none)
@@ -97,25 +96,17 @@ class TokenWindows:
     block_size tokens, y the same tokens shifted by one, the next token to predict at each place.
 
     batch(batch_size, *key) draws the windows with a generator seeded by (seed, *key), so a
-    batch is a pure function of its key: there is no data position to save for resuming.
-    With eot_id, a window starts only where that token (<|endoftext|>, which ends each document)
-    is, so it reads the next document from its start, as a prompt is read."""
+    batch is a pure function of its key: there is no data position to save for resuming."""
 
-    def __init__(self, tokens, block_size, seed=0, eot_id=None):
+    def __init__(self, tokens, block_size, seed=0):
         if len(tokens) <= block_size:
             raise UsageError(f"{len(tokens)} tokens are too few for windows of {block_size + 1}")
         self.tokens, self.block_size, self.seed = tokens, block_size, seed
-        self.starts = None if eot_id is None else positions_of(tokens, eot_id, len(tokens) - block_size)
-        if self.starts is not None and not len(self.starts):
-            raise UsageError(f"no <|endoftext|> (id {eot_id}) to start a window at: align_windows needs documents")
 
     def batch(self, batch_size, *key, device="cpu"):
         """(x, y): int64 tensors of shape (batch_size, block_size) on device."""
         rng = np.random.default_rng((self.seed, *key))
-        if self.starts is None:
-            starts = rng.integers(0, len(self.tokens) - self.block_size, size=batch_size)
-        else:
-            starts = self.starts[rng.integers(0, len(self.starts), size=batch_size)]
+        starts = rng.integers(0, len(self.tokens) - self.block_size, size=batch_size)
         # one fancy-indexing read touches only these bytes of the memmap, never the whole file
         rows = self.tokens[starts[:, None] + np.arange(self.block_size + 1)]
         rows = torch.from_numpy(rows.astype(np.int64))  # one contiguous block
@@ -124,12 +115,6 @@ class TokenWindows:
             # block of rows copies it once; x and y, overlapping views of it, are cut on the GPU.
             rows = rows.pin_memory().to(device, non_blocking=True)
         return rows[:, :-1], rows[:, 1:]
-
-
-def positions_of(tokens, token_id, end, chunk=1 << 24):
-    """Where token_id is in tokens[:end], read a chunk at a time: memory stays flat on a dump's train.bin."""
-    return np.concatenate([np.flatnonzero(tokens[i:min(i + chunk, end)] == token_id) + i
-                           for i in range(0, end, chunk)] + [np.zeros(0, dtype=np.int64)])
 
 
 def get_lr(cfg, iter_num, train_seconds):
@@ -162,21 +147,20 @@ def check_config(cfg):
 
 
 def read_data_dir(data_dir):
-    """(meta.json as a dict, what every checkpoint carries of the tokenizer: its JSON text and sha256)
-    from prepare.py's meta.json and tokenizer.json. (Its train.bin and val.bin are checked as they load.)"""
+    """(vocab_size, what every checkpoint carries of the tokenizer: its JSON text and sha256) from
+    prepare.py's meta.json and tokenizer.json. (Its train.bin and val.bin are checked as they load.)"""
     if not os.path.isdir(data_dir):
         raise UsageError(f"data directory not found: {data_dir} (run prepare.py, or set --data_dir)")
     try:
         with open(os.path.join(data_dir, "meta.json"), encoding="utf-8") as f:
-            meta = json.load(f)
-        meta["vocab_size"] = int(meta["vocab_size"])
+            vocab_size = int(json.load(f)["vocab_size"])
         with open(os.path.join(data_dir, "tokenizer.json"), encoding="utf-8") as f:
             tokenizer_text = f.read()
     except FileNotFoundError as e:
         raise UsageError(f"{e.filename} not found (run prepare.py to write it)") from e
     except (ValueError, KeyError, TypeError) as e:
         raise UsageError(f"cannot read {data_dir}/meta.json or tokenizer.json: {e}") from e
-    return meta, {"tokenizer": tokenizer_text, "tokenizer_sha256": tokenizer_hash(tokenizer_text)}
+    return vocab_size, {"tokenizer": tokenizer_text, "tokenizer_sha256": tokenizer_hash(tokenizer_text)}
 
 
 def keep_freed_memory():
@@ -500,16 +484,11 @@ def train(config):
     # Every process reads the data and the checkpoint from its own node's disk, so every process
     # checks that they are there; rank 0 alone reads the tokenizer and opens the log (measuring the peak).
     with fail_together(run):
-        meta, from_prepare = read_data_dir(cfg.data_dir)
-        if cfg.align_windows and meta.get("eot_id") is None:
-            raise UsageError(f"align_windows needs documents, but {cfg.data_dir}'s tokenizer has no <|endoftext|>")
+        vocab_size, from_prepare = read_data_dir(cfg.data_dir)
         model, optimizers, scaler, (iter_num, best_val_loss, train_seconds) = init_model(
-            cfg, run, meta["vocab_size"], from_prepare, ckpt_path)
-        # validation windows fall anywhere whatever align_windows is: every run is judged on the same batches
+            cfg, run, vocab_size, from_prepare, ckpt_path)
         train_data, val_data = (TokenWindows(common.load_tokens(os.path.join(cfg.data_dir, f"{split}.bin")),
-                                             model.config.block_size, cfg.seed, eot_id)
-                                for split, eot_id in (("train", meta["eot_id"] if cfg.align_windows else None),
-                                                      ("val", None)))
+                                             model.config.block_size, cfg.seed) for split in ("train", "val"))
         tokenizer = bpe.Tokenizer.from_json(from_prepare["tokenizer"]) if run.master and cfg.sample_tokens else None
         log = TrainingLog(cfg, config, model, run, iter_num, train_seconds) if run.master else None
 

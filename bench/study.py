@@ -103,7 +103,6 @@ RUNS = {
     "l4-d128-relu2-lr1e-3": ("l4-d128", "--mlp=relu2 --learning_rate=1e-3 --min_lr=1e-4"),
     "l4-d128-relu2-lr4e-3": ("l4-d128", "--mlp=relu2 --learning_rate=4e-3 --min_lr=4e-4"),
     "l4-d128-relu2-muon": ("l4-d128", "--mlp=relu2 --optimizer=muon"),
-    "l4-d128-relu2-aligned": ("l4-d128", "--mlp=relu2 --align_windows=True"),  # windows start at documents
     # logits soft-capped at 15 (15 * tanh(logits / 15)), at 4 x 128's step count: on a CPU its step is
     # 6-11% longer (timed in alternation with the plain step, docs/benchmarks.md), which a win must outweigh
     "l4-d128-relu2-softcap15": ("l4-d128", "--mlp=relu2 --logit_softcap=15"),

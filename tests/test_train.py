@@ -128,7 +128,6 @@ def test_every_config_file_is_valid(name):
     (["--gradient_accumulation_steps=0"], "gradient_accumulation_steps must be at least 1"),
     (["--pos_emb=alibi"], "pos_emb must be one of"),
     (["--optimizer=sgd"], "optimizer must be 'adamw' or 'muon', got 'sgd'"),
-    (["--align_windows=True"], "align_windows needs documents, but"),  # this meta.json has no eot_id
 ])
 def test_config_errors_are_one_line(tmp_path, data_dir, args, message):
     with pytest.raises(UsageError) as error:
@@ -227,46 +226,6 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path, data_dir):
     assert sorted(resumed) == list(range(1, stopped_at + 4))
     np.testing.assert_allclose([resumed[i] for i in sorted(straight)],
                                [straight[i] for i in sorted(straight)], rtol=1e-6)
-
-
-def test_aligned_windows_start_at_each_document_end_and_nowhere_else():
-    eot = 9
-    documents = [[1, 2, 3], [4, 5], [6, 7, 8, 1, 2, 3, 4], [5], [6, 7], [1, 2, 3]]
-    tokens = np.array([t for document in documents for t in document + [eot]], dtype=np.uint16)
-    ends = np.flatnonzero(tokens == eot)
-    windows = train.TokenWindows(tokens, block_size=6, seed=3, eot_id=eot)
-    # a window needs 7 tokens: the last two documents' ends leave too few after them
-    assert windows.starts.tolist() == [e for e in ends if e <= len(tokens) - 7]
-    x, y = windows.batch(200, 0, 1)
-    assert set(x[:, 0].tolist()) == {eot} and torch.equal(x[:, 1:], y[:, :-1])
-    seen = {tuple(row) for row in x.tolist()}
-    assert seen == {tuple(tokens[e:e + 6].tolist()) for e in windows.starts}  # every start is drawn
-    with pytest.raises(UsageError, match="no <\\|endoftext\\|>"):
-        train.TokenWindows(tokens[:3], block_size=2, eot_id=eot)
-
-
-def test_align_windows_reaches_the_training_batches_only(tmp_path, monkeypatch):
-    pattern = np.random.default_rng(0).integers(0, 31, size=61)
-    data = make_data(tmp_path / "data", np.tile(np.append(pattern, 31), 20))
-    with open(os.path.join(data, "meta.json"), "w") as f:
-        json.dump({"vocab_size": 32, "eot_id": 31}, f)
-    first_tokens = {}
-    batch = train.TokenWindows.batch
-
-    def recorded(windows, batch_size, *key, **kwargs):
-        x, y = batch(windows, batch_size, *key, **kwargs)
-        first_tokens.setdefault(key[0], set()).update(x[:, 0].tolist())  # key 0: training, 1: evaluation
-        return x, y
-    monkeypatch.setattr(train.TokenWindows, "batch", recorded)
-    run_train(f"--data_dir={data}", f"--out_dir={tmp_path / 'out'}", "--align_windows=True", "--max_iters=4")
-    assert first_tokens[0] == {31} and len(first_tokens[1]) > 1
-
-
-@pytest.mark.parametrize("chunk", [1, 4, 7, 100])
-def test_positions_read_chunk_by_chunk_are_all_found_once(chunk):
-    tokens = np.array([9, 1, 9, 9, 2, 3, 9, 4, 5, 6, 9, 9], dtype=np.uint16)
-    for end in (0, 1, 6, 11, 12):
-        assert train.positions_of(tokens, 9, end, chunk=chunk).tolist() == np.flatnonzero(tokens[:end] == 9).tolist()
 
 
 def test_token_windows_are_reproducible_views_of_the_file(tmp_path, data_dir):
