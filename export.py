@@ -78,10 +78,11 @@ def model_files(model, eot_id):
     GPTNeoXForCausalLM computing the rotary GPT, GPT2LMHeadModel the GPT with learned positions."""
     c = model.config
     # GPT-NeoX and GPT-2 use LayerNorm, do not normalise queries and keys, and leave the logits as they are
-    if c.norm != "layernorm" or c.qk_norm or c.logit_softcap:
-        setting = (f"norm={c.norm!r}" if c.norm != "layernorm" else "qk_norm=True" if c.qk_norm
-                   else f"logit_softcap={c.logit_softcap}")
-        raise common.UsageError(f"{setting} cannot be exported: no transformers architecture computes it exactly")
+    unexportable = {f"norm={c.norm!r}": c.norm != "layernorm", "qk_norm=True": c.qk_norm,
+                    f"logit_softcap={c.logit_softcap}": bool(c.logit_softcap)}
+    refused = [setting for setting, used in unexportable.items() if used]
+    if refused:
+        raise common.UsageError(f"{refused[0]} cannot be exported: no transformers architecture computes it exactly")
     # transformers' "gelu" is the exact (erf) GELU, like F.gelu; its "relu2" is squared ReLU, like ours
     if c.pos_emb == "rope":
         # the untied head is embed_out, the name every transformers version reads

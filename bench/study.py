@@ -109,8 +109,8 @@ RUNS = {
     # the data: every Persian text there is (fawiki, news, poetry: prepare.py with the fractions of HELDOUT)
     "l4-d256-relu2-all": ("l4-d256", "--mlp=relu2 --data_dir=data/persian-all"),
     "l4-d128-relu2-all": ("l4-d128", "--mlp=relu2 --data_dir=data/persian-all"),
-    **{f"{shape}-relu2-{mix}": (shape, f"--mlp=relu2 --data_dir=data/{mix}") for shape in ("l4-d128", "l4-d192", "l4-d256")
-       for mix in MIXES},
+    **{f"{shape}-relu2-{mix}": (shape, f"--mlp=relu2 --data_dir=data/{mix}")
+       for shape in ("l4-d128", "l4-d192", "l4-d256") for mix in MIXES},
     # mix-wiki50's shares written by prepare.py --repeat (docs/data.md), whose tokenizer learns from the mix
     **{f"{shape}-relu2-fawiki-mix": (shape, "--mlp=relu2 --data_dir=data/fawiki-mix")
        for shape in ("l4-d128", "l4-d256")},
