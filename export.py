@@ -19,7 +19,8 @@ but two compute it exactly:
   reordered. Llama-family models would need RMSNorm and a gated MLP, which we do not have.
 - learned positions: GPT-2, whose Conv1D layers store each matrix transposed.
 
-Settings no architecture computes exactly (norm="rmsnorm", qk_norm=True, logit_softcap) stop with an error.
+Settings no architecture computes exactly (norm="rmsnorm", qk_norm=True, logit_softcap,
+value_embeddings) stop with an error.
 The tokenizer normalizes text as ours does (bpe.normalize), written as tokenizers' normalizers, so
 transformers users encode the text the model was trained on. Generation stops at the end of the
 context: transformers does not restart it as sample.py does. Weights are written in the safetensors
@@ -77,9 +78,11 @@ def model_files(model, eot_id):
     """(config.json as a dict, {name: tensor}) of the transformers model equal to `model`:
     GPTNeoXForCausalLM computing the rotary GPT, GPT2LMHeadModel the GPT with learned positions."""
     c = model.config
-    # GPT-NeoX and GPT-2 use LayerNorm, do not normalise queries and keys, and leave the logits as they are
+    # GPT-NeoX and GPT-2 use LayerNorm, do not normalise queries and keys, take values from the
+    # hidden state alone and leave the logits as they are
     unexportable = {f"norm={c.norm!r}": c.norm != "layernorm", "qk_norm=True": c.qk_norm,
-                    f"logit_softcap={c.logit_softcap}": bool(c.logit_softcap)}
+                    f"logit_softcap={c.logit_softcap}": bool(c.logit_softcap),
+                    "value_embeddings=True": c.value_embeddings}
     refused = [setting for setting, used in unexportable.items() if used]
     if refused:
         raise common.UsageError(f"{refused[0]} cannot be exported: no transformers architecture computes it exactly")

@@ -45,6 +45,7 @@ class GPTConfig:
     qk_norm: bool = False  # RMS-normalise queries and keys per head (bounds attention logits)
     tie_weights: bool = True  # the output head shares the token embedding's matrix
     logit_softcap: float = 0.0  # > 0: logits squashed smoothly into (-cap, cap) by cap * tanh(logits / cap)
+    value_embeddings: bool = False  # each layer adds a token embedding table of its own to attention's values
 
     def __post_init__(self):
         choices = {"pos_emb": ("rope", "learned"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "relu2")}
@@ -164,10 +165,12 @@ class CausalSelfAttention(nn.Module):
         self.k_norm = nn.RMSNorm(head_size) if config.qk_norm else nn.Identity()
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, rotary, kv_cache):
+    def forward(self, x, rotary, kv_cache, value_embedding=None):
         B, T, C = x.shape
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
                    for t in self.qkv(x).split(C, dim=2))
+        if value_embedding is not None:  # (B, T, C): the token's own vector, whatever its context
+            v = v + value_embedding.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         q, k = self.q_norm(q), self.k_norm(k)
         if rotary is not None:
             q, k = apply_rotary(q, *rotary), apply_rotary(k, *rotary)
@@ -201,8 +204,8 @@ class Block(nn.Module):
         self.norm2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, rotary, kv_cache):
-        x = x + self.attn(self.norm1(x), rotary, kv_cache)
+    def forward(self, x, rotary, kv_cache, value_embedding=None):
+        x = x + self.attn(self.norm1(x), rotary, kv_cache, value_embedding)
         return x + self.mlp(self.norm2(x))
 
 
@@ -215,6 +218,9 @@ class GPT(nn.Module):
             self.wpe = nn.Embedding(config.block_size, config.n_embd)
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
+        # outside the blocks: tables, not weight matrices, so never given to Muon (configure_optimizers)
+        self.value_embeddings = nn.ModuleList(nn.Embedding(config.vocab_size, config.n_embd)
+                                              for _ in range(config.n_layer if config.value_embeddings else 0))
         self.norm_f = make_norm(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
@@ -258,8 +264,9 @@ class GPT(nn.Module):
             angles = (positions.float()[..., None] * self.inv_freq)[:, None]  # (B or 1, 1, T, D/2), every head alike
             rotary = angles.cos(), angles.sin()
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x, rotary, kv_cache)
+        value_embeddings = [table(idx) for table in self.value_embeddings] or [None] * len(self.blocks)
+        for block, value_embedding in zip(self.blocks, value_embeddings):
+            x = block(x, rotary, kv_cache, value_embedding)
         if not head:
             return None, None
         logits = self.lm_head(self.norm_f(x))
@@ -286,7 +293,7 @@ class GPT(nn.Module):
     def flops_per_token(self):
         """Training FLOPs per token: 6 per matmul weight (forward + backward) plus attention scores."""
         c = self.config
-        lookups = [self.wpe] if c.pos_emb == "learned" else []
+        lookups = [*self.value_embeddings, *([self.wpe] if c.pos_emb == "learned" else [])]
         if not c.tie_weights:  # an untied embedding is a table lookup, not a matmul
             lookups.append(self.wte)
         matmul_params = self.num_params() - sum(table.weight.numel() for table in lookups)

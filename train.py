@@ -64,6 +64,7 @@ mlp = "gelu"  # MLP activation: "gelu" or "relu2"
 qk_norm = False  # RMS-normalise queries and keys in every head
 tie_weights = True  # share the token embedding with the output head
 logit_softcap = 0.0  # > 0: squash the logits into (-cap, cap) with cap * tanh(logits / cap); 0 = off
+value_embeddings = False  # each layer adds a token embedding table of its own to attention's values
 # optimization
 optimizer = "adamw"  # "adamw", or "muon": Muon for the blocks' weight matrices, AdamW for the rest
 batch_size = 16  # sequences per micro-batch in each process

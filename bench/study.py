@@ -32,6 +32,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -83,6 +84,10 @@ SHAPES = {
     "l4-d128-dropout0": "--n_layer=4 --n_head=4 --n_embd=128 --dropout=0",
     # dropout on the residual branches only: attention keeps its fast kernel
     "l4-d128-resdrop": "--n_layer=4 --n_head=4 --n_embd=128 --attention_dropout=False",
+    # steps that cost more than Adam's or than plain logits: each buys fewer of them in the same minutes
+    "l4-d128-muon": "--n_layer=4 --n_head=4 --n_embd=128 --optimizer=muon",
+    "l4-d128-softcap15": "--n_layer=4 --n_head=4 --n_embd=128 --logit_softcap=15",
+    "l4-d128-ve": "--n_layer=4 --n_head=4 --n_embd=128 --value_embeddings=True",
 }
 # domain -> a prepare.py folder whose test split is that domain's held-out text (--val_fraction=0.05
 # --test_fraction=0.05, as data_dir, so a mix prepared with the same fractions holds out the same documents)
@@ -102,10 +107,14 @@ RUNS = {
     # the best size (l4-d128-relu2) with other learning rates (min_lr stays a tenth) and tweaks
     "l4-d128-relu2-lr1e-3": ("l4-d128", "--mlp=relu2 --learning_rate=1e-3 --min_lr=1e-4"),
     "l4-d128-relu2-lr4e-3": ("l4-d128", "--mlp=relu2 --learning_rate=4e-3 --min_lr=4e-4"),
-    "l4-d128-relu2-muon": ("l4-d128", "--mlp=relu2 --optimizer=muon"),
-    # logits soft-capped at 15 (15 * tanh(logits / 15)), at 4 x 128's step count: on a CPU its step is
-    # 6-11% longer (timed in alternation with the plain step, docs/benchmarks.md), which a win must outweigh
+    "l4-d128-relu2-muon": ("l4-d128-muon", "--mlp=relu2"),
+    "l4-d128-relu2-muon-lr4e-3": ("l4-d128-muon", "--mlp=relu2 --learning_rate=4e-3 --min_lr=4e-4"),
+    # a token embedding table of its own for each layer, added to attention's values
+    "l4-d128-relu2-ve": ("l4-d128-ve", "--mlp=relu2"),
+    # logits soft-capped at 15 (15 * tanh(logits / 15)), at 4 x 128's step count, then at the steps its
+    # own (longer) step buys in the same minutes
     "l4-d128-relu2-softcap15": ("l4-d128", "--mlp=relu2 --logit_softcap=15"),
+    "l4-d128-relu2-softcap15-timed": ("l4-d128-softcap15", "--mlp=relu2"),
     # the data: every Persian text there is (fawiki, news, poetry: prepare.py with the fractions of HELDOUT)
     "l4-d256-relu2-all": ("l4-d256", "--mlp=relu2 --data_dir=data/persian-all"),
     "l4-d128-relu2-all": ("l4-d128", "--mlp=relu2 --data_dir=data/persian-all"),
@@ -190,8 +199,9 @@ def start_run(c, name, step_counts):
     os.makedirs(out_dir, exist_ok=True)
     log = open(os.path.join(out_dir, "study.log"), "w", encoding="utf-8")
     command = " && ".join(shlex.join([sys.executable, *args]) for args in (train, evaluate, *heldout_evals(c, out_dir)))
+    # its own process group, the shell and the commands it runs, so that run_study can stop them all
     process = subprocess.Popen(command, shell=True, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
     return process, out_dir, steps
 
 
@@ -222,22 +232,28 @@ def run_study(c):
     if unknown:
         raise common.UsageError(f"no such runs: {sorted(unknown)} (RUNS has {sorted(RUNS)})")
     running = {}
-    while todo or running:
-        while todo and len(running) < c["parallel"]:
-            name = todo.pop(0)
-            running[name] = start_run(c, name, step_counts)
-            print(f"started {name}: {running[name][2]:,} steps", flush=True)
-        time.sleep(5)
-        for name, (process, out_dir, steps) in list(running.items()):
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # so that `finally` runs
+    try:
+        while todo or running:
+            while todo and len(running) < c["parallel"]:
+                name = todo.pop(0)
+                running[name] = start_run(c, name, step_counts)
+                print(f"started {name}: {running[name][2]:,} steps", flush=True)
+            time.sleep(5)
+            for name, (process, out_dir, steps) in list(running.items()):
+                if process.poll() is None:
+                    continue
+                del running[name]
+                if process.returncode:
+                    print(f"{name} failed (exit {process.returncode}): see {out_dir}/study.log", flush=True)
+                    continue
+                with open(runs_path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(finished_run(c, name, out_dir, steps), ensure_ascii=False) + "\n")
+                print(f"finished {name}", flush=True)
+    finally:  # stopped part-way (Ctrl-C, kill): its unfinished runs stop too, to be rerun from scratch
+        for process, _, _ in running.values():
             if process.poll() is None:
-                continue
-            del running[name]
-            if process.returncode:
-                print(f"{name} failed (exit {process.returncode}): see {out_dir}/study.log", flush=True)
-                continue
-            with open(runs_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(finished_run(c, name, out_dir, steps), ensure_ascii=False) + "\n")
-            print(f"finished {name}", flush=True)
+                os.killpg(process.pid, signal.SIGTERM)
 
 
 def write_heldout(c):

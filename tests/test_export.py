@@ -211,6 +211,7 @@ def test_a_non_empty_export_dir_needs_overwrite(tokenizer, tmp_path):
     (dict(norm="rmsnorm"), "norm='rmsnorm' cannot be exported"),
     (dict(qk_norm=True), "qk_norm=True cannot be exported"),
     (dict(logit_softcap=15.0), "logit_softcap=15.0 cannot be exported"),
+    (dict(value_embeddings=True), "value_embeddings=True cannot be exported"),
 ])
 def test_a_variant_no_architecture_computes_is_refused(tokenizer, tmp_path, setting, message):
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=tokenizer.vocab_size, **setting))

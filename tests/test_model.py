@@ -60,6 +60,27 @@ def test_logit_softcap_squashes_the_logits_into_its_bounds(cap):
     torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits.view(-1, 97), targets.view(-1)))
 
 
+def test_value_embeddings_add_each_layers_own_token_vectors_to_the_values():
+    plain, valued = tiny(), tiny(value_embeddings=True)
+    assert len(valued.value_embeddings) == 2
+    assert valued.num_params() == plain.num_params() + 2 * 97 * 32
+    assert valued.flops_per_token() == plain.flops_per_token()  # lookups, not matmuls
+    missing, unexpected = valued.load_state_dict(plain.state_dict(), strict=False)  # the same weights but the tables
+    assert not unexpected and all(name.startswith("value_embeddings.") for name in missing)
+    idx = torch.randint(0, 97, (2, 16))
+    idx[1][idx[1] == idx[0, 0]] = (idx[0, 0] + 1) % 97  # the second row never reads the first row's first token
+    with torch.no_grad():
+        for table in valued.value_embeddings:
+            table.weight.zero_()
+        torch.testing.assert_close(valued(idx)[0], plain(idx)[0])
+        valued.value_embeddings[1].weight[idx[0, 0]] = 1.0  # that token's vector, in the last layer
+        changed = (valued(idx)[0] - plain(idx)[0]).abs().amax(dim=-1) > 1e-4
+    assert changed[0].all() and not changed[1].any()  # every position of the first row attends to it
+    adamw, muon = valued.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", "muon")
+    muon_params = {id(p) for group in muon.param_groups for p in group["params"]}
+    assert not muon_params & {id(table.weight) for table in valued.value_embeddings}
+
+
 def test_ignore_index_and_too_long_input():
     model = tiny()
     idx = torch.randint(0, 97, (2, 8))
@@ -90,9 +111,14 @@ def test_head_is_tied_and_residual_projections_are_scaled():
     assert abs(proj_std - 0.02 / math.sqrt(16)) < 0.001
 
 
-@pytest.mark.parametrize("pos_emb,qk_norm", [("rope", False), ("learned", False), ("rope", True)])
-def test_kv_cache_matches_full_forward(pos_emb, qk_norm):
-    model = tiny(pos_emb=pos_emb, qk_norm=qk_norm)
+@pytest.mark.parametrize("settings", [dict(pos_emb="rope"), dict(pos_emb="learned"), dict(qk_norm=True),
+                                      dict(value_embeddings=True)])
+def test_kv_cache_matches_full_forward(settings):
+    model = tiny(**settings)
+    if settings.get("value_embeddings"):  # initialised at std 0.02, they would barely move the logits
+        with torch.no_grad():
+            for table in model.value_embeddings:
+                table.weight.normal_()
     idx = torch.randint(0, 97, (2, 16))
     full, _ = model(idx)
     cache = model.new_kv_cache(2)
