@@ -18,7 +18,7 @@ run of RUNS minutes x 60 / its shape's step time steps (what those minutes buy i
 trains it with train.py for exactly that many steps (the LR decays over them) on one thread,
 `parallel` runs at a time, scores it with eval.py on the data's test split, and appends a JSON
 line to results_dir/runs.jsonl. A run already there is skipped, so a study that stops part-way
-continues where it stopped.
+continues where it stopped (stopping `run`, with Ctrl-C or kill, stops its unfinished runs too).
 
 `heldout` decodes the test split of each HELDOUT folder (a domain's text prepared by prepare.py)
 back into whole documents, about heldout_chars characters of each, into results_dir/heldout/,
@@ -111,6 +111,7 @@ RUNS = {
     "l4-d128-relu2-muon-lr4e-3": ("l4-d128-muon", "--mlp=relu2 --learning_rate=4e-3 --min_lr=4e-4"),
     # a token embedding table of its own for each layer, added to attention's values
     "l4-d128-relu2-ve": ("l4-d128-ve", "--mlp=relu2"),
+    "l4-d128-relu2-ve-mix-wiki50": ("l4-d128-ve", "--mlp=relu2 --data_dir=data/mix-wiki50"),
     # logits soft-capped at 15 (15 * tanh(logits / 15)), at 4 x 128's step count, then at the steps its
     # own (longer) step buys in the same minutes
     "l4-d128-relu2-softcap15": ("l4-d128", "--mlp=relu2 --logit_softcap=15"),
