@@ -111,7 +111,9 @@ RUNS = {
     "l4-d128-relu2-muon-lr4e-3": ("l4-d128-muon", "--mlp=relu2 --learning_rate=4e-3 --min_lr=4e-4"),
     # a token embedding table of its own for each layer, added to attention's values
     "l4-d128-relu2-ve": ("l4-d128-ve", "--mlp=relu2"),
-    "l4-d128-relu2-ve-mix-wiki50": ("l4-d128-ve", "--mlp=relu2 --data_dir=data/mix-wiki50"),
+    # the tweaks on the mix, whose fawiki text is not repeated enough to be memorised
+    **{f"l4-d128-relu2-{tweak}-mix-wiki50": (f"l4-d128-{tweak}", "--mlp=relu2 --data_dir=data/mix-wiki50")
+       for tweak in ("ve", "softcap15", "muon")},
     # logits soft-capped at 15 (15 * tanh(logits / 15)), at 4 x 128's step count, then at the steps its
     # own (longer) step buys in the same minutes
     "l4-d128-relu2-softcap15": ("l4-d128", "--mlp=relu2 --logit_softcap=15"),
