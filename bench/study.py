@@ -84,7 +84,8 @@ SHAPES = {
     "l4-d128-dropout0": "--n_layer=4 --n_head=4 --n_embd=128 --dropout=0",
     # dropout on the residual branches only: attention keeps its fast kernel
     "l4-d128-resdrop": "--n_layer=4 --n_head=4 --n_embd=128 --attention_dropout=False",
-    # steps that cost more than Adam's or than plain logits: each buys fewer of them in the same minutes
+    # tweaks timed as shapes of their own, since a step may cost more (or less) with them: each run buys
+    # the steps its own step time allows in the same minutes
     "l4-d128-muon": "--n_layer=4 --n_head=4 --n_embd=128 --optimizer=muon",
     "l4-d128-softcap15": "--n_layer=4 --n_head=4 --n_embd=128 --logit_softcap=15",
     "l4-d128-ve": "--n_layer=4 --n_head=4 --n_embd=128 --value_embeddings=True",
@@ -111,13 +112,13 @@ RUNS = {
     "l4-d128-relu2-muon-lr4e-3": ("l4-d128-muon", "--mlp=relu2 --learning_rate=4e-3 --min_lr=4e-4"),
     # a token embedding table of its own for each layer, added to attention's values
     "l4-d128-relu2-ve": ("l4-d128-ve", "--mlp=relu2"),
-    # the tweaks on the mix, whose fawiki text is not repeated enough to be memorised
-    **{f"l4-d128-relu2-{tweak}-mix-wiki50": (f"l4-d128-{tweak}", "--mlp=relu2 --data_dir=data/mix-wiki50")
-       for tweak in ("ve", "softcap15", "muon")},
     # logits soft-capped at 15 (15 * tanh(logits / 15)), at 4 x 128's step count, then at the steps its
     # own (longer) step buys in the same minutes
     "l4-d128-relu2-softcap15": ("l4-d128", "--mlp=relu2 --logit_softcap=15"),
     "l4-d128-relu2-softcap15-timed": ("l4-d128-softcap15", "--mlp=relu2"),
+    # the tweaks on the mix, whose fawiki text is not repeated enough to be memorised
+    **{f"l4-d128-relu2-{tweak}-mix-wiki50": (f"l4-d128-{tweak}", "--mlp=relu2 --data_dir=data/mix-wiki50")
+       for tweak in ("ve", "softcap15", "muon")},
     # the data: every Persian text there is (fawiki, news, poetry: prepare.py with the fractions of HELDOUT)
     "l4-d256-relu2-all": ("l4-d256", "--mlp=relu2 --data_dir=data/persian-all"),
     "l4-d128-relu2-all": ("l4-d128", "--mlp=relu2 --data_dir=data/persian-all"),
