@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import bench_full_dump  # noqa: E402
 import common  # noqa: E402
 import measure  # noqa: E402
+import study  # noqa: E402
 import bpe  # noqa: E402
 import wikitext  # noqa: E402
 
@@ -64,3 +65,11 @@ def test_the_cleaner_takes_the_synthetic_markup_off_again(seed):
     text = bench_full_dump.wikitext(random.Random(seed), lines)
     assert "<ref>" in text or "[[" in text
     assert bpe.normalize(wikitext.clean_wikitext(text)) == bpe.normalize("\n\n".join(lines))
+
+
+def test_every_study_run_is_a_recipe_of_its_own_on_a_timed_shape():
+    recipes = [(shape, tuple(sorted(overrides.split()))) for shape, overrides in study.RUNS.values()]
+    assert len(set(recipes)) == len(recipes)
+    assert {shape for shape, _ in recipes} <= set(study.SHAPES)
+    # the size sweep makes no runs of the tweak shapes: each tweak's runs are named after the tweak
+    assert not [name for name in study.RUNS if any(name == f"{tweak}-relu2" for tweak in study.TWEAKS)]
