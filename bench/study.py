@@ -114,6 +114,8 @@ RUNS = {
     # the best size (l4-d128-relu2) with other learning rates (min_lr stays a tenth) and tweaks
     "l4-d128-relu2-lr1e-3": ("l4-d128", "--mlp=relu2 --learning_rate=1e-3 --min_lr=1e-4"),
     "l4-d128-relu2-lr4e-3": ("l4-d128", "--mlp=relu2 --learning_rate=4e-3 --min_lr=4e-4"),
+    # half the batch (which gets there sooner) at the LR scaled with the square root of its size
+    "l4-d128-accum1-relu2-lr1.4e-3": ("l4-d128-accum1", "--mlp=relu2 --learning_rate=1.4e-3 --min_lr=1.4e-4"),
     "l4-d128-relu2-muon": ("l4-d128-muon", "--mlp=relu2"),
     "l4-d128-relu2-muon-lr4e-3": ("l4-d128-muon", "--mlp=relu2 --learning_rate=4e-3 --min_lr=4e-4"),
     # a token embedding table of its own for each layer, added to attention's values
