@@ -63,16 +63,6 @@ DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isin
 # stay comparable when that file takes the study's winner: train.py settings over config's.
 BASE = ("--n_layer=4 --n_head=4 --n_embd=256 --block_size=128 --mlp=gelu --dropout=0.1 --batch_size=16 "
         "--gradient_accumulation_steps=2 --learning_rate=2e-3 --min_lr=2e-4 --warmup_iters=50")
-# Tweaks timed as shapes of their own, since a step may cost more (or less) with them: each run buys
-# the steps its own step time allows in the same minutes.
-TWEAKS = {
-    "l4-d128-muon": "--n_layer=4 --n_head=4 --n_embd=128 --optimizer=muon",
-    "l4-d128-softcap15": "--n_layer=4 --n_head=4 --n_embd=128 --logit_softcap=15",
-    "l4-d128-ve": "--n_layer=4 --n_head=4 --n_embd=128 --value_embeddings=True",
-    "l4-d192-muon": "--n_layer=4 --n_head=3 --n_embd=192 --optimizer=muon",
-    "l4-d192-ve": "--n_layer=4 --n_head=3 --n_embd=192 --value_embeddings=True",
-    "l4-d192-muon-ve": "--n_layer=4 --n_head=3 --n_embd=192 --optimizer=muon --value_embeddings=True",
-}
 # Shapes from ~1 M to ~20 M parameters at vocab 8,192, and three of ~5 M from deep and narrow to
 # shallow and wide. Each keeps BASE's tokens per step (batch_size x block_size x accumulation)
 # unless its name says otherwise.
@@ -94,8 +84,16 @@ SHAPES = {
     "l4-d128-dropout0": "--n_layer=4 --n_head=4 --n_embd=128 --dropout=0",
     # dropout on the residual branches only: attention keeps its fast kernel
     "l4-d128-resdrop": "--n_layer=4 --n_head=4 --n_embd=128 --attention_dropout=False",
-    **TWEAKS,
 }
+# Tweaks timed as shapes of their own, since a step may cost more (or less) with them: each run buys
+# the steps its own step time allows in the same minutes. Each is its shape's arguments plus the
+# tweak's, so it is timed and run as exactly that shape with the tweak.
+TWEAK_ARGS = {"muon": "--optimizer=muon", "softcap15": "--logit_softcap=15", "ve": "--value_embeddings=True",
+              "muon-ve": "--optimizer=muon --value_embeddings=True"}
+TWEAKS = {f"{shape}-{tweak}": f"{SHAPES[shape]} {TWEAK_ARGS[tweak]}"
+          for shape, tweaks in (("l4-d128", ("muon", "softcap15", "ve")), ("l4-d192", ("muon", "ve", "muon-ve")))
+          for tweak in tweaks}
+SHAPES.update(TWEAKS)
 # domain -> a prepare.py folder whose test split is that domain's held-out text (--val_fraction=0.05
 # --test_fraction=0.05, as data_dir, so a mix prepared with the same fractions holds out the same documents)
 HELDOUT = {"fawiki": "data/fawiki", "news": "data/heldout-news", "poems": "data/heldout-poems"}
@@ -124,7 +122,7 @@ RUNS = {
     # own (longer) step buys in the same minutes
     "l4-d128-relu2-softcap15": ("l4-d128", "--mlp=relu2 --logit_softcap=15"),
     "l4-d128-relu2-softcap15-timed": ("l4-d128-softcap15", "--mlp=relu2"),
-    # the tweaks on the mix, whose fawiki text is not repeated enough to be memorised
+    # the tweaks on the mix, whose fawiki text ten minutes do not read often enough to memorise
     **{f"l4-d128-relu2-{tweak}-mix-wiki50": (f"l4-d128-{tweak}", "--mlp=relu2 --data_dir=data/mix-wiki50")
        for tweak in ("ve", "softcap15", "muon")},
     # the two that won there, alone and together, at the hour's shape (4 x 192) and 30 or 60 minutes' steps

@@ -6,7 +6,7 @@
 #       --val_fraction=0.05 --test_fraction=0.05 --out_dir=data/fawiki-mix
 #   python train.py config/fawiki_cpu_hour.py
 # The shape comes from the study's thirty- and sixty-minute runs (REPORT.md, section 8): 4 layers
-# of 192 beat 128 at thirty minutes; at an hour 128, 192 and 256 tie over fawiki and news together,
+# of 192 beat 128 and 256 at thirty minutes; at an hour 128, 192 and 256 tie over fawiki and news together,
 # and 192 is second on each domain, where 128 is best on fawiki and worst on news and poetry, and
 # 256 the reverse.
 data_dir = "data/fawiki-mix"
