@@ -430,27 +430,6 @@ class Int8Linear(nn.Module):
         return int8_linear(x, self.weight, self.scale, self.bias)
 
 
-class DecodingLinear(nn.Module):
-    """An nn.Linear for decoding on a CPU: the same weight and bias (the parameters themselves, so
-    the state dict and the tied head are unchanged), multiplied as weight · xᵀ.
-
-    A decoding step multiplies a few rows x by every weight matrix. MKL computes x · weightᵀ for
-    a few rows, and a one-row product (a matrix-vector product) with either layout, well below
-    the memory's speed; weight · xᵀ with two or more columns is its matrix product, which
-    streams the weights. So a single row is multiplied beside a copy of itself."""
-
-    def __init__(self, linear):
-        super().__init__()
-        self.weight, self.bias = linear.weight, linear.bias
-
-    def forward(self, x):
-        rows = x.reshape(-1, x.size(-1))
-        columns = (rows if rows.size(0) > 1 else rows.expand(2, -1).contiguous()).t()
-        y = torch.mm(self.weight, columns)[:, :rows.size(0)].t().contiguous()
-        y = y if self.bias is None else y + self.bias
-        return y.reshape(*x.shape[:-1], y.size(-1))
-
-
 def replace_linears(model, replacement):
     """Put replacement(linear) in the place of every nn.Linear of the model; return the model."""
     for module in list(model.modules()):

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 import torch
 
 import common
-from model import DecodingLinear, autocast_for, load_checkpoint, quantize_weights, replace_linears, resolve_device
+from model import autocast_for, load_checkpoint, quantize_weights, resolve_device
 
 DEFAULTS = dict(
     out_dir="out-fawiki-small",  # folder holding ckpt.pt
@@ -516,11 +516,8 @@ def check_settings(config):
 
 def load_out_dir(out_dir, device, quantize="none"):
     """(model, tokenizer) of the checkpoint in out_dir, with its weights quantized as asked
-    (model.quantize_weights), or fp32 weights multiplied as decoding on a CPU wants them
-    (model.DecodingLinear)."""
+    (model.quantize_weights)."""
     model, tokenizer, _ = load_checkpoint(out_dir, device)
-    if quantize == "none" and device.type == "cpu":
-        return replace_linears(model, DecodingLinear), tokenizer
     return quantize_weights(model, quantize), tokenizer
 
 

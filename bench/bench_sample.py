@@ -25,7 +25,7 @@ of the context) times tokens/s, over the bandwidth of copying a large tensor, me
 Above 100% means part of the weights stayed in the CPU's caches from one step to the next.
 
 On a CPU the batched table also gives, for each number of rows, the milliseconds a step spends in
-the fp32 weight products alone (every DecodingLinear once, on random inputs of that many rows):
+the fp32 weight products alone (every nn.Linear once, on random inputs of that many rows):
 how much of a step's cost the rows add there, and how much elsewhere.
 """
 
@@ -46,8 +46,7 @@ import torch.nn.functional as F  # noqa: E402
 import common  # noqa: E402
 import sample  # noqa: E402
 import train  # noqa: E402
-from model import (GPT, DecodingLinear, GPTConfig, load_checkpoint, quantize_weights, replace_linears,  # noqa: E402
-                   resolve_device)
+from model import GPT, GPTConfig, load_checkpoint, quantize_weights, resolve_device  # noqa: E402
 
 DEFAULTS = {
     **train.DEFAULTS,  # so that config/*.py files for train.py give the shape
@@ -158,8 +157,8 @@ def mean_context(prompt_length, new_tokens, block_size):
 
 def products_ms(model, rows, repeats=20):
     """Milliseconds a step of `rows` rows spends in the weight products alone: every
-    DecodingLinear of the model once, on random inputs of that many rows (median of repeats)."""
-    layers = [m for m in model.modules() if isinstance(m, DecodingLinear)]
+    nn.Linear of the model once, on random inputs of that many rows (median of repeats)."""
+    layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
     inputs = [torch.randn(rows, m.weight.size(1)) for m in layers]
     times = []
     with torch.inference_mode():
@@ -181,9 +180,8 @@ def main():
     device = config["device"] = str(resolve_device(config["device"], None))
     model, tokenizer, prompt_ids = build_model(config)
     models = {"fp32": model}
-    if device == "cpu":  # as sample.py loads a checkpoint; nanoGPT's loop keeps plain nn.Linear layers
-        models = {"fp32": replace_linears(copy.deepcopy(model), DecodingLinear),
-                  "int8": quantize_weights(copy.deepcopy(model), "int8")}
+    if device == "cpu":  # as sample.py --quantize=int8 loads a checkpoint
+        models["int8"] = quantize_weights(copy.deepcopy(model), "int8")
     block_size, n, seed = model.config.block_size, config["max_new_tokens"], config["seed"]
     print(f"{model.num_params() / 1e6:.1f}M parameters, block_size {block_size}, vocab {model.config.vocab_size}, "
           f"{model.config.pos_emb} positions, {len(prompt_ids)} prompt tokens, {n} new tokens, "

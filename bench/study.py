@@ -285,6 +285,8 @@ def write_heldout(c):
                     chars += len(text)
         print(f"wrote {path}: {chars:,} characters of {domain}")
     runs_path = os.path.join(c["results_dir"], "runs.jsonl")
+    if not os.path.isfile(runs_path):  # no run has finished yet: `run` scores each one as it finishes
+        return
     with open(runs_path, encoding="utf-8") as f:
         out_dirs = [json.loads(line)["out_dir"] for line in f]
     for out_dir in out_dirs:

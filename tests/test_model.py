@@ -10,7 +10,7 @@ import torch
 from bpe import Tokenizer
 from common import UsageError
 import model as model_module
-from model import (GPT, DecodingLinear, GPTConfig, Int8Linear, replace_linears, load_checkpoint, measure_peak_flops,
+from model import (GPT, GPTConfig, Int8Linear, load_checkpoint, measure_peak_flops,
                    orthogonalize, quantize_weights, read_checkpoint, resolve_device)
 
 
@@ -378,24 +378,6 @@ def test_resolve_device():
 def test_cuda_without_a_gpu_is_a_one_line_error():
     with pytest.raises(UsageError, match=re.escape("device is cuda but no CUDA GPU is available (use --device=cpu)")):
         resolve_device("cuda", local_rank=1)
-
-
-@pytest.mark.parametrize("bias", [False, True])
-def test_decoding_linears_keep_the_parameters_and_the_outputs(bias):
-    """DecodingLinear multiplies the same parameters another way: the state dict, the tied head
-    and the logits (of one row, of several, of a prompt) stay as they were."""
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=64, n_layer=2, n_head=2, n_embd=16, block_size=8, bias=bias)).eval()
-    idx = torch.randint(0, 64, (3, 8))
-    state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    expected = [model(rows)[0] for rows in (idx[:1, :1], idx[:, :1], idx)]
-    assert replace_linears(model, DecodingLinear) is model
-    assert not any(type(m) is torch.nn.Linear for m in model.modules())
-    assert model.lm_head.weight is model.wte.weight  # still one tied parameter
-    assert state.keys() == model.state_dict().keys()
-    assert all(torch.equal(state[name], tensor) for name, tensor in model.state_dict().items())
-    for rows, logits in zip((idx[:1, :1], idx[:, :1], idx), expected):
-        torch.testing.assert_close(model(rows)[0], logits)
 
 
 def test_int8_linear_eagerly_gives_what_the_compiled_loop_gives():
