@@ -82,7 +82,7 @@ beta2 = 0.95
 grad_clip = 1.0  # clip the global gradient norm to this (0 = no clipping)
 # system
 device = "auto"  # "cpu", "cuda", "cuda:1", ... or "auto" (CUDA when available)
-dtype = "auto"  # "float32", "bfloat16" or "float16"; auto = bf16 on CUDA (fp16 if missing), fp32 on CPU
+dtype = "auto"  # "float32", "bfloat16" or "float16"; auto = bf16 on CUDA (fp16 if missing) and AMX CPUs, else fp32
 compile = None  # torch.compile the model; None = on CUDA only (on a CPU it gains little and slows the first step)
 peak_flops = 0.0  # device peak FLOP/s for MFU (0 = measure large matmuls at start)
 ddp_timeout_minutes = 5.0  # under torchrun: a collective waiting longer stops the run (a process died)
@@ -178,6 +178,15 @@ def keep_freed_memory():
         libc.mallopt(-1, 2**30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap for reuse
 
 
+def cpu_has_amx():
+    """Whether this CPU multiplies bf16 matrices in AMX tiles (Intel Xeon from Sapphire Rapids on), as
+    Linux's /proc/cpuinfo lists. There bf16 autocast shortens a training step; on other CPUs it has not
+    been measured to, and where bf16 is emulated it is slow, so they train in fp32."""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as f:
+        return any(line.startswith("flags") and "amx_bf16" in line.split() for line in f)
+    return False
+
+
 # Datasheet peaks of dense 16-bit (bf16 = fp16) tensor-core matmuls with fp32 accumulation,
 # without 2:4 sparsity (NVIDIA's headline figures are twice these), by the name CUDA reports
 # after "NVIDIA ". MFU against them compares with other projects' figures; the measured peak
@@ -250,10 +259,16 @@ def setup(cfg):
     if device.type == "cuda":
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
-    dtype = getattr(torch, cfg.dtype if cfg.dtype != "auto" else "float32" if device.type == "cpu" else "bfloat16")
-    # auto: bf16 only on GPUs that compute it (model.native_bf16); older ones get fp16 and a GradScaler
-    if cfg.dtype == "auto" and device.type == "cuda" and not native_bf16(device):
+    # auto: bf16 where the device computes it natively (GPUs of model.native_bf16, CPUs with AMX);
+    # older GPUs get fp16 and a GradScaler, other CPUs fp32
+    if cfg.dtype != "auto":
+        dtype = getattr(torch, cfg.dtype)
+    elif device.type == "cuda" and not native_bf16(device):
         dtype = torch.float16
+    elif device.type == "cpu" and not cpu_has_amx():
+        dtype = torch.float32
+    else:
+        dtype = torch.bfloat16
     if ddp:  # the timeout bounds how long a process waits for one that died (see fail_together)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 timeout=timedelta(minutes=cfg.ddp_timeout_minutes),

@@ -16,9 +16,11 @@ nanoGPT gets config/fawiki_small.py's recipe wherever its train.py has the same 
 shape, batch and accumulation, dropout, no biases, AdamW's LR, betas and weight decay, gradient
 clipping, the warmup, and the cosine decay to min_lr over the run (nanoGPT's schedule, decayed
 over the steps the budget buys, as ours decays over its budget). The rest is nanoGPT's own:
-learned positions, GELU, LayerNorm. Ours is bench/study.py's run "l4-d128-relu2" (the same recipe for
-the steps ten minutes buy it), whose log holds the validation loss every tenth of the run; the
-minutes ours needs are read off it at the step time `time` measured beside nanoGPT's.
+learned positions, GELU, LayerNorm, fp32 (its train.py has no autocast on a CPU). Ours is
+bench/study.py's run of the same recipe for the steps ten minutes buy it, in the precision that
+train.py's dtype=auto gives it: "l4-d128-relu2-bf16-timed" on a CPU with AMX, "l4-d128-relu2" (fp32)
+elsewhere. Its log holds the validation loss every tenth of the run; the minutes ours needs are
+read off it at the step time `time` measured beside nanoGPT's.
 
 Both are scored on train.py's evaluation batches (the val windows TokenWindows draws with key
 (1, k) for k < eval_iters, the batches of every validation loss in our log), nanoGPT's final model
@@ -49,7 +51,9 @@ nanogpt_dir = ""  # a checkout of github.com/karpathy/nanoGPT (required)
 config = "config/fawiki_small.py"  # our recipe, given to nanoGPT where its train.py has the setting
 data_dir = "data/fawiki"  # prepare.py's output that both train on
 results_dir = "bench/results/nanogpt_quality"  # nanoGPT's folder and run, step_ms.json, result.json
-study_run = "bench/results/study/l4-d128-relu2-10m"  # ours: bench/study.py's run of the same recipe
+# ours: bench/study.py's run of the same recipe in the precision train.py's dtype=auto gives it here
+# (bf16 on a CPU with AMX, for the more steps ten minutes buy it then); "" = that run
+study_run = ""
 minutes = 10.0  # nanoGPT's budget
 steps = 20  # time: timed steps per round
 rounds = 2  # time: rounds of nanoGPT then ours
@@ -194,6 +198,8 @@ def main():
     commands = {"time": time_both, "run": run_nanogpt}
     if len(positional) != 1 or positional[0] not in commands or not c["nanogpt_dir"]:
         raise common.UsageError("give `time` or `run`, and --nanogpt_dir=PATH (a checkout of karpathy/nanoGPT)")
+    run = "l4-d128-relu2-bf16-timed-10m" if train.cpu_has_amx() else "l4-d128-relu2-10m"
+    c["study_run"] = c["study_run"] or os.path.join("bench", "results", "study", run)
     commands[positional[0]](c)
 
 

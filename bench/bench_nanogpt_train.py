@@ -56,7 +56,8 @@ def shape_args(c):
 
 def ours(c, data, out):
     run(["train.py", *shape_args(c), f"--data_dir={data}", f"--out_dir={out}", "--device=cpu", "--compile=False",
-         "--dropout=0.0", "--bias=False", "--gradient_accumulation_steps=1", f"--max_iters={c['warmup_steps'] + c['steps']}",
+         "--dtype=float32", "--dropout=0.0", "--bias=False", "--gradient_accumulation_steps=1",
+         f"--max_iters={c['warmup_steps'] + c['steps']}",
          "--log_interval=1", "--eval_interval=1000000", "--eval_iters=1", "--sample_tokens=0"], ROOT)
     with open(os.path.join(out, "log.jsonl"), encoding="utf-8") as f:
         records = [json.loads(line) for line in f]

@@ -3,9 +3,9 @@ Training benchmarks, both run through the real train.py loop.
 
 Throughput (the default): random tokens at fixed shapes, eager and then torch.compile.
 Reports tokens/s, step time, peak memory and MFU = tokens/s x flops_per_token / the matmul
-peak (fp32 on a CPU, bf16 on a GPU) that train.py measures in the same run (at start-up, and
-again if MFU would pass 100%; the table gives the last); on a GPU of
-train.DATASHEET_PEAK_FLOPS, also MFU against its datasheet's dense bf16 peak.
+peak, in the precision train.py trains in (bf16 on GPUs and AMX CPUs, else fp32), that train.py
+measures in the same run (at start-up, and again if MFU would pass 100%; the table gives the last);
+on a GPU of train.DATASHEET_PEAK_FLOPS, also MFU against its datasheet's dense bf16 peak.
 
     python bench/bench_train.py                     # 6 layers, 6 heads, 384 wide, block 256, batch 16, vocab 16384
     python bench/bench_train.py --n_layer=1 --batch_size=2 --steps=2 --compile_modes="[False]"   # smoke test

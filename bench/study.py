@@ -60,9 +60,10 @@ mix_tokens = 8_000_000  # mix: training tokens of each mix (its validation split
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str, list))}
 
 # The recipe config/fawiki_small.py had when the study began, pinned here so that the study's runs
-# stay comparable when that file takes the study's winner: train.py settings over config's.
+# stay comparable when that file takes the study's winner: train.py settings over config's, in fp32
+# (which train.py's dtype=auto no longer gives on a CPU with AMX).
 BASE = ("--n_layer=4 --n_head=4 --n_embd=256 --block_size=128 --mlp=gelu --dropout=0.1 --batch_size=16 "
-        "--gradient_accumulation_steps=2 --learning_rate=2e-3 --min_lr=2e-4 --warmup_iters=50")
+        "--gradient_accumulation_steps=2 --learning_rate=2e-3 --min_lr=2e-4 --warmup_iters=50 --dtype=float32")
 # Shapes from ~1 M to ~20 M parameters at vocab 8,192, and three of ~5 M from deep and narrow to
 # shallow and wide. Each keeps BASE's tokens per step (batch_size x block_size x accumulation)
 # unless its name says otherwise.
@@ -89,9 +90,10 @@ SHAPES = {
 # the steps its own step time allows in the same minutes. Each is its shape's arguments plus the
 # tweak's, so it is timed and run as exactly that shape with the tweak.
 TWEAK_ARGS = {"muon": "--optimizer=muon", "softcap15": "--logit_softcap=15", "ve": "--value_embeddings=True",
-              "muon-ve": "--optimizer=muon --value_embeddings=True"}
+              "muon-ve": "--optimizer=muon --value_embeddings=True", "bf16": "--dtype=bfloat16"}
 TWEAKS = {f"{shape}-{tweak}": f"{SHAPES[shape]} {TWEAK_ARGS[tweak]}"
-          for shape, tweaks in (("l4-d128", ("muon", "softcap15", "ve")), ("l4-d192", ("muon", "ve", "muon-ve")))
+          for shape, tweaks in (("l4-d128", ("muon", "softcap15", "ve", "bf16")),
+                                ("l4-d192", ("muon", "ve", "muon-ve", "bf16")))
           for tweak in tweaks}
 SHAPES.update(TWEAKS)
 # domain -> a prepare.py folder whose test split is that domain's held-out text (--val_fraction=0.05
@@ -118,6 +120,11 @@ RUNS = {
     "l4-d128-relu2-muon-lr4e-3": ("l4-d128-muon", "--mlp=relu2 --learning_rate=4e-3 --min_lr=4e-4"),
     # a token embedding table of its own for each layer, added to attention's values
     "l4-d128-relu2-ve": ("l4-d128-ve", "--mlp=relu2"),
+    # bf16 autocast (what dtype=auto gives on a CPU with AMX) at 4 x 128's step count, then at the steps its
+    # shorter step buys, and 4 x 192 at its own
+    "l4-d128-relu2-bf16": ("l4-d128", "--mlp=relu2 --dtype=bfloat16"),
+    "l4-d128-relu2-bf16-timed": ("l4-d128-bf16", "--mlp=relu2"),
+    "l4-d192-relu2-bf16-timed": ("l4-d192-bf16", "--mlp=relu2"),
     # logits soft-capped at 15 (15 * tanh(logits / 15)), at 4 x 128's step count, then at the steps its
     # own (longer) step buys in the same minutes
     "l4-d128-relu2-softcap15": ("l4-d128", "--mlp=relu2 --logit_softcap=15"),

@@ -13,5 +13,6 @@ warmup_iters = 2
 learning_rate = 3e-3
 min_lr = 3e-4
 device = "cpu"
+dtype = "float32"  # on every CPU, AMX or not (dtype=auto), so that tests compare the same numbers
 peak_flops = 1e11  # skip measuring the matmul peak at start-up: a toy model's MFU means nothing
 sample_tokens = 0  # test data comes with a placeholder tokenizer; tests that want samples turn them on

@@ -399,6 +399,17 @@ def test_resume_under_another_precision(tmp_path, data_dir, saved, resumed, caps
     assert sorted(steps) == list(range(1, 9)) and all(np.isfinite(list(steps.values())))
 
 
+@pytest.mark.parametrize("amx", [True, False])
+def test_auto_precision_on_a_cpu_is_bf16_only_with_amx(tmp_path, data_dir, monkeypatch, amx):
+    monkeypatch.setattr(train, "cpu_has_amx", lambda: amx)
+    out = tmp_path / "out"
+    run_train(f"--data_dir={data_dir}", f"--out_dir={out}", "--dtype=auto", "--max_iters=4", "--eval_interval=4")
+    with open(out / "log.jsonl") as f:
+        assert json.loads(f.readline())["dtype"] == ("bfloat16" if amx else "float32")
+    steps, evals = read_log(out)
+    assert sorted(steps) == [1, 2, 3, 4] and evals[4][1] < evals[0][1]  # it learns in either precision
+
+
 @pytest.mark.parametrize("name,peak", [
     ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA A100 80GB PCIe", 312e12), ("NVIDIA H100 80GB HBM3", 989e12),
     ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12), ("NVIDIA H200", 989e12),
