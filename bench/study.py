@@ -93,7 +93,7 @@ TWEAK_ARGS = {"muon": "--optimizer=muon", "softcap15": "--logit_softcap=15", "ve
               "muon-ve": "--optimizer=muon --value_embeddings=True", "bf16": "--dtype=bfloat16"}
 TWEAKS = {f"{shape}-{tweak}": f"{SHAPES[shape]} {TWEAK_ARGS[tweak]}"
           for shape, tweaks in (("l4-d128", ("muon", "softcap15", "ve", "bf16")),
-                                ("l4-d192", ("muon", "ve", "muon-ve", "bf16")))
+                                ("l4-d192", ("muon", "ve", "muon-ve", "bf16")), ("l4-d256", ("bf16",)))
           for tweak in tweaks}
 SHAPES.update(TWEAKS)
 # domain -> a prepare.py folder whose test split is that domain's held-out text (--val_fraction=0.05
@@ -121,10 +121,10 @@ RUNS = {
     # a token embedding table of its own for each layer, added to attention's values
     "l4-d128-relu2-ve": ("l4-d128-ve", "--mlp=relu2"),
     # bf16 autocast (what dtype=auto gives on a CPU with AMX) at 4 x 128's step count, then at the steps its
-    # shorter step buys, and 4 x 192 at its own
+    # shorter step buys, and larger sizes at theirs
     "l4-d128-relu2-bf16": ("l4-d128", "--mlp=relu2 --dtype=bfloat16"),
     "l4-d128-relu2-bf16-timed": ("l4-d128-bf16", "--mlp=relu2"),
-    "l4-d192-relu2-bf16-timed": ("l4-d192-bf16", "--mlp=relu2"),
+    **{f"{shape}-relu2-bf16-timed": (f"{shape}-bf16", "--mlp=relu2") for shape in ("l4-d192", "l4-d256")},
     # logits soft-capped at 15 (15 * tanh(logits / 15)), at 4 x 128's step count, then at the steps its
     # own (longer) step buys in the same minutes
     "l4-d128-relu2-softcap15": ("l4-d128", "--mlp=relu2 --logit_softcap=15"),
