@@ -15,6 +15,7 @@ each new token costs one position of work instead of a whole forward pass:
 """
 
 import contextlib
+import functools
 import hashlib
 import math
 import os
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import bpe
 from common import UsageError, first_line
@@ -94,7 +96,6 @@ class KVCache:
         self.k = self.v = None  # one (batch_size, n_head, block_size, head_size) buffer per layer
         self.lengths = [0] * batch_size
 
-    @torch.compiler.disable  # bookkeeping in Python lists: a compiled model runs it as plain Python
     def begin(self, idx, cache_row=0):
         """Set up a forward of idx (B, T) whose rows continue cache rows cache_row, cache_row + 1, ...
         and return the positions of its tokens (B, T). The rows hold the new tokens from here on.
@@ -256,6 +257,11 @@ class GPT(nn.Module):
             positions = torch.arange(T, device=idx.device)[None]  # (1, T): the same for every row
         else:
             positions = kv_cache.begin(idx, cache_row)  # (B, T): each row from its own length
+        return self.compute(idx, positions, targets, kv_cache, head)
+
+    def compute(self, idx, positions, targets=None, kv_cache=None, head=True):
+        """forward once the positions are known: the tensor work alone, without the KV cache's
+        bookkeeping in Python lists, so that torch.compile makes one graph of it (quantize_weights)."""
         x = self.wte(idx)
         rotary = None
         if self.config.pos_emb == "learned":
@@ -439,6 +445,12 @@ def replace_linears(model, replacement):
     return model
 
 
+def compute_with_math_attention(model, *args):
+    """GPT.compute with attention traced as its plain math (see quantize_weights)."""
+    with sdpa_kernel(SDPBackend.MATH):
+        return GPT.compute(model, *args)
+
+
 def quantize_weights(model, scheme):
     """Return the model with its weights quantized for CPU inference; scheme "none" changes nothing.
 
@@ -465,11 +477,19 @@ def quantize_weights(model, scheme):
     model.eval()
     if scheme == "bf16":
         return model.to(torch.bfloat16)
-    # The whole model compiled as one graph per kind of call (a prompt, a step of one row, of
-    # several): the products of every layer, and the norms, attention and activations between
-    # them, run as a few compiled loops, without Python between layers. Sizes are symbolic, so
-    # steps of any number of rows and lengths reuse those graphs.
-    replace_linears(model, Int8Linear).compile(dynamic=True)
+    # The model's tensor work (GPT.compute) compiled as one graph per kind of call (a prompt, a
+    # step of one row, of several): the products of every layer, and the norms, attention and
+    # activations between them, run as a few compiled loops, without Python between layers. Sizes
+    # are symbolic, so steps of any number of rows and lengths reuse those graphs. Attention is
+    # traced as its plain math, which the compiler fuses with the work around it; the fused CPU
+    # kernel it would otherwise call costs more to set up than a decoding step's few keys take.
+    replace_linears(model, Int8Linear)
+    # The model is an argument of the compiled function, not inside it, so that a deep copy computes
+    # with its own weights. Its modules are not guarded: they do not change from here on, and checking
+    # them all before every call is a sizeable part of a one-row step.
+    compiled = torch.compile(compute_with_math_attention, dynamic=True,
+                             options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe})
+    model.compute = functools.partial(compiled, model)
     try:  # compile a one-row step now: a missing compiler is a one-line error, not a traceback later
         with torch.inference_mode():
             model(torch.zeros(1, 1, dtype=torch.long), kv_cache=model.new_kv_cache(1))

@@ -1,3 +1,4 @@
+import copy
 import hashlib
 import math
 import os
@@ -215,6 +216,22 @@ def test_int8_replaces_every_linear_and_nothing_else(bias, tie_weights):
         cached, _ = model(idx[:, 10:], kv_cache=cache)
     assert (logits - expected).norm() / expected.norm() < 0.05
     torch.testing.assert_close(cached, logits[:, 10:], atol=1e-5, rtol=1e-5)
+
+
+def test_a_copy_of_an_int8_model_computes_with_its_own_weights():
+    """The compiled function of an int8 model takes the model as an argument, and its modules are
+    not guarded: a deep copy given other weights gives that copy's logits, and the original its own."""
+    first = quantize_weights(tiny(), "int8")
+    torch.manual_seed(1)
+    other = quantize_weights(GPT(GPTConfig(block_size=16, vocab_size=97, n_layer=2, n_head=2, n_embd=32)).eval(), "int8")
+    idx = torch.randint(0, 97, (2, 16))
+    with torch.no_grad():
+        expected_first, expected_other = first(idx)[0], other(idx)[0]
+        copy_of_first = copy.deepcopy(first)
+        copy_of_first.load_state_dict(other.state_dict())
+        torch.testing.assert_close(copy_of_first(idx)[0], expected_other)
+        torch.testing.assert_close(first(idx)[0], expected_first)
+    assert not torch.allclose(expected_first, expected_other)
 
 
 def test_int8_without_a_working_compiler_is_a_one_line_error(monkeypatch):
