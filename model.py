@@ -485,10 +485,8 @@ def quantize_weights(model, scheme):
     # kernel it would otherwise call costs more to set up than a decoding step's few keys take.
     replace_linears(model, Int8Linear)
     # The model is an argument of the compiled function, not inside it, so that a deep copy computes
-    # with its own weights. Its modules are not guarded: they do not change from here on, and checking
-    # them all before every call is a sizeable part of a one-row step.
-    compiled = torch.compile(compute_with_math_attention, dynamic=True,
-                             options={"guard_filter_fn": torch.compiler.skip_guard_on_all_nn_modules_unsafe})
+    # with its own weights.
+    compiled = torch.compile(compute_with_math_attention, dynamic=True)
     model.compute = functools.partial(compiled, model)
     try:  # compile a one-row step now: a missing compiler is a one-line error, not a traceback later
         with torch.inference_mode():

@@ -219,8 +219,9 @@ def test_int8_replaces_every_linear_and_nothing_else(bias, tie_weights):
 
 
 def test_a_copy_of_an_int8_model_computes_with_its_own_weights():
-    """The compiled function of an int8 model takes the model as an argument, and its modules are
-    not guarded: a deep copy given other weights gives that copy's logits, and the original its own."""
+    """The compiled function of an int8 model takes the model as an argument: a deep copy given other
+    weights gives that copy's logits, and the original its own; int8 models of other shapes and
+    settings in the same process do not reuse its compiled graphs."""
     first = quantize_weights(tiny(), "int8")
     torch.manual_seed(1)
     other = quantize_weights(GPT(GPTConfig(block_size=16, vocab_size=97, n_layer=2, n_head=2, n_embd=32)).eval(), "int8")
@@ -231,6 +232,11 @@ def test_a_copy_of_an_int8_model_computes_with_its_own_weights():
         copy_of_first.load_state_dict(other.state_dict())
         torch.testing.assert_close(copy_of_first(idx)[0], expected_other)
         torch.testing.assert_close(first(idx)[0], expected_first)
+        # and a model of another vocabulary and activation, compiled in the same process, its own
+        fp32 = tiny(vocab_size=64, mlp="relu2")
+        expected, _ = fp32(idx % 64)
+        logits, _ = quantize_weights(copy.deepcopy(fp32), "int8")(idx % 64)
+    assert (logits - expected).norm() / expected.norm() < 0.05
     assert not torch.allclose(expected_first, expected_other)
 
 
