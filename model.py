@@ -437,12 +437,11 @@ class Int8Linear(nn.Module):
 
 
 def replace_linears(model, replacement):
-    """Put replacement(linear) in the place of every nn.Linear of the model; return the model."""
+    """Put replacement(linear) in the place of every nn.Linear of the model."""
     for module in list(model.modules()):
         for name, child in module.named_children():
             if type(child) is nn.Linear:
                 setattr(module, name, replacement(child))
-    return model
 
 
 def compute_with_math_attention(model, *args):
