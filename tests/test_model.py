@@ -15,10 +15,10 @@ from model import (GPT, GPTConfig, Int8Linear, load_checkpoint, measure_peak_flo
                    orthogonalize, quantize_weights, read_checkpoint, resolve_device)
 
 
-def tiny(**kwargs):
+def tiny(seed=0, **kwargs):
     args = dict(block_size=16, vocab_size=97, n_layer=2, n_head=2, n_embd=32)
     args.update(kwargs)
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     return GPT(GPTConfig(**args)).eval()
 
 
@@ -222,9 +222,7 @@ def test_a_copy_of_an_int8_model_computes_with_its_own_weights():
     """The compiled function of an int8 model takes the model as an argument: a deep copy given other
     weights gives that copy's logits, and the original its own; int8 models of other shapes and
     settings in the same process do not reuse its compiled graphs."""
-    first = quantize_weights(tiny(), "int8")
-    torch.manual_seed(1)
-    other = quantize_weights(GPT(GPTConfig(block_size=16, vocab_size=97, n_layer=2, n_head=2, n_embd=32)).eval(), "int8")
+    first, other = quantize_weights(tiny(), "int8"), quantize_weights(tiny(seed=1), "int8")
     idx = torch.randint(0, 97, (2, 16))
     with torch.no_grad():
         expected_first, expected_other = first(idx)[0], other(idx)[0]
