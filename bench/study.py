@@ -125,8 +125,8 @@ RUNS = {
     "l4-d128-relu2-bf16": ("l4-d128", "--mlp=relu2 --dtype=bfloat16"),
     "l4-d128-relu2-bf16-timed": ("l4-d128-bf16", "--mlp=relu2"),
     **{f"{shape}-relu2-bf16-timed": (f"{shape}-bf16", "--mlp=relu2") for shape in ("l4-d192", "l4-d256")},
-    **{f"{shape}-relu2-bf16-timed-mix-wiki50": (f"{shape}-bf16", "--mlp=relu2 --data_dir=data/mix-wiki50")
-       for shape in ("l4-d128", "l4-d192", "l4-d256")},
+    **{f"{shape}-relu2-bf16-timed-{mix}": (f"{shape}-bf16", f"--mlp=relu2 --data_dir=data/{mix}")
+       for shape in ("l4-d128", "l4-d192", "l4-d256") for mix in MIXES},
     # logits soft-capped at 15 (15 * tanh(logits / 15)), at 4 x 128's step count, then at the steps its
     # own (longer) step buys in the same minutes
     "l4-d128-relu2-softcap15": ("l4-d128", "--mlp=relu2 --logit_softcap=15"),
