@@ -7,8 +7,8 @@
 #   python train.py config/fawiki_cpu_hour.py
 # The shape and the mix come from the study's thirty- and sixty-minute runs (REPORT.md, section 8).
 # A mix a quarter fawiki beats one half fawiki at an hour on every domain, fawiki included: an hour
-# overfits the fawiki text of the half share. On it, in fp32 (CPUs without AMX), 4 layers of 256
-# tie 4 of 192 over fawiki and news together and 4 of 128 fall behind. In bf16, which dtype=auto
+# overfits the fawiki text of the half share. On the quarter mix, in fp32 (CPUs without AMX), 4 x 256
+# ties 4 x 192 over fawiki and news together and 4 x 128 falls behind. In bf16, which dtype=auto
 # trains in on a CPU with AMX, the hour buys more steps and 4 x 256 is ahead of 4 x 192 on news,
 # poetry and validation loss, behind on fawiki by less: better or level in both precisions.
 data_dir = "data/fawiki-mix25"
