@@ -463,10 +463,10 @@ def quantize_weights(model, scheme):
 
     "bf16": every weight in bf16 and the whole forward in bf16 (torch's CPU kernels; norms and
     softmaxes accumulate in fp32 inside them), the rotary frequencies in fp32 (GPT.inv_freq). Half the
-    bytes, and on CPUs with bf16 instructions a batch of rows multiplies up to three times
-    faster than in fp32, where several rows at once make the step wait on arithmetic. Rounding to bf16
-    moves the logits by far more than fp32's last bits (eval.py --quantize=bf16 measures what it
-    costs). Changes the model in place."""
+    bytes; on CPUs that multiply bf16 matrices in hardware (AMX), a batch of several rows, whose step
+    waits on arithmetic more than on memory, decodes faster than in fp32, while one row may not.
+    Rounding to bf16 moves the logits by far more than fp32's last bits (eval.py --quantize=bf16
+    measures what it costs). Changes the model in place."""
     if scheme == "none":
         return model
     if scheme not in ("int8", "bf16"):

@@ -1,6 +1,6 @@
 """
-Generation speed, side by side in one run: sample.py's decoder (KV cache; fp32 and int8
-weights) against nanoGPT's generate loop, the share of the memory bandwidth each token uses,
+Generation speed, side by side in one run: sample.py's decoder (KV cache; fp32, int8 and
+bf16 weights) against nanoGPT's generate loop, the share of the memory bandwidth each token uses,
 and the throughput of many sequences decoded as rows of one batch.
 
     python bench/bench_sample.py                                  # 6 layers, 384 wide, context 256, vocab 16,384
@@ -180,8 +180,8 @@ def main():
     device = config["device"] = str(resolve_device(config["device"], None))
     model, tokenizer, prompt_ids = build_model(config)
     models = {"fp32": model}
-    if device == "cpu":  # as sample.py --quantize=int8 loads a checkpoint
-        models["int8"] = quantize_weights(copy.deepcopy(model), "int8")
+    if device == "cpu":  # as sample.py --quantize=int8 (or bf16) loads a checkpoint
+        models.update({scheme: quantize_weights(copy.deepcopy(model), scheme) for scheme in ("int8", "bf16")})
     block_size, n, seed = model.config.block_size, config["max_new_tokens"], config["seed"]
     print(f"{model.num_params() / 1e6:.1f}M parameters, block_size {block_size}, vocab {model.config.vocab_size}, "
           f"{model.config.pos_emb} positions, {len(prompt_ids)} prompt tokens, {n} new tokens, "
@@ -197,7 +197,6 @@ def main():
     single = {name: timed(device, run) for name, run in runs.items()}
     bandwidth = copy_bandwidth(device)
     context = mean_context(len(prompt_ids), n, block_size)
-    kv_bytes = 2 * model.config.n_layer * model.config.n_embd * 4 * context  # fp32 keys and values
     baseline = len(single["nanoGPT generate (fp32)"][0]) / single["nanoGPT generate (fp32)"][1]
 
     results = {"params": model.num_params(), "block_size": block_size, "vocab_size": model.config.vocab_size,
@@ -213,7 +212,10 @@ def main():
         row = {"tokens_per_s": rate, "vs_nanogpt": rate / baseline}
         line = f"{name:<26}{rate:>10.1f}{rate / baseline:>11.1f}x"
         if name.startswith("ours (") and device == "cpu":
-            read = weight_bytes(models[name[6:-1]]) + kv_bytes
+            measured = models[name[6:-1]]
+            # keys and values, kept by the cache in the token embedding's dtype (bf16 with bf16 weights)
+            kv_bytes = 2 * model.config.n_layer * model.config.n_embd * context * measured.wte.weight.element_size()
+            read = weight_bytes(measured) + kv_bytes
             row.update(bytes_per_token=read, bandwidth_share=read * rate / bandwidth)
             line += f"{read / 1e6:>10.1f}{read * rate / bandwidth:>10.0%}"
         results["single"][name] = row
