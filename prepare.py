@@ -612,7 +612,8 @@ def given_tokenizer(config, argv):
     return tokenizer
 
 
-def check_config(config, inputs):
+def check_arguments(config, inputs):
+    """Refuse settings and inputs that cannot work (a missing file, an unknown kind), before any work."""
     if not 0 < config["val_fraction"] < 1:
         raise common.UsageError(f"val_fraction must be between 0 and 1, got {config['val_fraction']}")
     if not 0 <= config["test_fraction"] < 1 - config["val_fraction"]:
@@ -654,7 +655,7 @@ def write_meta(path, tokenizer, tokenizer_path, counts, inputs, reports, config)
 def main():
     config, inputs = common.configure(DEFAULTS, sys.argv[1:], config_files=False)
     inputs = inputs or [FAWIKI_URL]
-    check_config(config, inputs)
+    check_arguments(config, inputs)
     tokenizer = given_tokenizer(config, sys.argv[1:]) if config["tokenizer"] else None
     reports, out_dir = [new_report() for _ in inputs], config["out_dir"]
     splits = SPLITS if config["test_fraction"] else SPLITS[:2]

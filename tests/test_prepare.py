@@ -165,7 +165,7 @@ def test_missing_input_is_an_error_before_any_input_is_read(tmp_path):
     present = tmp_path / "a.jsonl"
     present.write_text('{"text": "متن"}\n', encoding="utf-8")
     with pytest.raises(UsageError, match=r"cannot read .*missing\.jsonl: No such file or directory"):
-        prepare.check_config(dict(prepare.DEFAULTS), [str(present), str(tmp_path / "missing.jsonl")])
+        prepare.check_arguments(dict(prepare.DEFAULTS), [str(present), str(tmp_path / "missing.jsonl")])
 
 
 # -----------------------------------------------------------------------------
@@ -420,4 +420,4 @@ def test_repeat_needs_a_number_for_each_input(tmp_path, repeat):
         sources.append(tmp_path / f"{name}.jsonl")
         sources[-1].write_text('{"text": "متن"}\n', encoding="utf-8")
     with pytest.raises(UsageError, match=r"repeat needs one number of at least 0 for each of the 2 inputs"):
-        prepare.check_config({**prepare.DEFAULTS, "repeat": repeat}, list(map(str, sources)))
+        prepare.check_arguments({**prepare.DEFAULTS, "repeat": repeat}, list(map(str, sources)))
