@@ -127,14 +127,13 @@ RUNS = {
     **{f"{shape}-relu2-bf16-timed": (f"{shape}-bf16", "--mlp=relu2") for shape in ("l4-d192", "l4-d256")},
     **{f"{shape}-relu2-bf16-timed-{mix}": (f"{shape}-bf16", f"--mlp=relu2 --data_dir=data/{mix}")
        for shape in ("l4-d128", "l4-d192", "l4-d256") for mix in MIXES},
-    # the hour's 4 x 256 in bf16 again with another seed: how far a seed moves a score at the hour
-    "l4-d256-relu2-bf16-timed-mix-wiki25-seed2": ("l4-d256-bf16", "--mlp=relu2 --data_dir=data/mix-wiki25 --seed=2"),
-    # and the runner-up, 4 x 192, with the same second seed: whether the two sizes still tie
-    "l4-d192-relu2-bf16-timed-mix-wiki25-seed2": ("l4-d192-bf16", "--mlp=relu2 --data_dir=data/mix-wiki25 --seed=2"),
-    # config/fawiki_cpu_hour.py as its comment prepares it: the quarter mix with a tokenizer learnt from the mix
-    "l4-d256-relu2-bf16-timed-fawiki-mix25": ("l4-d256-bf16", "--mlp=relu2 --data_dir=data/fawiki-mix25"),
-    # and 4 x 192 there: whether the config's own data changes which size the hour should train
-    "l4-d192-relu2-bf16-timed-fawiki-mix25": ("l4-d192-bf16", "--mlp=relu2 --data_dir=data/fawiki-mix25"),
+    # The hour's two sizes in bf16 again: with another seed (how far a seed moves a score at the hour,
+    # and whether the sizes still tie), and on config/fawiki_cpu_hour.py's data as its comment prepares
+    # it (the quarter mix with a tokenizer learnt from the mix: does it change which size to train?)
+    **{f"{shape}-relu2-bf16-timed-{variant}": (f"{shape}-bf16", f"--mlp=relu2 {overrides}")
+       for shape in ("l4-d192", "l4-d256")
+       for variant, overrides in (("mix-wiki25-seed2", "--data_dir=data/mix-wiki25 --seed=2"),
+                                  ("fawiki-mix25", "--data_dir=data/fawiki-mix25"))},
     # logits soft-capped at 15 (15 * tanh(logits / 15)), at 4 x 128's step count, then at the steps its
     # own (longer) step buys in the same minutes
     "l4-d128-relu2-softcap15": ("l4-d128", "--mlp=relu2 --logit_softcap=15"),
