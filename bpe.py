@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import queue
 import re
+import signal
 import sys
 import time
 import unicodedata
@@ -58,6 +59,7 @@ SPLIT_PATTERN = "|".join([  # the first branch that matches wins
 SPACE_AFTER_WHITESPACE = regex.compile(r"\s ")
 FORMAT_VERSION = 2  # of the JSON file; bump when its meaning changes (2: normalization)
 MAX_VOCAB_SIZE = 65536  # ids must fit in uint16
+EOT = "<|endoftext|>"  # the special token that ends every document
 BATCH_CHARS = 1 << 20  # characters of text handed to a worker process at a time
 CACHE_CHUNKS = 1 << 17  # chunk encodings encode() remembers; cleared when full, so memory stays bounded
 CACHE_WORDS = 1 << 19  # encodings of " " + word encode() remembers; cleared when full
@@ -163,8 +165,15 @@ def _count(batches):
     return counts
 
 
+def ignore_interrupts():
+    """A worker process's start. Ctrl-C reaches every process of the terminal, and only the parent
+    handles it (it stops its workers), so that no worker prints a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _count_worker(inbox, outbox):
     """A worker process of count_chunks: counts the batches from inbox until None, then sends its counts."""
+    ignore_interrupts()
     outbox.put(_count(iter(inbox.get, None)))
 
 
@@ -203,6 +212,7 @@ def count_chunks(texts, num_proc=1):
     finally:  # after an error, the workers still running are stopped (terminate leaves an exited one alone)
         for worker in workers:
             worker.terminate()
+        inbox.cancel_join_thread()  # else exiting waits forever to hand batches to the stopped workers
     return counts
 
 
@@ -296,14 +306,14 @@ class _Cache(dict):
 
 
 class Tokenizer:
-    def __init__(self, merges, special_tokens=("<|endoftext|>",), pattern_text=SPLIT_PATTERN, normalization=None):
+    def __init__(self, merges, special_tokens=(EOT,), pattern_text=SPLIT_PATTERN, normalization=None):
         """normalization: None (text is encoded as it is) or normalize()'s options
         {"normalize_text": bool, "remove_diacritics": bool}, applied by every encode."""
         self.merges = [tuple(pair) for pair in merges]
         self.normalization = normalization
         self.special_tokens = {token: 256 + len(self.merges) + i for i, token in enumerate(special_tokens)}
         self.vocab_size = 256 + len(self.merges) + len(self.special_tokens)
-        self.eot_id = self.special_tokens.get("<|endoftext|>")  # the document separator; None if there is none
+        self.eot_id = self.special_tokens.get(EOT)  # the document separator; None if there is none
         self.pattern_text = pattern_text
         self.pattern = regex.compile(pattern_text)
         self.ranks = {a * PAIR + b: 256 + i for i, (a, b) in enumerate(self.merges)}
@@ -316,7 +326,7 @@ class Tokenizer:
         self.split_at_spaces = pattern_text == SPLIT_PATTERN  # see SPACE_AFTER_WHITESPACE
 
     @classmethod
-    def train(cls, texts, vocab_size, special_tokens=("<|endoftext|>",), num_proc=1, normalization=None):
+    def train(cls, texts, vocab_size, special_tokens=(EOT,), num_proc=1, normalization=None):
         """Learn a tokenizer of vocab_size ids (bytes + merges + special tokens) from texts,
         which must already be in the form `normalization` gives (prepare.py normalizes them once).
 

@@ -21,7 +21,7 @@ The pipeline, in the order of this file:
   clean documents go to a temporary .jsonl in out_dir (about the size of the clean text), the
   tokenizer learns from its training split, and that file is the encoding pass's input;
 - encode, in one pass over the inputs (with --tokenizer, the only one): each document is cleaned,
-  normalized once and encoded by the same worker, which sends back only its token ids; they are
+  normalized and encoded by the same worker, which sends back only its token ids; they are
   appended, with <|endoftext|>, to a temporary token file;
 - split: whole documents go to val and test, chosen by a hash of their text and the seed, and each
   document's tokens are copied to train.bin (as many times as --repeat says), val.bin or test.bin.
@@ -61,10 +61,9 @@ FAWIKI_URL = "https://dumps.wikimedia.org/fawiki/latest/fawiki-latest-pages-arti
 # Wikimedia answers requests without a descriptive User-Agent (tool name/version and a contact, per
 # its User-Agent policy) with HTTP 403; put your own URL or e-mail in it with --user_agent=...
 USER_AGENT = "persian-gpt-prepare/1.0 (https://example.org/set-your-contact-with--user_agent)"
-EOT = "<|endoftext|>"
 
 DEFAULTS = dict(
-    out_dir="data/fawiki",  # train.bin, val.bin, tokenizer.json, meta.json and sample.txt go here
+    out_dir="data/fawiki",  # train.bin, val.bin, test.bin, tokenizer.json, meta.json and sample.txt go here
     vocab_size=8192,  # BPE vocabulary trained here; at most 65536 because tokens are stored as uint16
     tokenizer="",  # path of an existing tokenizer.json to encode with instead (fine-tuning)
     max_articles=0,  # keep at most this many documents from each input; 0 = all of them
@@ -75,11 +74,11 @@ DEFAULTS = dict(
     num_proc=os.cpu_count() or 1,  # processes for cleaning, tokenizer training and encoding
     val_fraction=0.01,  # share of documents held out for validation, as whole documents
     test_fraction=0.01,  # share held out for the final test (test.bin, read only by eval.py); 0 = none
-    seed=1337,  # with the text of a document, decides whether it goes to validation or test
+    seed=1337,  # with a document's text, decides if it goes to val or test; also draws fractional --repeat copies
     min_chars=100,  # documents with fewer characters of text are dropped as near-empty stubs
     # the normalization a tokenizer trained here records (bpe.normalize); with --tokenizer, that
     # tokenizer's own is used, and giving one of these two that contradicts it is an error
-    normalize_text=True,  # Persian normalization (the table in bpe.py); False keeps every character
+    normalize_text=True,  # Persian normalization (the table in bpe.py); False tidies whitespace only
     remove_diacritics=True,  # with normalize_text: also drop the short-vowel marks U+064B..U+0652
     book_chunk_chars=20_000,  # a .txt book is cut at blank lines into documents of about this size
     batch_chars=1_000_000,  # text handed to each process at once: with two rounds in flight, bounds memory
@@ -379,7 +378,10 @@ def iter_records(source, report, config):
         download = copy = None
         if is_url(source):
             if config["save_dump"]:
-                copy = stack.enter_context(open(stack.enter_context(common.atomic_path(config["save_dump"])), "wb"))
+                try:
+                    copy = stack.enter_context(open(stack.enter_context(common.atomic_path(config["save_dump"])), "wb"))
+                except OSError as e:
+                    raise common.UsageError(f"cannot write --save_dump={config['save_dump']}: {e.strerror or e}") from e
             download = Download(source, config["user_agent"], report, copy)
             stack.callback(download.disconnect)
             blocks, size = iter(download), download.size
@@ -415,11 +417,12 @@ def use_encoder(tokenizer_json):
     """A worker's start: its own tokenizer, or None to keep documents as text. It lives as long as the
     pool, so its caches of encoded words stay warm over the whole input."""
     global encoder
+    bpe.ignore_interrupts()
     encoder = bpe.Tokenizer.from_json(tokenizer_json) if tokenizer_json else None
 
 
 def prepare_record(record, config):
-    """(None, (split key, UTF-8 bytes, document)) for a record worth keeping, else (why it was dropped,
+    """(None, (split key, UTF-8 size, document)) for a record worth keeping, else (why it was dropped,
     None). The document is its text or, in a worker with an encoder, its token ids (an array of uint16):
     then the text is encoded where it was cleaned and never travels further, and, normalized here for
     its split key, is not normalized again by the encoder."""
@@ -461,7 +464,7 @@ def new_report():
 
 
 def read_documents(source, report, config, pool=None):
-    """prepare_record's (split key, UTF-8 bytes, document) of each kept document of one input, counting
+    """prepare_record's (split key, UTF-8 size, document) of each kept document of one input, counting
     what was kept and dropped in report."""
     work = functools.partial(prepare_record, config=config)
     results = parallel_map(work, iter_records(source, report, config), pool, config["batch_chars"] * config["num_proc"])
@@ -566,13 +569,13 @@ def train_tokenizer(inputs, reports, config, splits, path):
           file=sys.stderr)
     with open(path, encoding="utf-8") as f:
         texts = (json.loads(line)["text"] for line, n in zip(f, copies) for _ in range(n))
-        return bpe.Tokenizer.train(texts, config["vocab_size"], special_tokens=(EOT,), num_proc=config["num_proc"],
+        return bpe.Tokenizer.train(texts, config["vocab_size"], special_tokens=(bpe.EOT,), num_proc=config["num_proc"],
                                    normalization={key: config[key] for key in ("normalize_text", "remove_diacritics")})
 
 
 def encode_inputs(inputs, reports, config, tokenizer, path):
     """The encoding pass: each kept document, encoded in the worker that cleaned it, is appended with
-    <|endoftext|> to the token file at `path`. Returns the split key, the tokens and the UTF-8 bytes
+    <|endoftext|> to the token file at `path`. Returns the split key, the tokens and the UTF-8 size
     of each document, in order, and a sample."""
     keys, tokens, sizes = array.array("d"), array.array("q"), array.array("q")
     sample = []
@@ -603,6 +606,8 @@ def given_tokenizer(config, argv):
     none: the options then say how its training text was normalized, as they did when it was written.)"""
     path = config["tokenizer"]
     tokenizer = bpe.Tokenizer.load(path)  # which refuses a vocabulary that uint16 cannot hold
+    if tokenizer.eot_id is None:
+        raise common.UsageError(f"{path} has no {bpe.EOT} special token, which ends every document in the token files")
     given = {arg[2:].partition("=")[0] for arg in argv if arg.startswith("--")}
     for key, value in (tokenizer.normalization or {}).items():
         if key in given and config[key] != value:
@@ -619,8 +624,8 @@ def check_arguments(config, inputs):
     if not 0 <= config["test_fraction"] < 1 - config["val_fraction"]:
         raise common.UsageError(f"test_fraction must be at least 0 and below 1 - val_fraction, "
                                 f"got {config['test_fraction']}")
-    if not config["tokenizer"] and not 256 < config["vocab_size"] <= 2**16:
-        raise common.UsageError(f"vocab_size must be above 256 and at most 65536 (uint16 tokens), "
+    if not config["tokenizer"] and not 256 < config["vocab_size"] <= bpe.MAX_VOCAB_SIZE:
+        raise common.UsageError(f"vocab_size must be above 256 and at most {bpe.MAX_VOCAB_SIZE} (uint16 tokens), "
                                 f"got {config['vocab_size']}")
     for key in ("num_proc", "batch_chars", "book_chunk_chars"):
         if config[key] < 1:
@@ -637,6 +642,9 @@ def check_arguments(config, inputs):
     if config["save_dump"] and sum(map(is_url, inputs)) != 1:
         raise common.UsageError("--save_dump keeps one downloaded dump: give no input (the latest fawiki "
                                 "dump) or one URL")
+    if config["save_dump"] and config["max_articles"]:  # a dump read in part is never saved
+        raise common.UsageError("--save_dump keeps a whole dump, which --max_articles stops reading early: "
+                                "give one of them")
 
 
 def write_meta(path, tokenizer, tokenizer_path, counts, inputs, reports, config):
@@ -660,13 +668,13 @@ def main():
     reports, out_dir = [new_report() for _ in inputs], config["out_dir"]
     splits = SPLITS if config["test_fraction"] else SPLITS[:2]
     outputs = [name for name in OUTPUTS if name != "test.bin" or config["test_fraction"]]
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as e:
-        raise common.UsageError(f"cannot create out_dir {out_dir}: {e.strerror or e}") from e
     with contextlib.ExitStack() as stack:
-        work_dir = stack.enter_context(tempfile.TemporaryDirectory(dir=out_dir, prefix=".prepare-"))
-        tmp = {name: stack.enter_context(common.atomic_path(os.path.join(out_dir, name))) for name in outputs}
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+            work_dir = stack.enter_context(tempfile.TemporaryDirectory(dir=out_dir, prefix=".prepare-"))
+            tmp = {name: stack.enter_context(common.atomic_path(os.path.join(out_dir, name))) for name in outputs}
+        except OSError as e:
+            raise common.UsageError(f"cannot write to out_dir {out_dir}: {e.strerror or e}") from e
         all_tokens = os.path.join(work_dir, "tokens.bin")
         if tokenizer is None:  # the encoding pass reads the clean documents the tokenizer was trained on
             documents = os.path.join(work_dir, "documents.jsonl")
@@ -685,7 +693,7 @@ def main():
                   for i, name in enumerate(splits)}
         write_meta(tmp["meta.json"], tokenizer, tmp["tokenizer.json"], counts, inputs, reports, config)
         with open(tmp["sample.txt"], "w", encoding="utf-8") as f:
-            f.write(f"\n\n{EOT}\n\n".join(sample) + "\n")
+            f.write(f"\n\n{bpe.EOT}\n\n".join(sample) + "\n")
     for split, count in counts.items():
         print(f"{split}: {count['documents']:,} documents, {count['tokens']:,} tokens, "
               f"{tqdm.format_sizeof(count['bytes'], 'B')} of text")

@@ -12,8 +12,9 @@ tables, references, files, categories, comments. A removed element that a reader
 break between words leaves a space, so that words on either side are not glued.
 
 Regular expressions rather than a MediaWiki parser, for speed over a whole dump: nested constructs
-are peeled innermost first, one level per pass, and every pattern is written with possessive
-quantifiers so that its time stays linear. Malformed markup (an unclosed template, reference or
+are peeled innermost first, one level per pass, and the patterns use possessive quantifiers, which
+never backtrack, so that their time stays linear (the few lazy ones, COMMENT, UNCLOSED_BLOCK and
+HEADING, stop at the first end they find). Malformed markup (an unclosed template, reference or
 table) costs only itself, never the rest of the article.
 """
 
@@ -87,9 +88,9 @@ SPACE_AFTER_OPENING = regex.compile(r"([(\[«]) ")
 # notices, pronunciations, audio, coordinates ...) except these, whose arguments are words of the
 # sentence they sit in. Names are compared lower-case, with spaces, underscores and ZWNJs alike.
 
-# MediaWiki's Persian month names (languages/messages/MessagesFa.php), for the date templates
-MONTHS = ("ژانویه", "فوریه", "مارس", "آوریل", "مه", "ژوئن", "ژوئیه", "اوت", "سپتامبر", "اکتبر", "نوامبر",
-          "دسامبر")
+# MediaWiki's Persian month names (languages/messages/MessagesFa.php) by number, for the date templates
+MONTHS = dict(enumerate(("ژانویه", "فوریه", "مارس", "آوریل", "مه", "ژوئن", "ژوئیه", "اوت", "سپتامبر", "اکتبر",
+                         "نوامبر", "دسامبر"), 1))
 # fawiki's language templates are named after the language ({{آلمانی|Berlin}}, {{به انگلیسی|...}})
 # or its code ({{lang-es|España}}); around the foreign words they show the language's name, left out here
 LANGUAGES = ("انگلیسی", "فرانسوی", "آلمانی", "عربی", "اسپانیایی", "ایتالیایی", "روسی", "ترکی",
@@ -108,8 +109,8 @@ def date_text(args):
     """{{birth date|1950|5|3}} -> 3 مه 1950: day, month name, year; an age or anything else is left out."""
     try:
         year, month, day = args[:3]
-        return f"{day.strip()} {MONTHS[int(month) - 1]} {year.strip()}"
-    except (ValueError, IndexError):  # not year|month|day: the words given
+        return f"{day.strip()} {MONTHS[int(month)]} {year.strip()}"
+    except (ValueError, KeyError):  # not year|month|day with a month of 1..12: the words given
         return " ".join(args[:3])
 
 
@@ -126,7 +127,6 @@ TEMPLATE_TEXT = {
     "نستعلیق": argument(1), "nastaliq": argument(1),  # text set in the Nastaliq script
     "nowrap": argument(1), "nobr": argument(1), "small": argument(1), "big": argument(1),
     "سخ": "\n", "br": "\n", "-": "\n", "clear": "\n", "پاک کن": "\n",  # line breaks and clears
-    "فاصله نشکن": "\u00a0", "nbsp": "\u00a0",  # a space that does not break, as in ۱۰ کیلومتر
     "birth date": date_text, "death date": date_text, "birth date and age": date_text,
     "death date and age": date_text, "start date": date_text, "end date": date_text,
     "convert": measure_text, "cvt": measure_text,
@@ -241,7 +241,9 @@ REDIRECT = regex.compile(r"\s*#\s*(?:redirect|تغییر[ _\u200c]?مسیر)", r
 # word, __DISAMBIG__ or its Persian alias __ابهام‌زدایی__
 DISAMBIGUATION = regex.compile(r"\{\{\s*(?:ابهام[ _\u200c]?زدایی|disambig(?:uation)?)\s*(?:\||\}\})"
                                r"|__(?:DISAMBIG|ابهام[ _\u200c]?زدایی)__", regex.I)
-DISAMBIGUATION_HINTS = ("ابهام", "isambig", "ISAMBIG")  # one is in every page the pattern can match
+# Looked for first, as plain strings, far faster than the pattern (or than lower-casing the page): one is
+# in every marker in Persian, in lower case after its first letter or in capitals; {{DisAmbig}} is missed
+DISAMBIGUATION_HINTS = ("ابهام", "isambig", "ISAMBIG")
 
 
 def page_dropped_as(wikitext):

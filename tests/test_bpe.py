@@ -1,11 +1,13 @@
 import json
 import os
 import random
+import subprocess
+import sys
 from collections import Counter
 
 import pytest
 import regex
-from conftest import shared_file
+from conftest import ROOT, shared_file
 
 import bpe
 from common import UsageError
@@ -357,3 +359,15 @@ def test_dead_worker_is_an_error_not_a_hang(monkeypatch):
     monkeypatch.setattr(bpe, "_count_worker", exit_at_once)
     with pytest.raises(RuntimeError, match="died"):
         bpe.count_chunks(CORPUS * 100, num_proc=2)
+
+
+def test_ctrl_c_while_counting_stops_at_once_without_worker_tracebacks():
+    # SIGINT to the whole process group, as a terminal sends Ctrl-C, while batches still wait in the queue
+    code = ("import os, signal, bpe, common\n"
+            "def texts():\n"
+            "    yield from ['a b c ' * 200_000] * 10\n"
+            "    os.killpg(0, signal.SIGINT)\n"
+            "common.run(lambda: bpe.count_chunks(texts(), num_proc=2))\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            start_new_session=True)
+    assert (result.returncode, result.stderr) == (130, "interrupted\n")

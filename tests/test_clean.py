@@ -56,10 +56,11 @@ def test_clean_wikitext_rule(source, expected):
     ("الف{{پاک‌کن}}ب", "الف\nب"),
     ("شهر{{بدون منبع}}روستا", "شهر روستا"),
     ("سال ۱۳۵۰{{مدرک}}.", "سال ۱۳۵۰."),
-    # a non-breaking space between a number and its unit (whitespace tidying makes it a plain space)
+    # a non-breaking space between a number and its unit: a plain space, as the tidied text has it
     ("۱۰{{فاصله نشکن}}کیلومتر", "۱۰ کیلومتر"),
     ("۱۰{{فاصله‌نشکن}}کیلومتر", "۱۰ کیلومتر"),
     ("۵{{nbsp}}متر", "۵ متر"),
+    ("[http://example.com{{nbsp}}سایت]", "سایت"),  # and so it parts a link from its label
     # block tags side by side are separate lines; inline tags join their words
     ("<div>یک</div><div>دو</div>", "یک\n\nدو"),
     ("<center>عنوان</center>متن", "عنوان\nمتن"),
@@ -90,6 +91,7 @@ def test_removed_markup_does_not_glue_words(source, expected):
     ("درگذشته {{death date and age|1990|12|1|1920|1|1}}", "درگذشته 1 دسامبر 1990"),
     ("آغاز {{start date|۱۹۸۰|۷|۲|df=y}}", "آغاز ۲ ژوئیه ۱۹۸۰"),  # named arguments are not text
     ("سال {{birth date|1950}}", "سال 1950"),  # not year|month|day: the words given
+    ("سال {{birth date|1950|0|3}}", "سال 1950 0 3"),  # nor is a month outside 1..12
     # unit conversions keep the measure and its unit
     ("طول {{convert|10|km|mi}} است", "طول 10 km است"),
     ("ارتفاع {{convert|3|to|5|m}} است", "ارتفاع 3–5 m است"),

@@ -334,6 +334,20 @@ def test_save_dump_needs_one_download(monkeypatch, tmp_path):
         run_main(monkeypatch, local, f"--out_dir={tmp_path / 'out'}", f"--save_dump={tmp_path / 'd.bz2'}")
 
 
+def test_save_dump_refuses_max_articles(monkeypatch, tmp_path):
+    with pytest.raises(UsageError, match="--save_dump keeps a whole dump, which --max_articles stops reading early"):
+        run_main(monkeypatch, "--max_articles=5", f"--out_dir={tmp_path / 'out'}", f"--save_dump={tmp_path / 'd.bz2'}")
+
+
+@pytest.mark.parametrize("option, message", [
+    ("--save_dump=/proc/nope/fawiki.xml.bz2", "cannot write --save_dump=/proc/nope/fawiki.xml.bz2: No such file"),
+    ("--out_dir=/proc", "cannot write to out_dir /proc: No such file"),  # /proc holds no new directories
+])
+def test_unwritable_output_is_one_line(server, monkeypatch, tmp_path, option, message):
+    with pytest.raises(UsageError, match=message):
+        run_main(monkeypatch, server.url, f"--out_dir={tmp_path / 'out'}", "--num_proc=1", option)
+
+
 def test_truncated_download_is_one_line(server):
     server.files[DUMP_PATH] = DUMP[:len(DUMP) * 2 // 3]
     del server.files[SUMS_PATH]

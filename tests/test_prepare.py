@@ -238,8 +238,8 @@ def prepared(tmp_path_factory):
 def read_split(out_dir, split, tokenizer):
     tokens = np.fromfile(out_dir / f"{split}.bin", dtype=np.uint16)
     text = tokenizer.decode(tokens.tolist())
-    assert text.endswith(prepare.EOT)
-    return tokens, text.split(prepare.EOT)[:-1]
+    assert text.endswith(bpe.EOT)
+    return tokens, text.split(bpe.EOT)[:-1]
 
 
 def test_bins_hold_every_document_once_and_meta_counts_them(prepared):
@@ -342,6 +342,13 @@ def test_given_tokenizer_normalization_is_the_one_used(tmp_path):
     assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == (
         f"error: --remove_diacritics=True contradicts {tmp_path / 'tokenizer.json'}, which normalizes with "
         f"remove_diacritics=False; leave it out: the tokenizer's own normalization is used")
+
+
+def test_given_tokenizer_without_endoftext_is_refused(tmp_path):
+    path = tmp_path / "tokenizer.json"
+    Tokenizer.train(["متن"], 300, special_tokens=()).save(path)
+    with pytest.raises(UsageError, match=r"tokenizer\.json has no <\|endoftext\|> special token"):
+        prepare.given_tokenizer({**prepare.DEFAULTS, "tokenizer": str(path)}, [])
 
 
 @pytest.mark.parametrize("n, val_fraction, test_fraction", [
