@@ -48,7 +48,6 @@ DEFAULTS = dict(
     export_dir="",  # the transformers model directory to write; empty = hf/<name of out_dir>
     overwrite=False,  # replace export_dir if it exists and is not empty
 )
-EOT = "<|endoftext|>"
 SAFETENSORS_DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"}
 EVALUATION_COLUMNS = ("tokens", "cross_entropy", "perplexity", "bits_per_byte", "bleu", "chrf")  # of eval.py's results
 
@@ -181,7 +180,7 @@ def hf_tokenizer(tokenizer):
                                 f"the transformers tokenizer format cannot hold both")
     specials = [{"id": i, "content": token, "single_word": False, "lstrip": False, "rstrip": False,
                  "normalized": True, "special": True} for token, i in tokenizer.special_tokens.items()]
-    eot = {"SpecialToken": {"id": EOT, "type_id": 0}}
+    eot = {"SpecialToken": {"id": bpe.EOT, "type_id": 0}}
     text_a, text_b = ({"Sequence": {"id": sequence, "type_id": i}} for i, sequence in enumerate("AB"))
     return {
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": specials,
@@ -190,7 +189,8 @@ def hf_tokenizer(tokenizer):
             {"type": "Split", "pattern": {"Regex": tokenizer.pattern_text}, "behavior": "Isolated", "invert": False},
             {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False}]},
         "post_processor": {"type": "TemplateProcessing", "single": [eot, text_a], "pair": [eot, text_a, eot, text_b],
-                           "special_tokens": {EOT: {"id": EOT, "ids": [tokenizer.eot_id], "tokens": [EOT]}}},
+                           "special_tokens": {bpe.EOT: {"id": bpe.EOT, "ids": [tokenizer.eot_id],
+                                                        "tokens": [bpe.EOT]}}},
         "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False, "use_regex": False},
         "model": {"type": "BPE", "vocab": {**vocab, **tokenizer.special_tokens},  # tokenizers' defaults for the
                   "merges": [[strings[left], strings[right]] for left, right in tokenizer.merges]},  # rest: plain BPE
@@ -274,9 +274,12 @@ def export(model, tokenizer, export_dir, overwrite=False, ckpt=None, out_dir="")
         raise common.UsageError(f"export_dir {export_dir} is not empty (use --overwrite=True to replace it)")
     fields, tensors = model_files(model, tokenizer.eot_id)
     files = {"config.json": fields, "tokenizer.json": hf_tokenizer(tokenizer),
-             "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": EOT, "eos_token": EOT,
-                                       "pad_token": EOT, "model_max_length": model.config.block_size,
-                                       "clean_up_tokenization_spaces": False},
+             "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": bpe.EOT,
+                                       "eos_token": bpe.EOT, "pad_token": bpe.EOT,
+                                       "model_max_length": model.config.block_size,
+                                       "clean_up_tokenization_spaces": False,
+                                       # no token_type_ids: NeoX's generate refuses them, GPT-2 adds them to its input
+                                       "model_input_names": ["input_ids", "attention_mask"]},
              "generation_config.json": generation_config(tokenizer.eot_id, model.config.block_size),
              "README.md": model_card(model, tokenizer, ckpt, out_dir, fields["architectures"][0])}
     parent, name = os.path.split(os.path.abspath(export_dir))
@@ -289,16 +292,22 @@ def export(model, tokenizer, export_dir, overwrite=False, ckpt=None, out_dir="")
         for file_name, content in files.items():
             with open(os.path.join(new, file_name), "w", encoding="utf-8") as f:
                 f.write(content if isinstance(content, str) else json.dumps(content, ensure_ascii=False, indent=2))
+        old = os.path.join(work, "old")
         if os.path.isdir(export_dir):  # the old one moves aside (to be deleted) only once the new one is whole
-            os.rename(export_dir, os.path.join(work, "old"))
-        os.rename(new, export_dir)
+            os.rename(export_dir, old)
+        try:
+            os.rename(new, export_dir)
+        except OSError:  # all or nothing: the old one goes back
+            if os.path.isdir(old):
+                os.rename(old, export_dir)
+            raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def main(argv=None):
     config = common.parse_config(DEFAULTS, argv)
-    model, tokenizer, ckpt = load_checkpoint(os.path.join(config["out_dir"], "ckpt.pt"), "cpu")
+    model, tokenizer, ckpt = load_checkpoint(config["out_dir"], "cpu")
     export_dir = config["export_dir"] or os.path.join("hf", os.path.basename(os.path.abspath(config["out_dir"])))
     export(model, tokenizer, export_dir, config["overwrite"], ckpt, config["out_dir"])
     print(f"wrote {export_dir}: load it with transformers' AutoModelForCausalLM and AutoTokenizer")

@@ -48,7 +48,7 @@ DEFAULTS = dict(
     presence_penalty=0.0,  # -2..2: a token's logit loses this once if the sample has generated it
     seed=1337,  # same seed, same settings, same checkpoint -> same text; sample i draws from seed + i
     greedy=False,  # always take the most likely token (as does temperature 0; ignores top_k, top_p)
-    beams=1,  # > 1 switches to beam search with this many beams
+    beams=1,  # > 1 switches to beam search with this many beams (deterministic: no temperature, top-k or top-p)
     length_penalty=1.0,  # beam search: > 1 favours longer continuations, < 1 shorter ones
     device="auto",  # cpu, cuda, cuda:1, mps ... or auto (CUDA when available)
     use_cache=True,  # False re-reads the whole context for every token (slow; for comparison)
@@ -94,11 +94,11 @@ def sample_token(probs, generators):
     generators[i], a torch.Generator or None (torch's global random state).
 
     One uniform number per row, placed on the cumulative distribution. (torch.multinomial
-    draws an exponential for each of the V entries instead: at 16k tokens that costs more
-    than the model's whole step.) A token of probability 0 is never drawn, by construction: a
-    parallel cumsum (a GPU's) can round a filtered-out token's cumulative value above the one
-    before it, a sliver of the line where a draw may land, and a draw that lands on a token of
-    probability 0 takes the row's most likely token instead."""
+    draws an exponential for each of the V entries instead, a cost that grows with the
+    vocabulary.) A token of probability 0 is never drawn, by construction: a parallel cumsum (a
+    GPU's) can round a filtered-out token's cumulative value above the one before it, a sliver
+    of the line where a draw may land, and a draw that lands on a token of probability 0 takes
+    the row's most likely token instead."""
     cdf = probs.cumsum(dim=-1)
     u = torch.cat([torch.rand(1, generator=generator, device=cdf.device, dtype=cdf.dtype)
                    for generator in generators])
@@ -424,24 +424,28 @@ def utf8_decoder():
     return codecs.getincrementaldecoder("utf-8")(errors="replace")
 
 
-def read_token(tokenizer, decoder, token_id, logprob=None, top=None):
+def read_token(tokenizer, decoder, token_id, logprob=None, top=None, final=False):
     """[text piece, logprob, {piece: logprob} or None] of a token read next by `decoder`, its
-    sequence's incremental UTF-8 decoder (see utf8_decoder).
+    sequence's incremental UTF-8 decoder (see utf8_decoder); final: the sequence ends with this
+    token, so a character left unfinished becomes U+FFFD.
 
     A byte-level BPE token can end inside a character: its piece holds only the characters it
     completes (possibly ""), and the token that completes a character carries all of it, so the
-    pieces of a sequence join into exactly its text. The alternatives in `top` [(id, logprob)] are
-    read as if each came in the chosen token's place, listed after the chosen token itself, as in
-    the OpenAI API; tokens that read as the same text (e.g. "" for two that end inside a
-    character) keep the first entry."""
+    pieces of a sequence join into exactly its text. <|endoftext|> (a document's start or end) is
+    no text: it reads as "", and the characters around it as if it were not there. The
+    alternatives in `top` [(id, logprob)] are read as if each came in the chosen token's place,
+    listed after the chosen token itself, as in the OpenAI API; tokens that read as the same text
+    (e.g. "" for two that end inside a character) keep the first entry."""
+    def read(reader, read_id):
+        return reader.decode(b"" if read_id == tokenizer.eot_id else tokenizer.decode_bytes([read_id]), final)
     alternatives = None
     if top is not None:
         alternatives = {}
         for alternative_id, alternative_logprob in [(token_id, logprob), *top]:
             reader = utf8_decoder()
             reader.setstate(decoder.getstate())
-            alternatives.setdefault(reader.decode(tokenizer.decode_bytes([alternative_id])), alternative_logprob)
-    return [decoder.decode(tokenizer.decode_bytes([token_id])), logprob, alternatives]
+            alternatives.setdefault(read(reader, alternative_id), alternative_logprob)
+    return [read(decoder, token_id), logprob, alternatives]
 
 
 def stream_text(tokenizer, token_ids):
@@ -521,7 +525,7 @@ def load_out_dir(out_dir, device, quantize="none"):
     return quantize_weights(model, quantize), tokenizer
 
 
-loaded = {}  # generate_text: out_dir -> (checkpoint's modification time, what load_out_dir returned)
+loaded_checkpoints = {}  # generate_text: out_dir -> (checkpoint's modification time, what load_out_dir returned)
 
 
 def generate_text(prompt, max_new_tokens=200, temperature=0.8, top_k=200, top_p=0.95, seed=None,
@@ -537,11 +541,11 @@ def generate_text(prompt, max_new_tokens=200, temperature=0.8, top_k=200, top_p=
     after max_new_tokens; seed=None draws from torch's global random state."""
     if model is None:
         out_dir = os.path.abspath(out_dir or DEFAULTS["out_dir"])
-        ckpt_path = os.path.join(out_dir, "ckpt.pt")
+        ckpt_path = os.path.join(out_dir, "ckpt.pt") if os.path.isdir(out_dir) else out_dir  # as load_checkpoint
         mtime = os.path.getmtime(ckpt_path) if os.path.isfile(ckpt_path) else None
-        if out_dir not in loaded or loaded[out_dir][0] != mtime:
-            loaded[out_dir] = mtime, load_out_dir(out_dir, resolve_device("auto", None))
-        model, tokenizer = loaded[out_dir][1]
+        if out_dir not in loaded_checkpoints or loaded_checkpoints[out_dir][0] != mtime:
+            loaded_checkpoints[out_dir] = mtime, load_out_dir(out_dir, resolve_device("auto"))
+        model, tokenizer = loaded_checkpoints[out_dir][1]
     elif tokenizer is None:
         raise ValueError("generate_text needs the model's tokenizer as well as the model")
     _, prompt_ids = encode_prompt(prompt, tokenizer, model.config.block_size)
@@ -552,15 +556,16 @@ def generate_text(prompt, max_new_tokens=200, temperature=0.8, top_k=200, top_p=
 
 
 def main(argv=None):
-    config, positional = common.configure(DEFAULTS, sys.argv[1:] if argv is None else argv)
-    if positional:
-        raise common.UsageError(f"unexpected argument {positional[0]!r} (use --key=value)")
+    config = common.parse_config(DEFAULTS, argv)
     check_settings(config)
     if config["beams"] < 1 or config["num_samples"] < 1:
         raise common.UsageError("beams and num_samples must be at least 1")
     if config["beams"] > 1 and config["num_samples"] > 1:
         raise common.UsageError("beam search has no randomness: every sample would be the same (use num_samples=1)")
-    device = resolve_device(config["device"], None)
+    penalties = (config["repetition_penalty"], config["frequency_penalty"], config["presence_penalty"])
+    if config["beams"] > 1 and penalties != (1, 0, 0):
+        raise common.UsageError("beam search applies no penalties: leave repetition, frequency and presence off")
+    device = resolve_device(config["device"])
     model, tokenizer = load_out_dir(config["out_dir"], device, config["quantize"])
     prompt_text, prompt_ids = encode_prompt(read_prompt(config["start"]), tokenizer, model.config.block_size)
     sys.stdout.reconfigure(encoding="utf-8")  # Persian text even where the console says otherwise

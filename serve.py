@@ -13,9 +13,10 @@ Any OpenAI client works with its base_url at http://127.0.0.1:8000/v1; the page 
 same route. Generation is sample.py's (the same prompt normalisation, sampling and UTF-8-safe
 text), batched continuously: one model thread steps a sample.Decoder of --max_batch rows, a row
 per prompt and choice of any request; new prompts join at the next step, a row leaves as soon as
-it ends, and each row gets the tokens it would get alone. Requests that find too few free rows
-wait in a queue of --max_queue; beyond it the answer is 503. The model runs on one PyTorch thread
-(--threads), which serves a small model on a CPU better than one thread per core: see main.
+it ends, and each row gets the tokens it would get alone (but for float rounding, see sample.Decoder).
+Requests that find too few free rows wait in a queue of --max_queue; beyond it the answer is 503.
+The model runs on one PyTorch thread (--threads), which serves a small model on a CPU better than
+one thread per core: see main.
 
 A request goes: its body (at most MAX_BODY_BYTES, body_limit) -> CompletionRequest, field by
 field -> Server.submit: prompts tokenized, a Job queued -> Server.run, the model thread: Decoder
@@ -30,6 +31,7 @@ model read, each at the offset in that prompt of the characters it was read from
 
 import asyncio
 import collections
+import contextlib
 import itertools
 import json
 import os
@@ -198,16 +200,6 @@ def cut_at_stop(text, stops, final=False):
     return text[:len(text) - held], text[len(text) - held:], False
 
 
-def read_record(tokenizer, decoder, token_id, logprob=None, top=None):
-    """sample.read_token's record, but <|endoftext|> (a document's start or end) is no text: its
-    piece is "", and the characters around it are read as if it were not there."""
-    if token_id != tokenizer.eot_id:
-        return read_token(tokenizer, decoder, token_id, logprob, top)
-    reader = utf8_decoder()
-    reader.setstate(decoder.getstate())
-    return ["", *read_token(tokenizer, reader, token_id, logprob, top)[1:]]
-
-
 def source_offsets(tokenizer, sent, read):
     """Where each character of `read` (tokenizer.normalize(sent)) comes from in `sent`, then
     len(sent). Normalization maps each character to itself, to others or to none, and whitespace
@@ -230,14 +222,14 @@ def read_prompts(prompts, tokenizer, block_size):
 
 
 def echoed(model, tokenizer, prompt_ids, sent, top_n):
-    """(text, token records as read_record's, text_offset) of an echoed prompt, with log-probs if
+    """(text, token records as sample.read_token's, text_offset) of an echoed prompt, with log-probs if
     top_n is not None (the first token has none: nothing comes before it). A text prompt comes back
     as the client sent it, its tokens (as the model read them: normalized, cropped to the context)
     at the offsets of the characters they were read from; token ids (sent None) come back as the
     text of the ids the model read."""
-    decoder = utf8_decoder()
+    utf8 = utf8_decoder()
     scores = score_prompt(model, prompt_ids, top_n) if top_n is not None else itertools.repeat((None, None))
-    records = [read_record(tokenizer, decoder, token_id, logprob, top)
+    records = [read_token(tokenizer, utf8, token_id, logprob, top)
                for token_id, (logprob, top) in zip(prompt_ids, itertools.chain([(None, None)], scores))]
     pieces = [piece for piece, _, _ in records]
     starts = list(itertools.accumulate(map(len, pieces), initial=0))[:-1]
@@ -253,12 +245,12 @@ def sse(payload):
     return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
 
 
-def joined(index, updates, logprobs):
+def joined(index, updates, show_logprobs):
     """A whole choice from its updates, in order: their texts and logprobs end to end."""
     return dict(text="".join(update["text"] for update in updates), index=index,
                 logprobs={key: [value for update in updates for value in update["logprobs"][key]]
-                          for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset")} if logprobs else None,
-                finish_reason=updates[-1]["finish_reason"] if updates else None)
+                          for key in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
+                if show_logprobs else None, finish_reason=updates[-1]["finish_reason"] if updates else None)
 
 
 # -----------------------------------------------------------------------------
@@ -267,10 +259,11 @@ def joined(index, updates, logprobs):
 class Choice:
     """One completion: where its text stands and the token records read but not sent yet."""
 
-    def __init__(self, index, stops, logprobs):
-        self.index, self.stops, self.logprobs = index, stops, logprobs  # logprobs: whether they are shown
+    def __init__(self, index, stops, show_logprobs, utf8_state):
+        self.index, self.stops, self.show_logprobs = index, stops, show_logprobs
         self.offset = 0  # characters of the choice's text sent so far
-        self.decoder = utf8_decoder()
+        self.utf8 = utf8_decoder()  # goes on from the prompt's (utf8_state): it may end inside a character
+        self.utf8.setstate(utf8_state)
         self.unsent = []  # token records whose text may still begin a stop sequence
         self.stopped = False  # whether a stop sequence has ended the text
 
@@ -282,7 +275,7 @@ class Choice:
         offsets = list(itertools.accumulate(map(len, pieces), initial=self.offset))[:-1] if offsets is None else offsets
         self.offset += len(text)
         logprobs = dict(tokens=pieces, token_logprobs=[logprob for _, logprob, _ in records],
-                        top_logprobs=[top for _, _, top in records], text_offset=offsets) if self.logprobs else None
+                        top_logprobs=[top for *_, top in records], text_offset=offsets) if self.show_logprobs else None
         return dict(text=text, index=self.index, logprobs=logprobs, finish_reason=finish_reason)
 
     def read(self, tokenizer, token_id, logprob, top, finished):
@@ -291,21 +284,22 @@ class Choice:
         stopped. The <|endoftext|> that ends the document (token_id None) is a token of no text, so
         the logprobs list every token the model chose, as log-likelihood clients expect of echo.
         The chosen token is always among its alternatives, as in the OpenAI API (logprobs 0 too)."""
-        self.unsent.append(read_record(tokenizer, self.decoder, tokenizer.eot_id if token_id is None else token_id,
-                                       logprob, (top or []) if self.logprobs else None))
-        if finished:  # an unfinished character at the very end becomes U+FFFD
-            self.unsent[-1][0] += self.decoder.decode(b"", final=True)
+        self.unsent.append(read_token(tokenizer, self.utf8, tokenizer.eot_id if token_id is None else token_id,
+                                      logprob, (top or []) if self.show_logprobs else None, final=finished))
         ready, _, self.stopped = cut_at_stop("".join(piece for piece, _, _ in self.unsent), self.stops, finished)
         ends = list(itertools.accumulate((len(piece) for piece, _, _ in self.unsent), initial=0))
         count = sum(end <= len(ready) for end in ends[1:])  # the records whose text is ready
         size = ends[count]  # the size of their text
         if self.stopped and size < len(ready):  # the record that holds the stop sequence, cut before it
-            self.unsent[count][0] = ready[size:]
+            cut, chosen, top = ready[size:], *self.unsent[count][1:]
+            # its alternatives list it first (read_token): now under its cut text, which comes first
+            top = top and {cut: chosen, **{text: value for text, value in list(top.items())[1:] if text != cut}}
+            self.unsent[count] = [cut, chosen, top]
             count += 1
         records, self.unsent = self.unsent[:count], self.unsent[count:]
         reason = "stop" if self.stopped or token_id is None else "length" if finished else None
         # nothing to send for a token that ends inside a character, unless its logprobs are shown
-        return self.update(records, reason) if reason or size or records and self.logprobs else None
+        return self.update(records, reason) if reason or size or records and self.show_logprobs else None
 
 
 class Job:
@@ -353,7 +347,8 @@ def send(updates):
     with one call into each event loop for all its jobs (waking a loop costs more than the
     hand-off itself, and a step has an update for every row)."""
     for loop in {job.loop for job in updates}:
-        loop.call_soon_threadsafe(deliver, {job: entry for job, entry in updates.items() if job.loop is loop})
+        with contextlib.suppress(RuntimeError):  # a loop closed (its server has stopped) has no one to tell
+            loop.call_soon_threadsafe(deliver, {job: entry for job, entry in updates.items() if job.loop is loop})
 
 
 def deliver(updates):
@@ -403,7 +398,8 @@ class Server:
                 failed = {*jobs, *(job for job, _ in self.active.values())}
                 self.active.clear()
                 self.decoder = Decoder(self.model, self.max_batch)  # first: a client told of the error may retry
-                error = APIError(500, f"generation failed: {type(e).__name__}: {e}", kind="server_error")
+                error = APIError(500, f"generation failed: {type(e).__name__}: {common.first_line(e)}",
+                                 kind="server_error")
                 send(dict.fromkeys(failed, error))
 
     def start(self, job):
@@ -415,8 +411,11 @@ class Server:
         for p, (prompt_ids, sent) in enumerate(job.prompts):
             text, records, offsets = (echoed(self.model, self.tokenizer, prompt_ids, sent, body.logprobs)
                                       if body.echo else ("", [], []))
+            prompt_utf8 = utf8_decoder()  # token ids may end inside a character, which the completion finishes
+            for token_id in prompt_ids if sent is None else ():  # a text prompt ends with a whole character
+                read_token(self.tokenizer, prompt_utf8, token_id)
             for index in range(p * body.n, (p + 1) * body.n):
-                choice = Choice(index, job.stops, body.logprobs is not None)
+                choice = Choice(index, job.stops, body.logprobs is not None, prompt_utf8.getstate())
                 if body.echo or not body.max_tokens:
                     updates.append(choice.update(records, None if body.max_tokens else "length", text, offsets))
                 if body.max_tokens:
@@ -517,12 +516,15 @@ class Server:
 
 def warm_up(model, max_batch):
     """Run each kind of step the server will take (prompts of one and of several tokens, a step of
-    one row and of several), so that a compiled model (int8) compiles them now, not while a client waits."""
+    one row and of several, echo's scoring of one position and of several), so that a compiled model
+    (int8) compiles them now, not while a client waits."""
     decoder = Decoder(model, min(2, max_batch))
     for length in range(decoder.max_rows):  # rows that end one step apart: two rows, then one
         decoder.add([0] * (3 - length), greedy=True, max_new_tokens=2 + length)
     while len(decoder):
         decoder.step()
+    for length in (2, 3):  # score_prompt: a forward without the KV cache
+        score_prompt(model, [0] * length, 1)
 
 
 def create_app(model, tokenizer, model_name, max_batch=DEFAULTS["max_batch"], max_queue=DEFAULTS["max_queue"]):
@@ -535,7 +537,7 @@ def create_app(model, tokenizer, model_name, max_batch=DEFAULTS["max_batch"], ma
     app.state.server = server
     app.add_middleware(body_limit)
     app.exception_handler(Exception)(lambda request, exc: error_response(
-        request, APIError(500, f"{type(exc).__name__}: {exc}", kind="server_error")))
+        request, APIError(500, f"{type(exc).__name__}: {common.first_line(exc)}", kind="server_error")))
     app.post("/v1/completions")(server.completions)
     app.get("/v1/models")(server.models)
     app.get("/health")(server.health)

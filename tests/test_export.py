@@ -100,6 +100,7 @@ def test_transformers_greedy_generation_equals_ours(exported, tokenizer, shape, 
     """50 greedy tokens from transformers' generate (with its KV cache) and from sample.generate."""
     model, hf_model, hf_tokenizer = exported(shape, variant)
     prompt = hf_tokenizer(PERSIAN[0], return_tensors="pt")
+    assert set(prompt) == {"input_ids", "attention_mask"}  # no token_type_ids, which generate(**prompt) would take
     prompt_ids = prompt["input_ids"][0].tolist()
     assert prompt_ids == [tokenizer.eot_id] + tokenizer.encode(PERSIAN[0])
     ours = list(sample.generate(model, prompt_ids, 50, greedy=True, stop_ids=(tokenizer.eot_id,)))
@@ -205,6 +206,24 @@ def test_a_non_empty_export_dir_needs_overwrite(tokenizer, tmp_path):
     export.main([f"--out_dir={out_dir}", f"--export_dir={export_dir}", "--overwrite=True"])
     assert "mine.txt" not in os.listdir(export_dir) and "config.json" in os.listdir(export_dir)
     assert sorted(os.listdir(tmp_path)) == ["export", "out"]
+
+
+def test_a_failed_replacement_keeps_the_old_export(tokenizer, tmp_path, monkeypatch):
+    """All or nothing: if the new directory cannot take export_dir's place, the old one goes back."""
+    out_dir, export_dir = tmp_path / "out", tmp_path / "export"
+    save_checkpoint(out_dir, random_model(tokenizer.vocab_size, "tiny", "rope"), tokenizer, {})
+    export_dir.mkdir()
+    (export_dir / "mine.txt").write_text("keep me")
+    rename = os.rename
+
+    def failing_rename(source, target):
+        if os.path.basename(source) == "new":
+            raise OSError("no space left on device")
+        rename(source, target)
+    monkeypatch.setattr(os, "rename", failing_rename)
+    with pytest.raises(OSError, match="no space left"):
+        export.main([f"--out_dir={out_dir}", f"--export_dir={export_dir}", "--overwrite=True"])
+    assert os.listdir(export_dir) == ["mine.txt"] and sorted(os.listdir(tmp_path)) == ["export", "out"]
 
 
 @pytest.mark.parametrize("setting, message", [

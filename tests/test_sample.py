@@ -547,6 +547,21 @@ def test_read_token_gives_a_character_to_the_token_that_completes_it():
     assert sample.read_token(bytes_only, decoder, ord("b")) == ["b", None, None]
 
 
+def test_read_token_reads_endoftext_as_no_text():
+    """<|endoftext|> reads as "", chosen or an alternative, and the character it comes inside goes
+    on after it; read as the last token (final), a character left unfinished becomes U+FFFD."""
+    bytes_only, decoder = Tokenizer([]), sample.utf8_decoder()
+    first, second = "س".encode()
+    eot = bytes_only.eot_id
+    assert sample.read_token(bytes_only, decoder, first) == ["", None, None]
+    assert sample.read_token(bytes_only, decoder, eot, -0.1, [(ord("x"), -3.0), (eot, -0.1)]) == \
+        ["", -0.1, {"": -0.1, "\ufffdx": -3.0}]
+    assert sample.read_token(bytes_only, decoder, second, -0.2, [(eot, -1.0)]) == ["س", -0.2, {"س": -0.2, "": -1.0}]
+    sample.read_token(bytes_only, decoder, first)
+    assert sample.read_token(bytes_only, decoder, eot, -0.3, [(second, -2.0)], final=True) == \
+        ["\ufffd", -0.3, {"\ufffd": -0.3, "س": -2.0}]
+
+
 # -----------------------------------------------------------------------------
 # the command line
 
@@ -616,6 +631,7 @@ def test_prompt_is_normalized_as_the_training_text_was(tokenizer, normalization,
     (["--temperature=-0.5"], "temperature must be >= 0"), (["--top_p=0"], "top_p must be in"),
     (["--top_p=1.5"], "top_p must be in"), (["--beams=0"], "at least 1"), (["--top_k=-1"], "top_k must be >= 0"),
     (["--beams=2", "--num_samples=2"], "every sample would be the same"),
+    (["--beams=2", "--repetition_penalty=1.2"], "beam search applies no penalties"),
     (["--start=FILE:nowhere.txt"], "cannot read prompt file nowhere.txt"), (["--quantize=int4"], "quantize must be"),
     (["--frequency_penalty=3"], "frequency_penalty and presence_penalty must be in"),
     (["--presence_penalty=-2.5"], "frequency_penalty and presence_penalty must be in")])
@@ -762,7 +778,7 @@ def test_generate_text_loads_a_checkpoint_once(checkpoint_dir, monkeypatch):
     loads = []
     load_checkpoint = sample.load_checkpoint
     monkeypatch.setattr(sample, "load_checkpoint", lambda *args: loads.append(args) or load_checkpoint(*args))
-    monkeypatch.setattr(sample, "loaded", {})
+    monkeypatch.setattr(sample, "loaded_checkpoints", {})
     texts = [sample.generate_text("تهران", max_new_tokens=10, seed=1, out_dir=str(checkpoint_dir))
              for _ in range(3)]
     assert len(loads) == 1 and texts[0] == texts[1] == texts[2] and texts[0]
@@ -770,5 +786,9 @@ def test_generate_text_loads_a_checkpoint_once(checkpoint_dir, monkeypatch):
     os.utime(ckpt, ns=(ckpt.stat().st_mtime_ns + 10**9,) * 2)  # a newer checkpoint is read again
     assert sample.generate_text("تهران", max_new_tokens=10, seed=1, out_dir=str(checkpoint_dir)) == texts[0]
     assert len(loads) == 2
+    for _ in range(2):  # out_dir may name the ckpt.pt itself, read again as well once it changes
+        os.utime(ckpt, ns=(ckpt.stat().st_mtime_ns + 10**9,) * 2)
+        sample.generate_text("تهران", max_new_tokens=10, seed=1, out_dir=str(ckpt))
+    assert len(loads) == 4
     with pytest.raises(sample.common.UsageError, match="no checkpoint"):
         sample.generate_text("تهران", out_dir=str(checkpoint_dir / "missing"))

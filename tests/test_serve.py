@@ -119,9 +119,9 @@ def check_logprobs(choice, num_tokens):
     logprobs = choice["logprobs"]
     assert len(logprobs["tokens"]) == num_tokens and "".join(logprobs["tokens"]) == choice["text"]
     assert logprobs["text_offset"] == [len("".join(logprobs["tokens"][:i])) for i in range(num_tokens)]
-    for logprob, top in zip(logprobs["token_logprobs"], logprobs["top_logprobs"]):
-        if logprob is not None:
-            assert logprob in top.values() and all(value <= 0 for value in top.values())  # the chosen one and the best
+    for token, logprob, top in zip(logprobs["tokens"], logprobs["token_logprobs"], logprobs["top_logprobs"]):
+        if logprob is not None:  # the chosen token, under its own text, and the best
+            assert top[token] == logprob and all(value <= 0 for value in top.values())
 
 
 # -----------------------------------------------------------------------------
@@ -251,6 +251,19 @@ def test_stop_sequence_ends_the_text_before_it(client, model, tokenizer, stream)
     assert "".join(logprobs["tokens"]) == got  # the token holding the stop sequence is cut before it
 
 
+def test_a_token_cut_by_a_stop_sequence_is_listed_under_its_cut_text(client, model, tokenizer):
+    text, _, new_ids = expected(model, tokenizer, seed=2, max_tokens=30)
+    offsets = [len(tokenizer.decode(new_ids[:i])) for i in range(len(new_ids) + 1)]
+    # a stop sequence that begins inside a token read as two or more whole characters
+    start = next(begin for begin, end, token in zip(offsets, offsets[1:], new_ids)
+                 if end - begin >= 2 and tokenizer.decode([token]) == text[begin:end]
+                 and "\ufffd" not in text[begin:end] and text.index(text[begin + 1:begin + 3]) == begin + 1)
+    stop = text[start + 1:start + 3]
+    choice = completion(client, prompt=PROMPT, max_tokens=30, seed=2, stop=[stop], logprobs=2)
+    assert choice["text"] == text[:start + 1] and choice["logprobs"]["tokens"][-1] == text[start]
+    check_logprobs(choice, len(choice["logprobs"]["tokens"]))
+
+
 def test_stop_sequences_are_normalized_as_the_text_is(normalizing_client, normalizing):
     """A stop sequence written with Arabic yeh matches the Farsi yeh the model writes; a stop of a
     space stays a space (character rules only, no tidying of spaces)."""
@@ -373,7 +386,24 @@ def test_the_end_of_the_document_is_a_token_of_no_text(model, tokenizer):
     choice, prompt_ids = body["choices"][0], sample.encode_prompt(PROMPT, tokenizer, model.config.block_size)[1]
     assert choice["text"] == PROMPT and choice["finish_reason"] == "stop" and body["usage"]["completion_tokens"] == 1
     check_logprobs(choice, len(prompt_ids) + 1)
-    assert choice["logprobs"]["tokens"][-1] == "" and choice["logprobs"]["token_logprobs"][-1] > -1e-3
+    logprob = choice["logprobs"]["token_logprobs"][-1]
+    assert choice["logprobs"]["tokens"][-1] == "" and logprob > -1e-3
+    assert choice["logprobs"]["top_logprobs"][-1] == {"": logprob}  # its alternative under the same text
+
+
+def test_a_prompt_of_token_ids_may_end_inside_a_character():
+    """The completion goes on from the prompt's unfinished character: its first token, which
+    completes the character, carries all of it (echoed or not), rather than a U+FFFD."""
+    bytes_only = Tokenizer([])  # a token per byte
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=8, vocab_size=bytes_only.vocab_size, n_layer=1, n_head=1, n_embd=8)).eval()
+    client = TestClient(serve.create_app(model, bytes_only, "bytes"))
+    first, second = "س".encode()
+    request = dict(prompt=[ord("a"), first], max_tokens=1, logit_bias={str(second): 100}, logprobs=0)
+    assert completion(client, **request)["text"] == "س"
+    echoed = completion(client, **request, echo=True)
+    assert echoed["text"] == "aس" and echoed["logprobs"]["tokens"] == ["a", "", "س"]
+    check_logprobs(echoed, 3)
 
 
 def test_fields_openai_clients_send_by_default_are_accepted(client, model, tokenizer):
@@ -409,15 +439,33 @@ def test_a_failing_step_fails_its_requests_only(model, tokenizer):
     client, server = TestClient(app), app.state.server
 
     def out_of_memory():
-        raise RuntimeError("out of memory")
+        raise RuntimeError("out of memory\n(a second line of details)")
     server.decoder.step = out_of_memory
     response = client.post("/v1/completions", json=dict(prompt=PROMPT, max_tokens=5))
-    assert response.status_code == 500 and "out of memory" in response.json()["error"]["message"]
+    assert response.status_code == 500
+    assert response.json()["error"]["message"] == "generation failed: RuntimeError: out of memory"  # one line
     server.decoder.step = out_of_memory  # the batch starts again with a new Decoder: break that one too
     with client.stream("POST", "/v1/completions", json=dict(prompt=PROMPT, max_tokens=5, stream=True)) as streamed:
         *_, last = [line for line in streamed.iter_lines() if line]
     assert "out of memory" in json.loads(last[len("data: "):])["error"]["message"]
     assert client.post("/v1/completions", json=dict(prompt=PROMPT, max_tokens=5)).status_code == 200  # a new Decoder
+
+
+def test_a_job_whose_event_loop_has_closed_does_not_stop_the_model_thread(model, tokenizer):
+    """Its updates go nowhere (its server has stopped) and the model thread goes on serving."""
+    app = serve.create_app(model, tokenizer, "tiny-fa")
+    client, server = TestClient(app), app.state.server
+
+    async def make_job():
+        return serve.Job(serve.CompletionRequest(prompt=PROMPT, max_tokens=2), [([1, 2], None)], stops=[], seed=0)
+    loop = asyncio.new_event_loop()
+    orphan = loop.run_until_complete(make_job())
+    loop.close()
+    with server.wakeup:
+        server.waiting.append(orphan)
+        server.wakeup.notify()
+    assert completion(client, prompt=PROMPT, max_tokens=5, seed=1)["text"] == expected(model, tokenizer, seed=1,
+                                                                                      max_tokens=5)[0]
 
 
 def test_health_models_and_page(client, model, tokenizer):
@@ -691,11 +739,16 @@ def test_updates_that_wait_together_are_yielded_together():
     assert asyncio.run(receive()) == ([first + second, last], True)
 
 
-@pytest.mark.parametrize("max_batch, expected", [(1, {(1, 2, False), (1, 1, True)}),
-                                                 (4, {(1, 2, False), (1, 1, False), (2, 1, True), (1, 1, True)})])
+SCORING = {(1, 1, True, False), (1, 2, True, False)}  # echo's score_prompt: no KV cache
+
+
+@pytest.mark.parametrize("max_batch, expected", [(1, {(1, 2, False, True), (1, 1, True, True), *SCORING}),
+                                                 (4, {(1, 2, False, True), (1, 1, False, True), (2, 1, True, True),
+                                                      (1, 1, True, True), *SCORING})])
 def test_warm_up_runs_every_kind_of_step(model, max_batch, expected):
     """Before the server listens, warm_up runs a prompt of several tokens and of one, a step of one
-    row and (when max_batch allows) of several: the calls a compiled model makes a graph for."""
+    row and (when max_batch allows) of several, and echo's scoring of one position and of several:
+    the calls (rows, length, head, KV cache) a compiled model makes a graph for."""
     calls = set()
 
     class Recording(torch.nn.Module):
@@ -707,7 +760,7 @@ def test_warm_up_runs_every_kind_of_step(model, max_batch, expected):
             return model.new_kv_cache(batch_size)
 
         def forward(self, idx, kv_cache=None, cache_row=0, head=True):
-            calls.add((*idx.shape, head))
+            calls.add((*idx.shape, head, kv_cache is not None))
             return model(idx, kv_cache=kv_cache, cache_row=cache_row, head=head)
 
     serve.warm_up(Recording(), max_batch)
