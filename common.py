@@ -27,15 +27,15 @@ class UsageError(Exception):
 
 
 def _checked(key, value, defaults, source):
-    """The value of a known key, type-checked against its default: ints widen to floats, None
-    accepts anything."""
+    """The value of a known key, type-checked against its default: ints widen to floats, and a
+    default of None (e.g. compile: decided at run time) accepts anything."""
     if key not in defaults:
         close = difflib.get_close_matches(key, list(defaults), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UsageError(f"unknown config key '{key}' in {source}{hint}")
     default = defaults[key]
     same_kind = isinstance(value, bool) == isinstance(default, bool)  # True is an int, but no valid one
-    if default is None or value is None or same_kind and isinstance(value, type(default)):
+    if default is None or same_kind and isinstance(value, type(default)):
         return value
     if same_kind and isinstance(default, float) and isinstance(value, int):
         return float(value)
@@ -46,7 +46,7 @@ def _checked(key, value, defaults, source):
 def _parse_value(text):
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, SyntaxError, TypeError):  # TypeError: e.g. {[]: 1}, a list as a key
         return text  # bare words such as --device=cuda or --out_dir=out stay strings
 
 
@@ -76,6 +76,13 @@ def configure(defaults, argv, config_files=True):
         else:
             positional.append(arg)
     return config, positional
+
+
+def check_choice(key, value, allowed):
+    """Refuse a setting that is none of `allowed`, in one line that names them."""
+    if value not in allowed:
+        names = [repr(choice) for choice in allowed]
+        raise UsageError(f"{key} must be {', '.join(names[:-1])} or {names[-1]}, got {value!r}")
 
 
 def parse_config(defaults, argv=None):

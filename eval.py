@@ -8,8 +8,8 @@ and ROUGE, BLEU, chrF and diversity of the text it writes.
     python eval.py --out_dir=out-fawiki-small --text=book.txt --stride=128
 
 Prints a table and writes a JSON report (out_dir/eval_<input name>.json, or --report=PATH).
-Every token of the input is scored exactly once, each with at least block_size - stride tokens
-of context, by sliding a window over the whole token stream.
+Every token of the input is scored exactly once by sliding a window over the whole token
+stream; past the first window, each with at least block_size - stride tokens of context.
 """
 
 import json
@@ -63,7 +63,8 @@ def sliding_windows(num_tokens, context, stride):
     of tokens[first_scored..end]. Together the windows score tokens 1..num_tokens-1 once each.
 
     All windows are `context` long (unless the text is shorter), the last one aligned to the
-    end of the text, so a scored token always has at least context - stride tokens before it."""
+    end of the text, so a token scored past the first window has at least context - stride
+    tokens before it."""
     windows, scored_until = [], 0
     while scored_until < num_tokens - 1:
         end = min(scored_until + stride if windows else context, num_tokens - 1)
@@ -169,9 +170,10 @@ def diversity(texts, repeat_n):
 def check_options(config):
     """Refuse options without a meaning before any work is done."""
     sample.check_settings(config)
-    if config["stride"] < 0 or min(config["batch_size"], config["prompt_tokens"],
-                                   config["reference_tokens"]) < 1:
-        raise common.UsageError("stride must be >= 0; batch_size, prompt_tokens and reference_tokens >= 1")
+    at_least_one = ("batch_size", "prompt_tokens", "reference_tokens", "repeat_n")
+    if min(config[key] for key in ("stride", "max_tokens", "rouge_docs")) < 0 or min(map(config.get, at_least_one)) < 1:
+        raise common.UsageError("stride, max_tokens and rouge_docs must be >= 0; "
+                                "batch_size, prompt_tokens, reference_tokens and repeat_n >= 1")
     named = [key for key in ("data_dir", "data", "text", "jsonl") if config[key]]
     if len(named) > 1:
         raise common.UsageError(GIVE_ONE_INPUT)

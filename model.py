@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import bpe
-from common import UsageError, first_line
+from common import UsageError, check_choice, first_line
 
 
 @dataclass
@@ -52,8 +52,7 @@ class GPTConfig:
     def __post_init__(self):
         choices = {"pos_emb": ("rope", "learned"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "relu2")}
         for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise UsageError(f"{key} must be one of {allowed}, got {getattr(self, key)!r}")
+            check_choice(key, getattr(self, key), allowed)
         if self.n_embd % self.n_head:
             raise UsageError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.pos_emb == "rope" and (self.n_embd // self.n_head) % 2:
@@ -84,7 +83,8 @@ class KVCache:
     positions.) Attention reads every row up to the longest row's end and masks out each key
     past the query's own position: the future, what a shorter row has not written yet, and
     whatever an earlier, longer sequence left in the row. Steps differ only in sizes, so a
-    compiled model (int8, see quantize_weights), whose sizes are symbolic, runs one graph for all.
+    compiled model (int8, see quantize_weights), whose sizes are symbolic, reuses its graphs from
+    step to step.
 
     Buffers are allocated at the first forward, in the dtype the attention computes in (bf16
     under autocast). `lengths[r]` is how many tokens row r holds, which is also the position of
@@ -310,13 +310,12 @@ class GPT(nn.Module):
 
         "adamw": AdamW that decays matrices (matmul weights, embeddings) but not biases and norm
         gains. "muon": the blocks' weight matrices go to Muon (below), everything else to AdamW."""
-        if optimizer not in ("adamw", "muon"):
-            raise UsageError(f"optimizer must be 'adamw' or 'muon', got {optimizer!r}")
+        check_choice("optimizer", optimizer, ("adamw", "muon"))
         params = [p for p in self.parameters() if p.requires_grad]
         hidden = {id(p) for p in self.blocks.parameters() if p.dim() == 2} if optimizer == "muon" else set()
         groups = [{"params": [p for p in params if p.dim() >= 2 and id(p) not in hidden], "weight_decay": weight_decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-        # The fused kernel updates all parameters in one pass: several times faster than the loop.
+        # The fused kernel updates all parameters in one pass, not in a loop of small ops per parameter.
         optimizers = [torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device_type in ("cuda", "cpu"))]
         if hidden:
             optimizers.append(Muon([p for p in params if id(p) in hidden], learning_rate, weight_decay=weight_decay))
@@ -369,7 +368,7 @@ def measure_peak_flops(device, dtype=torch.float32):
     device = torch.device(device)
     size, calls = (8192, 20) if device.type == "cuda" else (2048, 1)
     a, b = torch.randn(2, size, size, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}.get(device.type, lambda: None)
     best = math.inf
     for _ in range(4):  # the first round warms up; the best round is the peak
         sync()
@@ -467,10 +466,9 @@ def quantize_weights(model, scheme):
     waits on arithmetic more than on memory, decodes faster than in fp32, while one row may not.
     Rounding to bf16 moves the logits by far more than fp32's last bits (eval.py --quantize=bf16
     measures what it costs). Changes the model in place."""
+    check_choice("quantize", scheme, ("none", "int8", "bf16"))
     if scheme == "none":
         return model
-    if scheme not in ("int8", "bf16"):
-        raise UsageError(f"quantize must be 'none', 'int8' or 'bf16', got {scheme!r}")
     if model.wte.weight.device.type != "cpu":
         raise UsageError(f"{scheme} weights run on the CPU only (use --device=cpu)")
     model.eval()

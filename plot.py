@@ -75,8 +75,7 @@ def main(argv=None):
     config, run_dirs = common.configure(DEFAULTS, sys.argv[1:] if argv is None else argv, config_files=False)
     if not run_dirs:
         raise common.UsageError("give one or more run directories, e.g. python plot.py out-fawiki-small")
-    if config["x"] not in ("iter", "minutes"):
-        raise common.UsageError(f"x must be 'iter' or 'minutes', got {config['x']!r}")
+    common.check_choice("x", config["x"], ("iter", "minutes"))
     out_path = config["out"] or os.path.join(run_dirs[0], "loss.png")
     plot(run_dirs, out_path, config["x"])
     print(f"wrote {out_path}")

@@ -5,10 +5,10 @@ Train a GPT on the token files that prepare.py writes, on a laptop CPU or on man
     python train.py config/fawiki_small.py --batch_size=8        # --key=value overrides
     torchrun --standalone --nproc_per_node=8 train.py config/fawiki_gpu.py   # DDP, one node
 
-Everything random about optimizer step k (which windows of text, dropout masks) is a pure
-function of (seed, k), so a run resumed from its checkpoint continues exactly as if it had
-never stopped, and N processes see the same batches as one process accumulating N times as
-many micro-batches.
+Everything random about optimizer step k is a pure function of (seed, k): the windows of
+text, and each process's dropout masks, of (seed, k, rank). So a run resumed from its checkpoint
+continues exactly as if it had never stopped, and N processes see the same batches as one
+process accumulating N times as many micro-batches.
 """
 
 import contextlib
@@ -32,7 +32,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import bpe
 import common
 import sample
-from common import UsageError
+from common import UsageError, first_line
 from model import (GPT, GPTConfig, measure_peak_flops, model_from_checkpoint, native_bf16,
                    read_checkpoint, resolve_device, tokenizer_hash)
 
@@ -136,10 +136,9 @@ def check_config(cfg):
     choices = {"dtype": ("auto", "float32", "bfloat16", "float16"), "lr_schedule": ("cosine", "linear", "constant"),
                "compile": (None, True, False)}
     for key, allowed in choices.items():
-        if getattr(cfg, key) not in allowed:
-            raise UsageError(f"{key} must be one of {allowed}, got {getattr(cfg, key)!r}")
+        common.check_choice(key, getattr(cfg, key), allowed)
     minimums = {"batch_size": 1, "gradient_accumulation_steps": 1, "eval_interval": 1, "eval_iters": 1,
-                "log_interval": 1, "sample_tokens": 0}  # sample_tokens 0: no samples
+                "log_interval": 1, "sample_tokens": 0, "max_minutes": 0}  # 0: no samples, no time budget
     for key, minimum in minimums.items():
         if getattr(cfg, key) < minimum:
             raise UsageError(f"{key} must be at least {minimum}, got {getattr(cfg, key)}")
@@ -227,7 +226,7 @@ def fail_together(run):
         if not run.ddp:
             raise
         # which process failed (torchrun sets GROUP_RANK and LOCAL_RANK), and why, in one line
-        reason = (str(e) if isinstance(e, UsageError) else f"{type(e).__name__}: {e}").strip().partition("\n")[0]
+        reason = first_line(e) if isinstance(e, UsageError) else f"{type(e).__name__}: {first_line(e)}"
         where = f"node {os.environ.get('GROUP_RANK', '0')}, local rank {os.environ.get('LOCAL_RANK', '0')}"
         error, report = e, f"rank {run.rank} on {socket.gethostname()} ({where}): {reason}"
     if run.ddp:
@@ -260,15 +259,15 @@ def setup(cfg):
         torch.cuda.set_device(device)
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
     # auto: bf16 where the device computes it natively (GPUs of model.native_bf16, CPUs with AMX);
-    # older GPUs get fp16 and a GradScaler, other CPUs fp32
+    # older CUDA GPUs get fp16 and a GradScaler, every other device fp32
     if cfg.dtype != "auto":
         dtype = getattr(torch, cfg.dtype)
-    elif device.type == "cuda" and not native_bf16(device):
-        dtype = torch.float16
-    elif device.type == "cpu" and not cpu_has_amx():
-        dtype = torch.float32
-    else:
+    elif device.type == "cuda":
+        dtype = torch.bfloat16 if native_bf16(device) else torch.float16
+    elif device.type == "cpu" and cpu_has_amx():
         dtype = torch.bfloat16
+    else:  # other CPUs, and Apple GPUs (mps), where it has not been measured
+        dtype = torch.float32
     if ddp:  # the timeout bounds how long a process waits for one that died (see fail_together)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 timeout=timedelta(minutes=cfg.ddp_timeout_minutes),
@@ -298,6 +297,9 @@ def init_model(cfg, run, vocab_size, from_prepare, ckpt_path):
         overrides = {} if cfg.init_from == "resume" else {"dropout": cfg.dropout}
         model = model_from_checkpoint(ckpt, source, **overrides)
         if cfg.init_from != "resume" and cfg.block_size < model.config.block_size:
+            if run.master:  # block_size has a default, so a fine-tune may crop without being asked to
+                print(f"note: cropping the context from {model.config.block_size} to block_size {cfg.block_size} "
+                      f"tokens (set --block_size to keep more)", file=sys.stderr, flush=True)
             model.crop_block_size(cfg.block_size)
     model.to(run.device)
     optimizers = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2),
@@ -330,10 +332,6 @@ def wrap_model(model, run):
     if not run.ddp:
         return fast_model, fast_model
     train_model = DDP(fast_model, device_ids=[run.device.index] if run.device.type == "cuda" else None)
-    # The only buffer, the rotary frequencies, is a constant that every process computes alike:
-    # DDP need not resend it from rank 0 before every forward. (Set as an attribute: torch 2.13
-    # renamed the keyword, and the attribute works before and after.)
-    train_model.broadcast_buffers = False
     return fast_model, train_model
 
 
@@ -565,17 +563,17 @@ def train(config):
                 t_last = now
 
                 finished = iter_num >= cfg.max_iters or train_seconds >= budget
-                log_now = iter_num % cfg.log_interval == 0 or iter_num == cfg.max_iters
+                log_now = iter_num % cfg.log_interval == 0 or finished
                 eval_now = iter_num % cfg.eval_interval == 0 or finished
                 if not (log_now or eval_now or stop):
                     continue
                 with fail_together(run):  # rank 0 logs, evaluates and saves; the others wait to hear
                     if run.master and log_now:
                         log.step(iter_num, lossf, lr, grad_norm.item(), train_seconds)
+                    if run.master and eval_now:  # before a requested stop too: a resumed run would not redo it
+                        evaluate_and_save()
                     if run.master and stop:
                         save(f"stopped at step {iter_num}; saved {ckpt_path} (continue with --init_from=resume)")
-                    elif run.master and eval_now:
-                        evaluate_and_save()
                 if stop:
                     break
                 t_last = time.perf_counter()  # logging, evaluating and measuring the peak are not training time

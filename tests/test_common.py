@@ -28,6 +28,8 @@ def test_override_parses_literals(arg, key, expected):
     ("--batch_sise=32", "unknown config key 'batch_sise' in the command line; did you mean batch_size?"),
     ("--batch_size=0.5", "expects int, got float"),
     ("--compile=1", "expects bool, got int"),
+    ("--batch_size=None", "expects int, got NoneType"),  # only a None default accepts None
+    ("--batch_size={[]: 1}", "expects int, got str"),  # no literal (a list cannot be a key): a string
     ("--batch_size", "expected --key=value"),
     ("missing_config.py", "config file not found"),
 ])

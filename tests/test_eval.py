@@ -276,6 +276,9 @@ def test_token_ids_beyond_the_vocabulary_are_refused(prepared, tmp_path):
     (["--data=a.bin", "--text=b.txt"], "give one of"),
     (["--data_dir=nowhere"], "no test.bin or val.bin in nowhere"),
     (["--text=missing.txt"], "no such file"),
+    *[([f"--{key}=-1"], "stride, max_tokens and rouge_docs must be >= 0")
+      for key in ("stride", "max_tokens", "rouge_docs")],
+    *[([f"--{key}=0"], "reference_tokens and repeat_n >= 1") for key in ("batch_size", "repeat_n")],
 ])
 def test_bad_inputs_are_usage_errors(prepared, args, message):
     root, _, _ = prepared

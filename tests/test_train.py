@@ -124,9 +124,10 @@ def test_every_config_file_is_valid(name):
     (["--learnig_rate=0.1"], "unknown config key 'learnig_rate' in the command line; did you mean learning_rate"),
     (["--max_iters=abc"], "config key 'max_iters' in the command line expects int, got str"),
     (["--data_dir=/no/such/dir"], "data directory not found: /no/such/dir"),
-    (["--lr_schedule=cosin"], "lr_schedule must be one of"),
+    (["--lr_schedule=cosin"], "lr_schedule must be 'cosine', 'linear' or 'constant', got 'cosin'"),
     (["--gradient_accumulation_steps=0"], "gradient_accumulation_steps must be at least 1"),
-    (["--pos_emb=alibi"], "pos_emb must be one of"),
+    (["--max_minutes=-1"], "max_minutes must be at least 0"),
+    (["--pos_emb=alibi"], "pos_emb must be 'rope' or 'learned', got 'alibi'"),
     (["--optimizer=sgd"], "optimizer must be 'adamw' or 'muon', got 'sgd'"),
 ])
 def test_config_errors_are_one_line(tmp_path, data_dir, args, message):
@@ -189,12 +190,13 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir)
     assert open(ckpt_path, "rb").read() == good
 
 
-def test_fine_tune_from_another_run(tmp_path, data_dir):
+def test_fine_tune_from_another_run(tmp_path, data_dir, capsys):
     base = str(tmp_path / "base")
     run_train(f"--data_dir={data_dir}", f"--out_dir={base}", "--max_iters=6", "--always_save_checkpoint=True")
     tuned = str(tmp_path / "tuned")
     run_train(f"--data_dir={data_dir}", f"--out_dir={tuned}", f"--init_from={base}/ckpt.pt",
               "--max_iters=4", "--eval_interval=4", "--block_size=8", "--n_layer=5")
+    assert "note: cropping the context from 16 to block_size 8 tokens" in capsys.readouterr().err
     ckpt = torch.load(os.path.join(tuned, "ckpt.pt"), weights_only=True)
     assert ckpt["iter_num"] == 4  # a fresh schedule, not the base run's step count
     assert ckpt["model_args"]["block_size"] == 8 and ckpt["model_args"]["n_layer"] == 2
@@ -226,6 +228,18 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path, data_dir):
     assert sorted(resumed) == list(range(1, stopped_at + 4))
     np.testing.assert_allclose([resumed[i] for i in sorted(straight)],
                                [straight[i] for i in sorted(straight)], rtol=1e-6)
+
+
+def test_a_stop_on_an_evaluation_step_evaluates_first(tmp_path, data_dir, monkeypatch):
+    # a stop asked for during step 4, whose end is an evaluation: the run evaluates, then saves and stops
+    calls, share_step = itertools.count(1), train.share_step
+    monkeypatch.setattr(train, "share_step",
+                        lambda run, loss, stop, seconds: share_step(run, loss, next(calls) == 4, seconds))
+    out = tmp_path / "out"
+    run_train(f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=100", "--eval_interval=4")
+    records = read_records(out)
+    assert records[-1]["iter"] == 4 and "val_loss" in records[-1]
+    assert torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] == 4
 
 
 def test_token_windows_are_reproducible_views_of_the_file(tmp_path, data_dir):
@@ -305,17 +319,20 @@ def test_grad_clip_reaches_training(tmp_path, data_dir):
     assert not np.allclose(clipped, unclipped, rtol=1e-4)
 
 
-def test_time_budget_stops_the_loop(tmp_path, data_dir, monkeypatch):
+@pytest.mark.parametrize("log_interval", [1, 1000])  # 1000: the budget's last step is logged all the same
+def test_time_budget_stops_the_loop(tmp_path, data_dir, monkeypatch, log_interval):
     # A fake clock, each reading one second after the last: the loop must stop at the first step
     # that brings the training time it adds up to max_minutes (6 s), long before max_iters.
     clock = itertools.count(1000.0)
     monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
     out = tmp_path / "out"
     run_train(f"--data_dir={data_dir}", f"--out_dir={out}", "--max_minutes=0.1", "--max_iters=200",
-              "--eval_interval=1000")
+              "--eval_interval=1000", f"--log_interval={log_interval}")
     records = read_records(out)
     steps = [r for r in records if "loss" in r]
-    assert steps[-1]["train_s"] >= 6 > steps[-2]["train_s"] and steps[-1]["iter"] < 200
+    assert steps[-1]["train_s"] >= 6 and steps[-1]["iter"] < 200
+    if log_interval == 1:
+        assert steps[-2]["train_s"] < 6  # the first step to reach the budget is the last
     assert "val_loss" in records[-1] and records[-1]["iter"] == steps[-1]["iter"]  # the budget's end is evaluated
     ckpt = torch.load(out / "ckpt.pt", weights_only=True)
     assert ckpt["iter_num"] == steps[-1]["iter"] and ckpt["train_seconds"] == steps[-1]["train_s"]
