@@ -144,15 +144,19 @@ def test_sliding_nll_equals_one_full_pass_when_text_fits(pos_emb, stride):
 
 
 @pytest.mark.parametrize("pos_emb", ["rope", "learned"])
-def test_stride_one_gives_every_token_a_full_context(pos_emb):
+def test_each_token_is_scored_as_its_window_reads_it(pos_emb):
     model = tiny_model(50, pos_emb, block_size=8)
     tokens = np.random.default_rng(1).integers(0, 50, size=30)
-    with torch.no_grad():
-        expected = [-torch.log_softmax(model(torch.from_numpy(tokens[None, max(0, i - 8):i]))[0][0, -1], -1)
-                    [tokens[i]].item() for i in range(1, 30)]
+
+    @torch.no_grad()
+    def nll(i, begin):  # token i's, read after tokens[begin:i] alone
+        return -torch.log_softmax(model(torch.from_numpy(tokens[None, begin:i]))[0][0, -1], -1)[tokens[i]].item()
+    expected = [nll(i, max(0, i - 8)) for i in range(1, 30)]
     assert evaluate.token_nll(model, tokens, stride=1, batch_size=5) == pytest.approx(expected, rel=1e-5)
-    for stride in (3, 8):  # every token scored, whatever the stride and batch size
-        assert not np.isnan(evaluate.token_nll(model, tokens, stride, batch_size=2)).any()
+    for stride in (3, 8):  # each token as its window reads it, from the window's start, whatever the batch size
+        expected = [nll(i, begin) for begin, first_scored, end in evaluate.sliding_windows(30, 8, stride)
+                    for i in range(first_scored, end + 1)]
+        assert evaluate.token_nll(model, tokens, stride, batch_size=2) == pytest.approx(expected, rel=1e-5)
 
 
 # -----------------------------------------------------------------------------
@@ -276,6 +280,7 @@ def test_token_ids_beyond_the_vocabulary_are_refused(prepared, tmp_path):
     (["--data=a.bin", "--text=b.txt"], "give one of"),
     (["--data_dir=nowhere"], "no test.bin or val.bin in nowhere"),
     (["--text=missing.txt"], "no such file"),
+    (["--stride=1000"], "stride 1000 is longer than the context"),
     *[([f"--{key}=-1"], "stride, max_tokens and rouge_docs must be >= 0")
       for key in ("stride", "max_tokens", "rouge_docs")],
     *[([f"--{key}=0"], "reference_tokens and repeat_n >= 1") for key in ("batch_size", "repeat_n")],

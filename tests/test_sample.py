@@ -608,10 +608,10 @@ def test_long_prompt_is_cropped_with_a_notice(checkpoint_dir, capsys):
 
 @pytest.mark.parametrize("options", [["--greedy=True"], ["--beams=3"], ["--use_cache=False"],
                                      ["--beams=2", "--use_cache=False"], ["--frequency_penalty=1.5", "--presence_penalty=-1"]])
-def test_empty_prompt_starts_a_document(checkpoint_dir, tokenizer, capsys, options):
+def test_every_decoding_mode_runs_from_an_empty_prompt(checkpoint_dir, tokenizer, capsys, options):
     sample.main([f"--out_dir={checkpoint_dir}", "--start=", "--max_new_tokens=8", *options])
     assert re.fullmatch(SPEED_LINE, capsys.readouterr().err)
-    assert sample.encode_prompt("", tokenizer, 32)[1] == [tokenizer.eot_id]
+    assert sample.encode_prompt("", tokenizer, 32)[1] == [tokenizer.eot_id]  # which is a document's start
 
 
 @pytest.mark.parametrize("normalization, expected", [
@@ -654,7 +654,8 @@ def test_unusable_devices_are_one_line_usage_errors(checkpoint_dir, monkeypatch,
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-def test_a_gpu_index_past_the_last_is_a_one_line_error(checkpoint_dir):
+def test_an_unusable_gpu_is_a_one_line_error_on_the_command_line(checkpoint_dir):
+    # with GPUs, an index past the last; without, no GPU at all (each branch: the test above)
     result = run_sample(f"--out_dir={checkpoint_dir}", "--device=cuda:7")
     assert result.returncode == 1 and result.stdout == ""
     assert result.stderr.startswith("error: device ") and len(result.stderr.strip().splitlines()) == 1

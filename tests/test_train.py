@@ -17,6 +17,7 @@ import common
 import train
 from common import UsageError
 from conftest import ROOT
+from model import GPT, GPTConfig
 
 TINY = os.path.join(ROOT, "config", "tiny.py")
 
@@ -118,6 +119,10 @@ def test_every_config_file_is_valid(name):
     config, positional = common.configure(train.DEFAULTS, [os.path.join(ROOT, "config", name)])
     assert not positional
     train.check_config(SimpleNamespace(**config))
+    # the model it describes can be built (GPTConfig checks its shape and choices), with the optimizer it names
+    model_args = {field: config[field] for field in GPTConfig.__dataclass_fields__ if field != "vocab_size"}
+    model = GPT(GPTConfig(**{**model_args, "n_layer": 1}))  # one layer is enough for the checks
+    model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", config["optimizer"])
 
 
 @pytest.mark.parametrize("args,message", [
@@ -228,6 +233,37 @@ def test_sigterm_saves_a_resumable_checkpoint(tmp_path, data_dir):
     assert sorted(resumed) == list(range(1, stopped_at + 4))
     np.testing.assert_allclose([resumed[i] for i in sorted(straight)],
                                [straight[i] for i in sorted(straight)], rtol=1e-6)
+
+
+def test_a_checkpoint_is_saved_when_val_loss_improves_also_after_resuming(tmp_path, data_dir, monkeypatch, capsys):
+    # evaluations at steps 0, 2 and 4; resumed from step 2's checkpoint, at 4, 6 and 8
+    val_losses, evaluate = iter([9.0, 5.0, 6.0, 5.2, 4.0, 4.5]), train.evaluate
+    monkeypatch.setattr(train, "evaluate", lambda *args: {**evaluate(*args), "val_loss": next(val_losses)})
+    out = tmp_path / "out"
+    run_train(f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=4", "--eval_interval=2")
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    assert (ckpt["iter_num"], ckpt["best_val_loss"]) == (2, 5.0)  # not step 4's worse 6.0
+    capsys.readouterr()
+    run_train(f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=8", "--eval_interval=2",
+              "--init_from=resume")
+    ckpt = torch.load(out / "ckpt.pt", weights_only=True)
+    assert (ckpt["iter_num"], ckpt["best_val_loss"]) == (6, 4.0)
+    saves = [line for line in capsys.readouterr().out.splitlines() if line.startswith("saved ")]
+    assert len(saves) == 1  # at step 6: 5.2 at step 4 is still worse than the 5.0 resumed
+
+
+def test_resuming_with_another_optimizer_is_refused(tmp_path, data_dir):
+    out = tmp_path / "out"
+    run_train(f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=2", "--always_save_checkpoint=True")
+    with pytest.raises(UsageError, match="was trained with another optimizer"):
+        run_train(f"--data_dir={data_dir}", f"--out_dir={out}", "--init_from=resume", "--optimizer=muon")
+
+
+def test_accumulation_must_divide_among_the_processes(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it (without RANK: no process group is joined)
+    with pytest.raises(UsageError, match=r"gradient_accumulation_steps \(3\) must be divisible by the number of "
+                                         r"processes \(2\)"):
+        run_train(f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}", "--gradient_accumulation_steps=3")
 
 
 def test_a_stop_on_an_evaluation_step_evaluates_first(tmp_path, data_dir, monkeypatch):
