@@ -461,6 +461,14 @@ def stop_requests():
             signal.signal(signum, handler)
 
 
+def device_clock(device):
+    """time.perf_counter(), read once the device has finished the work queued on it: a GPU runs
+    behind the Python that queues its kernels, so a step's launches end long before its work does."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def share_step(run, loss, stop, seconds):
     """One small exchange per step: (the loss averaged over processes, whether any process was
     asked to stop, rank 0's step time). The LR schedule and the time budget must agree across
@@ -551,7 +559,7 @@ def train(config):
                     x, y = fetch(iter_num, micro + 1) if micro + 1 < run.accum else fetch(iter_num + 1, 0)
                     scaler.scale(loss / run.accum).backward()
                     loss_sum += loss.detach()
-                now = time.perf_counter()
+                now = device_clock(run.device)  # a step is timed from the last reading to this one: with its update
                 lossf, stop, step_seconds = share_step(run, loss_sum / run.accum, stop_requested, now - t_last)
                 if not math.isfinite(lossf):
                     kept = f"; the last good checkpoint is {ckpt_path}" if os.path.isfile(ckpt_path) else ""
@@ -567,6 +575,7 @@ def train(config):
                 eval_now = iter_num % cfg.eval_interval == 0 or finished
                 if not (log_now or eval_now or stop):
                     continue
+                paused = device_clock(run.device)  # logging, evaluating and measuring the peak are not training time
                 with fail_together(run):  # rank 0 logs, evaluates and saves; the others wait to hear
                     if run.master and log_now:
                         log.step(iter_num, lossf, lr, grad_norm.item(), train_seconds)
@@ -576,7 +585,7 @@ def train(config):
                         save(f"stopped at step {iter_num}; saved {ckpt_path} (continue with --init_from=resume)")
                 if stop:
                     break
-                t_last = time.perf_counter()  # logging, evaluating and measuring the peak are not training time
+                t_last += time.perf_counter() - paused
     finally:
         if log:
             log.close()

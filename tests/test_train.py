@@ -374,6 +374,18 @@ def test_time_budget_stops_the_loop(tmp_path, data_dir, monkeypatch, log_interva
     assert ckpt["iter_num"] == steps[-1]["iter"] and ckpt["train_seconds"] == steps[-1]["train_s"]
 
 
+def test_step_times_count_the_optimizer_and_not_the_logging(tmp_path, data_dir, monkeypatch):
+    # an update that takes 0.2 s and a log line that takes 1 s: a step lasts 0.2 s and more, never 1 s
+    optimizer_step, log_step = train.optimizer_step, train.TrainingLog.step
+    monkeypatch.setattr(train, "optimizer_step", lambda *args: time.sleep(0.2) or optimizer_step(*args))
+    monkeypatch.setattr(train.TrainingLog, "step", lambda *args: time.sleep(1.0) or log_step(*args))
+    out = tmp_path / "out"
+    run_train(f"--data_dir={data_dir}", f"--out_dir={out}", "--max_iters=4", "--log_interval=1", "--eval_interval=100")
+    steps = [r for r in read_records(out) if "loss" in r]
+    # each step is timed with the update before it (the first has none)
+    assert len(steps) == 4 and all(0.2 <= r["step_ms"] / 1000 < 1.0 for r in steps[1:])
+
+
 def crash_at_step(step, get_lr):
     """get_lr, which every process calls at the start of each step, but failing at `step`."""
     def failing_get_lr(cfg, iter_num, train_seconds):
