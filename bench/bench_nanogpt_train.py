@@ -10,7 +10,7 @@ and each step's time is read from the script's own log.
 nanoGPT's train.py, model.py and configurator.py are copied into a temporary folder and run from
 there, with its data as it expects it (data/<dataset>/train.bin, val.bin and meta.pkl). Its step
 time, printed as "iter k: ... time t ms", runs from the end of one step to the end of the next, so
-it includes fetching the batch; ours (log.jsonl's step_ms with log_interval=1) does too.
+it includes fetching the batch and the optimizer's update; ours (log.jsonl's step_ms) does too.
 """
 
 import json

@@ -32,7 +32,8 @@ every article is distinct, and is written as .xml.bz2 like the real dump (or .xm
 a child process with a tokenizer trained beforehand on the sample pages (or --tokenizer=PATH),
 so the figures are those of the pipeline: decompression, XML parsing, cleaning, normalization
 and encoding, in one pass since there is no tokenizer to train; WikiExtractor then runs on the
-same file with as many processes (it writes text and does not tokenize). Peak memory is read two
+same file with as many processes, templates not expanded as in the cleaning comparison (it writes
+text and does not tokenize). Peak memory is read two
 ways, both sampled from /proc every 0.2 s (bench/measure.py, Linux only): the largest single
 process and the sum over the program and its worker processes.
 The sample's three pages are long (19-88 K characters of wikitext); the average fawiki article
@@ -263,8 +264,10 @@ def run_prepare(args):
 
 
 def run_wikiextractor(dump, out_dir, num_proc):
-    return measure.run_measured([sys.executable, "-m", "wikiextractor.WikiExtractor", dump, "--processes",
-                                 str(num_proc), "--quiet", "--output", out_dir], cwd=ROOT)
+    # --no-templates, as ours: without it, WikiExtractor first reads the whole dump once more to collect
+    # template pages, which a dump of articles has none of
+    return measure.run_measured([sys.executable, "-m", "wikiextractor.WikiExtractor", dump, "--no-templates",
+                                 "--processes", str(num_proc), "--quiet", "--output", out_dir], cwd=ROOT)
 
 
 def measure_throughput(config, header, pages, footer, sample_path, work):
