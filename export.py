@@ -307,7 +307,7 @@ def export(model, tokenizer, export_dir, overwrite=False, ckpt=None, out_dir="")
 
 def main(argv=None):
     config = common.parse_config(DEFAULTS, argv)
-    model, tokenizer, ckpt = load_checkpoint(config["out_dir"], "cpu")
+    model, tokenizer, ckpt = load_checkpoint(os.path.join(config["out_dir"], "ckpt.pt"), "cpu")
     export_dir = config["export_dir"] or os.path.join("hf", os.path.basename(os.path.abspath(config["out_dir"])))
     export(model, tokenizer, export_dir, config["overwrite"], ckpt, config["out_dir"])
     print(f"wrote {export_dir}: load it with transformers' AutoModelForCausalLM and AutoTokenizer")

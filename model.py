@@ -363,19 +363,25 @@ class Muon(torch.optim.Optimizer):
                 p.add_(update, alpha=-group["lr"] * 0.2 * math.sqrt(max(p.shape)))
 
 
+def synchronize(device):
+    """Wait until a GPU (CUDA or Apple's) has done the work queued on it: it runs behind the Python
+    that queues its kernels, so a timing must wait for it to end when the work does."""
+    if device.type != "cpu":
+        torch.accelerator.synchronize(device)
+
+
 def measure_peak_flops(device, dtype=torch.float32):
     """Best FLOP/s of large square matmuls on this device: the denominator of MFU."""
     device = torch.device(device)
     size, calls = (8192, 20) if device.type == "cuda" else (2048, 1)
     a, b = torch.randn(2, size, size, device=device, dtype=dtype)
-    sync = {"cuda": torch.cuda.synchronize, "mps": torch.mps.synchronize}.get(device.type, lambda: None)
     best = math.inf
     for _ in range(4):  # the first round warms up; the best round is the peak
-        sync()
+        synchronize(device)
         t0 = time.perf_counter()
         for _ in range(calls):
             a @ b
-        sync()
+        synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * size**3 * calls / best
 

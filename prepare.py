@@ -6,7 +6,7 @@ BPE tokenizer into uint16 token files.
     python prepare.py fawiki-latest-pages-articles.xml.bz2 --out_dir=data/fawiki
     python prepare.py ../shared/data/persian/news.jsonl ../shared/data/books/pg2600.txt --out_dir=data/mix
     python prepare.py more.jsonl --out_dir=data/finetune --tokenizer=data/fawiki/tokenizer.json
-    python prepare.py wiki.xml.bz2 news.jsonl poems.jsonl --repeat=[9,1,0.15] --out_dir=data/mix
+    python prepare.py wiki.xml.bz2 news.jsonl poems.jsonl --repeat="[9,1,0.15]" --out_dir=data/mix
 
 The pipeline, in the order of this file:
 - read: MediaWiki XML dumps (.xml or .xml.bz2, a local file or the official URL, decompressed as

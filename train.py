@@ -34,7 +34,7 @@ import common
 import sample
 from common import UsageError, first_line
 from model import (GPT, GPTConfig, measure_peak_flops, model_from_checkpoint, native_bf16,
-                   read_checkpoint, resolve_device, tokenizer_hash)
+                   read_checkpoint, resolve_device, synchronize, tokenizer_hash)
 
 # I/O
 out_dir = "out"  # ckpt.pt and log.jsonl go here
@@ -461,14 +461,6 @@ def stop_requests():
             signal.signal(signum, handler)
 
 
-def device_clock(device):
-    """time.perf_counter(), read once the device has finished the work queued on it: a GPU runs
-    behind the Python that queues its kernels, so a step's launches end long before its work does."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()
-
-
 def share_step(run, loss, stop, seconds):
     """One small exchange per step: (the loss averaged over processes, whether any process was
     asked to stop, rank 0's step time). The LR schedule and the time budget must agree across
@@ -526,16 +518,19 @@ def train(config):
             torch.save(ckpt, tmp)
         print(message, flush=True)
 
-    def evaluate_and_save():  # rank 0 only
+    def stopped():  # what a save asked for by a signal says
+        return f"stopped at step {iter_num}; saved {ckpt_path} (continue with --init_from=resume)"
+
+    def evaluate_and_save(stopping=False):  # rank 0 only; stopping saves whatever the loss
         nonlocal best_val_loss
         record = evaluate(cfg, fast_model, model, {"train": train_data, "val": val_data}, run, tokenizer)
         text = f"step {iter_num}: train loss {record['train_loss']:.4f}, val loss {record['val_loss']:.4f}"
         text += f"\n  sample: {cfg.sample_prompt}{record['sample']}" if cfg.sample_tokens else ""
         log.write({"iter": iter_num, **record, "lr": get_lr(cfg, iter_num, train_seconds), "train_s": train_seconds},
                   text)
-        if iter_num > 0 and (record["val_loss"] < best_val_loss or cfg.always_save_checkpoint):
+        if stopping or iter_num > 0 and (record["val_loss"] < best_val_loss or cfg.always_save_checkpoint):
             best_val_loss = min(best_val_loss, record["val_loss"])
-            save(f"saved {ckpt_path}")
+            save(stopped() if stopping else f"saved {ckpt_path}")
 
     budget = 60 * cfg.max_minutes or math.inf  # seconds of training, evaluation excluded
     try:
@@ -559,7 +554,8 @@ def train(config):
                     x, y = fetch(iter_num, micro + 1) if micro + 1 < run.accum else fetch(iter_num + 1, 0)
                     scaler.scale(loss / run.accum).backward()
                     loss_sum += loss.detach()
-                now = device_clock(run.device)  # a step is timed from the last reading to this one: with its update
+                synchronize(run.device)  # a step is timed from the last reading to this one, the update before it
+                now = time.perf_counter()
                 lossf, stop, step_seconds = share_step(run, loss_sum / run.accum, stop_requested, now - t_last)
                 if not math.isfinite(lossf):
                     kept = f"; the last good checkpoint is {ckpt_path}" if os.path.isfile(ckpt_path) else ""
@@ -575,14 +571,15 @@ def train(config):
                 eval_now = iter_num % cfg.eval_interval == 0 or finished
                 if not (log_now or eval_now or stop):
                     continue
-                paused = device_clock(run.device)  # logging, evaluating and measuring the peak are not training time
+                synchronize(run.device)  # the update just queued is training time
+                paused = time.perf_counter()  # logging, evaluating and measuring the peak are not
                 with fail_together(run):  # rank 0 logs, evaluates and saves; the others wait to hear
                     if run.master and log_now:
                         log.step(iter_num, lossf, lr, grad_norm.item(), train_seconds)
                     if run.master and eval_now:  # before a requested stop too: a resumed run would not redo it
-                        evaluate_and_save()
-                    if run.master and stop:
-                        save(f"stopped at step {iter_num}; saved {ckpt_path} (continue with --init_from=resume)")
+                        evaluate_and_save(stopping=bool(stop))
+                    elif run.master and stop:
+                        save(stopped())
                 if stop:
                     break
                 t_last += time.perf_counter() - paused

@@ -12,9 +12,9 @@ tables, references, files, categories, comments. A removed element that a reader
 break between words leaves a space, so that words on either side are not glued.
 
 Regular expressions rather than a MediaWiki parser, for speed over a whole dump: nested constructs
-are peeled innermost first, one level per pass, and the patterns use possessive quantifiers, which
-never backtrack, so that their time stays linear (the few lazy ones, COMMENT, UNCLOSED_BLOCK and
-HEADING, stop at the first end they find). Malformed markup (an unclosed template, reference or
+are peeled innermost first, one level per pass, and where a pattern could backtrack over a long
+span it uses possessive quantifiers, which never do, or lazy ones that stop at the first end they
+find (COMMENT, UNCLOSED_BLOCK, HEADING). Malformed markup (an unclosed template, reference or
 table) costs only itself, never the rest of the article.
 """
 

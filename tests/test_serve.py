@@ -464,8 +464,12 @@ def test_a_job_whose_event_loop_has_closed_does_not_stop_the_model_thread(model,
     with server.wakeup:
         server.waiting.append(orphan)
         server.wakeup.notify()
-    assert completion(client, prompt=PROMPT, max_tokens=5, seed=1)["text"] == expected(model, tokenizer, seed=1,
-                                                                                      max_tokens=5)[0]
+    texts = []
+    request = threading.Thread(target=lambda: texts.append(completion(client, prompt=PROMPT, max_tokens=5, seed=1)),
+                               daemon=True)
+    request.start()
+    request.join(timeout=60)  # a dead model thread would leave the request waiting for ever
+    assert [choice["text"] for choice in texts] == [expected(model, tokenizer, seed=1, max_tokens=5)[0]]
 
 
 def test_health_models_and_page(client, model, tokenizer):

@@ -266,8 +266,8 @@ def test_accumulation_must_divide_among_the_processes(tmp_path, data_dir, monkey
         run_train(f"--data_dir={data_dir}", f"--out_dir={tmp_path / 'out'}", "--gradient_accumulation_steps=3")
 
 
-def test_a_stop_on_an_evaluation_step_evaluates_first(tmp_path, data_dir, monkeypatch):
-    # a stop asked for during step 4, whose end is an evaluation: the run evaluates, then saves and stops
+def test_a_stop_on_an_evaluation_step_evaluates_first(tmp_path, data_dir, monkeypatch, capsys):
+    # a stop asked for during step 4, whose end is an evaluation: the run evaluates, then saves once and stops
     calls, share_step = itertools.count(1), train.share_step
     monkeypatch.setattr(train, "share_step",
                         lambda run, loss, stop, seconds: share_step(run, loss, next(calls) == 4, seconds))
@@ -276,6 +276,8 @@ def test_a_stop_on_an_evaluation_step_evaluates_first(tmp_path, data_dir, monkey
     records = read_records(out)
     assert records[-1]["iter"] == 4 and "val_loss" in records[-1]
     assert torch.load(out / "ckpt.pt", weights_only=True)["iter_num"] == 4
+    saves = [line for line in capsys.readouterr().out.splitlines() if "saved" in line]
+    assert len(saves) == 1 and saves[0].startswith("stopped at step 4; saved")
 
 
 def test_token_windows_are_reproducible_views_of_the_file(tmp_path, data_dir):
