@@ -5,10 +5,10 @@ Train a GPT on the token files that prepare.py writes, on a laptop CPU or on man
     python train.py config/fawiki_small.py --batch_size=8        # --key=value overrides
     torchrun --standalone --nproc_per_node=8 train.py config/fawiki_gpu.py   # DDP, one node
 
-Everything random about optimizer step k is a pure function of (seed, k): the windows of
-text, and each process's dropout masks, of (seed, k, rank). So a run resumed from its checkpoint
-continues exactly as if it had never stopped, and N processes see the same batches as one
-process accumulating N times as many micro-batches.
+Everything random about optimizer step k is a pure function of (seed, k): the windows of text,
+and the dropout masks, which each process also draws by its rank. So a run resumed from its
+checkpoint continues exactly as if it had never stopped, and N processes see the same batches as
+one process accumulating N times as many micro-batches.
 """
 
 import contextlib
