@@ -552,11 +552,15 @@ def model_from_checkpoint(ckpt, path="checkpoint", **overrides):
     return model
 
 
+def checkpoint_path(path):
+    """The checkpoint file that path names: a ckpt.pt, or the one in the out_dir train.py wrote it in."""
+    return os.path.join(path, "ckpt.pt") if os.path.isdir(path) else path
+
+
 def load_checkpoint(path, device):
     """Return (model in eval mode on device, its tokenizer, the checkpoint dict) of the checkpoint
-    at path: a ckpt.pt, or the out_dir train.py wrote one in."""
-    if os.path.isdir(path):
-        path = os.path.join(path, "ckpt.pt")
+    at path (see checkpoint_path)."""
+    path = checkpoint_path(path)
     ckpt = read_checkpoint(path, device)
     model = model_from_checkpoint(ckpt, path).to(device).eval()
     tokenizer = bpe.Tokenizer.from_json(ckpt["tokenizer"])

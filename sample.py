@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 import torch
 
 import common
-from model import autocast_for, load_checkpoint, quantize_weights, resolve_device
+from model import autocast_for, checkpoint_path, load_checkpoint, quantize_weights, resolve_device
 
 DEFAULTS = dict(
     out_dir="out-fawiki-small",  # folder holding ckpt.pt
@@ -541,7 +541,7 @@ def generate_text(prompt, max_new_tokens=200, temperature=0.8, top_k=200, top_p=
     after max_new_tokens; seed=None draws from torch's global random state."""
     if model is None:
         out_dir = os.path.abspath(out_dir or DEFAULTS["out_dir"])
-        ckpt_path = os.path.join(out_dir, "ckpt.pt") if os.path.isdir(out_dir) else out_dir  # as load_checkpoint
+        ckpt_path = checkpoint_path(out_dir)
         mtime = os.path.getmtime(ckpt_path) if os.path.isfile(ckpt_path) else None
         if out_dir not in loaded_checkpoints or loaded_checkpoints[out_dir][0] != mtime:
             loaded_checkpoints[out_dir] = mtime, load_out_dir(out_dir, resolve_device("auto"))
