@@ -94,10 +94,12 @@ def parse_config(defaults, argv=None):
     return config
 
 
-def first_line(error):
-    """The first line of an exception's message (its type's name if it has none), for one-line errors."""
+def first_line(error, name=False):
+    """The first line of an exception's message, for one-line errors; name: after the type's name
+    ("OSError: ..."). An exception without a message reads as its type's name alone."""
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    line = text.splitlines()[0] if text else ""
+    return f"{type(error).__name__}: {line}" if name and line else line or type(error).__name__
 
 
 def run(main):

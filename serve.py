@@ -398,8 +398,7 @@ class Server:
                 failed = {*jobs, *(job for job, _ in self.active.values())}
                 self.active.clear()
                 self.decoder = Decoder(self.model, self.max_batch)  # first: a client told of the error may retry
-                error = APIError(500, f"generation failed: {type(e).__name__}: {common.first_line(e)}",
-                                 kind="server_error")
+                error = APIError(500, f"generation failed: {common.first_line(e, name=True)}", kind="server_error")
                 send(dict.fromkeys(failed, error))
 
     def start(self, job):
@@ -537,7 +536,7 @@ def create_app(model, tokenizer, model_name, max_batch=DEFAULTS["max_batch"], ma
     app.state.server = server
     app.add_middleware(body_limit)
     app.exception_handler(Exception)(lambda request, exc: error_response(
-        request, APIError(500, f"{type(exc).__name__}: {common.first_line(exc)}", kind="server_error")))
+        request, APIError(500, common.first_line(exc, name=True), kind="server_error")))
     app.post("/v1/completions")(server.completions)
     app.get("/v1/models")(server.models)
     app.get("/health")(server.health)

@@ -226,7 +226,7 @@ def fail_together(run):
         if not run.ddp:
             raise
         # which process failed (torchrun sets GROUP_RANK and LOCAL_RANK), and why, in one line
-        reason = first_line(e) if isinstance(e, UsageError) else f"{type(e).__name__}: {first_line(e)}"
+        reason = first_line(e, name=not isinstance(e, UsageError))
         where = f"node {os.environ.get('GROUP_RANK', '0')}, local rank {os.environ.get('LOCAL_RANK', '0')}"
         error, report = e, f"rank {run.rank} on {socket.gethostname()} ({where}): {reason}"
     if run.ddp:

@@ -104,7 +104,9 @@ def test_load_tokens(tmp_path):
         load_tokens("missing.bin")
 
 
-@pytest.mark.parametrize("error, expected", [(ValueError("bad value\n  at line 2"), "bad value"),
-                                             (RuntimeError("  \n"), "RuntimeError"), (KeyError(), "KeyError")])
-def test_first_line_of_an_error(error, expected):
+@pytest.mark.parametrize("error, expected, named", [
+    (ValueError("bad value\n  at line 2"), "bad value", "ValueError: bad value"),
+    (RuntimeError("  \n"), "RuntimeError", "RuntimeError"), (KeyError(), "KeyError", "KeyError")])
+def test_first_line_of_an_error(error, expected, named):
     assert first_line(error) == expected
+    assert first_line(error, name=True) == named

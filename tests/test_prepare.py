@@ -83,7 +83,7 @@ def test_max_articles_stops_early():
 @pytest.mark.parametrize("size", [0, 1, prepare.BLOCK_BYTES + 1, 9 * prepare.BLOCK_BYTES])
 def test_read_ahead_gives_every_byte_in_order(size):
     data = random.Random(size).randbytes(size)
-    with prepare.BlockReader(prepare.read_ahead(io.BytesIO(data))) as reader:
+    with prepare.BlockReader(prepare.read_ahead(prepare.file_blocks(io.BytesIO(data)))) as reader:
         assert reader.read() == data and reader.read() == b""
 
 
@@ -92,7 +92,7 @@ def read_ahead_threads():
 
 
 def test_read_ahead_stops_when_closed_early():
-    reader = prepare.BlockReader(prepare.read_ahead(io.BytesIO(bytes(20 * prepare.BLOCK_BYTES))))
+    reader = prepare.BlockReader(prepare.read_ahead(prepare.file_blocks(io.BytesIO(bytes(20 * prepare.BLOCK_BYTES)))))
     assert reader.read(10) == bytes(10)
     assert len(read_ahead_threads()) == 1  # it reads the next blocks meanwhile
     reader.close()
@@ -108,9 +108,28 @@ class FailingStream(io.RawIOBase):
 
 
 def test_read_ahead_raises_the_error_of_its_source():
-    with prepare.BlockReader(prepare.read_ahead(FailingStream())) as reader, \
+    with prepare.BlockReader(prepare.read_ahead(prepare.file_blocks(FailingStream()))) as reader, \
             pytest.raises(OSError, match="disk unplugged"):
         reader.read()
+
+
+@pytest.mark.parametrize("block_size", [1, 1000, 100_000, 10**7])
+def test_decompressed_reads_every_stream_in_any_blocks(block_size):
+    rng = random.Random(block_size)
+    streams = [rng.randbytes(n) + bytes(n) for n in (0, 10, 300_000, 2 * prepare.BLOCK_BYTES)]  # bz2 blocks are 900 kB
+    compressed = b"".join(map(bz2.compress, streams))
+    blocks = (compressed[i:i + block_size] for i in range(0, len(compressed), block_size))
+    pieces = list(prepare.decompressed(blocks))
+    assert b"".join(pieces) == b"".join(streams)
+    assert all(0 < len(piece) <= prepare.BLOCK_BYTES for piece in pieces)  # b"" would read as the end
+
+
+def test_decompressed_refuses_a_cut_stream_and_garbage():
+    compressed = bz2.compress(bytes(1000))
+    with pytest.raises(EOFError, match="ends before its end-of-stream marker"):
+        list(prepare.decompressed(iter([compressed[:-5]])))
+    with pytest.raises(OSError, match="Invalid data stream"):
+        list(prepare.decompressed(iter([compressed, b"not bz2 data"])))
 
 
 def test_jsonl_and_its_errors(tmp_path):
