@@ -411,16 +411,16 @@ def iter_records(source, report, config):
             blocks, size = file_blocks(stack.enter_context(open_local(source))), os.path.getsize(source)
         blocks = counted(blocks, report, os.path.basename(source), size, unit)
         stack.callback(blocks.close)
+        data = blocks
+        if kind == ".xml.bz2":  # decompressed ahead in a thread, but for a download: that waits on the network
+            # anyway, and a stalled one would keep the thread, and so an early stop or Ctrl-C, waiting for minutes
+            data = decompressed(blocks) if download else read_ahead(decompressed(blocks))
+        stream = stack.enter_context(BlockReader(data))
         try:
-            if kind == ".xml.bz2":  # decompressed ahead in a thread, but for a download: that waits on the network
-                # anyway, and a stalled one would keep the thread, and so an early stop or Ctrl-C, waiting for minutes
-                xml = decompressed(blocks)
-                yield from iter_pages(stack.enter_context(BlockReader(xml if download else read_ahead(xml))), report)
-            elif kind == ".xml":
-                yield from iter_pages(stack.enter_context(BlockReader(blocks)), report)
+            if unit == "pages":
+                yield from iter_pages(stream, report)
             else:
-                stream = io.BufferedReader(stack.enter_context(BlockReader(blocks)))
-                lines = io.TextIOWrapper(stream, encoding="utf-8-sig")
+                lines = io.TextIOWrapper(io.BufferedReader(stream), encoding="utf-8-sig")
                 yield from (iter_jsonl(lines, source, report) if kind == ".jsonl"
                             else iter_book(lines, config["book_chunk_chars"], report))
             for _ in blocks if copy else ():
